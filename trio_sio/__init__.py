@@ -1,0 +1,1 @@
+"""trio_sio: a Socket.IO server on Trio."""

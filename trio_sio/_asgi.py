@@ -1,0 +1,344 @@
+"""The ASGI host: serves an Engine.IO/Socket.IO endpoint under hypercorn's trio worker.
+
+The server's nursery is hosted by the ASGI *lifespan*, which hypercorn runs in a task that
+outlives every connection, so ``hypercorn -k trio module:app`` needs no other code. Sessions
+never become children of a request's task.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+from urllib.parse import unquote
+
+import trio
+
+from ._engine import (
+    BodyTooLarge,
+    HttpRequest,
+    HttpResponse,
+    WebSocketClosed,
+)
+
+__all__ = ["ASGIApp", "Endpoint"]
+
+logger = logging.getLogger("trio_sio")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApplication = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Endpoint(Protocol):
+    """What :class:`ASGIApp` serves: a :class:`~trio_sio.Server` or an
+    :class:`~trio_sio.engineio.EngineServer`."""
+
+    @property
+    def running(self) -> bool: ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> NoReturn: ...
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
+
+    async def handle_websocket(self, request: HttpRequest, ws: Any) -> None: ...
+
+
+class _ClientGone(Exception):
+    """The HTTP client went away while we were reading its request."""
+
+
+class ASGIApp:
+    """An ASGI application serving ``endpoint`` at ``/<path>/``.
+
+    Args:
+        endpoint: the Socket.IO server (or a bare Engine.IO server).
+        path: where the endpoint is mounted (``"socket.io"`` gives ``/socket.io/``).
+        static_files: URL path -> file or directory to serve as it is (for example
+            ``{"/": "index.html"}``), for pages that use the endpoint.
+        other_asgi_app: an application for every other request; its lifespan runs too.
+
+    The lifespan runs ``endpoint.run`` unless the endpoint is already running (because the
+    program started it in its own nursery).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        path: str = "socket.io",
+        static_files: Mapping[str, str | Path] | None = None,
+        other_asgi_app: ASGIApplication | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.prefix = "/" + path.strip("/") + "/"
+        self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
+        self.other_asgi_app = other_asgi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == self.prefix or path == self.prefix[:-1]:
+            if kind == "http":
+                await self._http(scope, receive, send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
+            return
+        if kind == "http" and scope["method"] in ("GET", "HEAD"):
+            file = self._static_file(path)
+            if file is not None:
+                await _send_file(send, file, head=scope["method"] == "HEAD")
+                return
+        if self.other_asgi_app is not None:
+            await self.other_asgi_app(scope, receive, send)
+        elif kind == "http":
+            await _send_response(send, HttpResponse(404, b"Not Found"))
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+
+    # --- lifespan ------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        async with trio.open_nursery() as nursery:
+            try:
+                if not self.endpoint.running:
+                    await nursery.start(self.endpoint.run)
+                other = None
+                if self.other_asgi_app is not None:
+                    other = await nursery.start(_run_lifespan, self.other_asgi_app, scope)
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                raise
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            if other is not None:
+                await other.shutdown()
+            nursery.cancel_scope.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = _request_from_scope(scope)
+        if request.method == "GET":
+            # A long-poll may wait for a long time: release it if the client goes away.
+            response: HttpResponse | None = None
+            async with trio.open_nursery() as nursery:
+
+                async def answer() -> None:
+                    nonlocal response
+                    response = await self.endpoint.handle_http(request)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(answer)
+                await _wait_for_disconnect(receive)
+                nursery.cancel_scope.cancel()
+            if response is not None:
+                await _send_response(send, response)
+            return
+
+        async def read_body(limit: int) -> bytes:
+            return await _read_body(receive, request.headers, limit)
+
+        request.read_body = read_body
+        try:
+            response = await self.endpoint.handle_http(request)
+        except _ClientGone:
+            return
+        await _send_response(send, response)
+
+    def _static_file(self, path: str) -> Path | None:
+        file = self.static_files.get(path)
+        if file is not None:
+            return file if file.is_file() else None
+        for url, root in self.static_files.items():
+            if root.is_dir() and path.startswith(url.rstrip("/") + "/"):
+                relative = path[len(url.rstrip("/")) + 1 :] or "index.html"
+                candidate = (root / relative).resolve()
+                if candidate.is_relative_to(root.resolve()) and candidate.is_file():
+                    return candidate
+        return None
+
+    # --- WebSocket -----------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        ws = _AsgiWebSocket(scope, receive, send)
+        await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+
+
+def _request_from_scope(scope: Scope) -> HttpRequest:
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    client = scope.get("client")
+    scheme = str(scope.get("scheme") or "http")
+    return HttpRequest(
+        method=scope.get("method", "GET"),
+        path=unquote(scope["path"]),
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        scheme={"ws": "http", "wss": "https"}.get(scheme, scheme),
+        client=(client[0], client[1]) if client else None,
+    )
+
+
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _send_response(send: Send, response: HttpResponse) -> None:
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    ]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _send_file(send: Send, file: Path, *, head: bool) -> None:
+    body = await trio.Path(file).read_bytes()
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type == "application/javascript":
+        content_type += "; charset=utf-8"
+    response = HttpResponse(200, b"" if head else body, [("Content-Type", content_type)])
+    await _send_response(send, response)
+
+
+class _AsgiWebSocket:
+    """:class:`~trio_sio._engine.WebSocketConnection` over an ASGI websocket scope."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def accept(self, headers: list[tuple[str, str]]) -> None:
+        encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        await self._send({"type": "websocket.accept", "headers": encoded})
+
+    async def reject(self, response: HttpResponse) -> None:
+        self._closed = True
+        if "websocket.http.response" in self._scope.get("extensions", {}):
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
+            await self._send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status,
+                    "headers": headers,
+                }
+            )
+            await self._send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await self._send({"type": "websocket.close", "code": 1008})
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        self._closed = True
+        raise WebSocketClosed(message.get("code", 1005))
+
+    async def send_frames(self, frames: list[str | bytes]) -> None:
+        if self._closed:
+            raise WebSocketClosed
+        try:
+            for frame in frames:
+                if isinstance(frame, str):
+                    await self._send({"type": "websocket.send", "text": frame})
+                else:
+                    await self._send({"type": "websocket.send", "bytes": frame})
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._closed = True
+            raise WebSocketClosed from exc
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:  # the peer is gone already; nothing to close
+            logger.debug("websocket close after disconnect", exc_info=True)
+
+
+class _LifespanHandle:
+    def __init__(
+        self,
+        to_app: trio.MemorySendChannel[Message],
+        events: trio.MemoryReceiveChannel[Message],
+        *,
+        supported: bool,
+    ) -> None:
+        self._to_app = to_app
+        self._events = events
+        self._supported = supported
+
+    async def shutdown(self) -> None:
+        if self._supported:
+            await self._to_app.send({"type": "lifespan.shutdown"})
+            await self._events.receive()
+
+
+async def _run_lifespan(
+    app: ASGIApplication, scope: Scope, *, task_status: trio.TaskStatus[_LifespanHandle]
+) -> None:
+    """Drive another application's lifespan from ours (startup now, shutdown on request)."""
+    to_app, app_inbox = trio.open_memory_channel[Message](1)
+    from_app, events = trio.open_memory_channel[Message](1)
+
+    async def send(message: Message) -> None:
+        await from_app.send(message)
+
+    async with trio.open_nursery() as nursery:
+
+        async def run_app() -> None:
+            try:
+                await app(scope, app_inbox.receive, send)
+            except Exception:
+                # An app without lifespan support raises on the scope type: that is allowed.
+                await from_app.send({"type": "lifespan.unsupported"})
+
+        nursery.start_soon(run_app)
+        await to_app.send({"type": "lifespan.startup"})
+        reply = await events.receive()
+        if reply["type"] == "lifespan.startup.failed":
+            raise RuntimeError(reply.get("message", "other application failed to start"))
+        supported = reply["type"] == "lifespan.startup.complete"
+        task_status.started(_LifespanHandle(to_app, events, supported=supported))

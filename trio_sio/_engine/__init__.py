@@ -1,0 +1,25 @@
+"""The Engine.IO v4 runtime: sessions, transports and the server that owns them."""
+
+from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
+from .options import AllowRequest, CorsOrigins, EngineOptions
+from .outbox import Outbox, OutboxClosed
+from .server import EngineServer, EngineStatistics
+from .session import EngineHandler, Session, SessionState
+
+__all__ = [
+    "AllowRequest",
+    "BodyTooLarge",
+    "CorsOrigins",
+    "EngineHandler",
+    "EngineOptions",
+    "EngineServer",
+    "EngineStatistics",
+    "HttpRequest",
+    "HttpResponse",
+    "Outbox",
+    "OutboxClosed",
+    "Session",
+    "SessionState",
+    "WebSocketClosed",
+    "WebSocketConnection",
+]

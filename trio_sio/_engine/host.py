@@ -1,0 +1,98 @@
+"""What a host (ASGI under hypercorn, or the native Trio host) hands the Engine.IO server.
+
+The session runtime never sees ASGI types: a host turns its requests into :class:`HttpRequest`
+objects and its WebSocket connections into :class:`WebSocketConnection` objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "BodyTooLarge",
+    "HttpRequest",
+    "HttpResponse",
+    "WebSocketClosed",
+    "WebSocketConnection",
+]
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the limit the reader was given."""
+
+
+class WebSocketClosed(Exception):
+    """The WebSocket connection is closed (by the peer, or by a failure)."""
+
+    def __init__(self, code: int = 1006) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class HttpRequest:
+    """A request as the host received it.
+
+    Attributes:
+        method: ``GET``, ``POST``, ...
+        path: the URL path, percent-decoded.
+        query_string: the raw query string, without ``?``.
+        headers: header names in lower case; the first occurrence of a repeated name.
+        scheme: ``http`` or ``https`` (``ws``/``wss`` are reported as ``http``/``https``).
+        client: the peer's ``(host, port)``, when known.
+        read_body: reads the whole body, raising :class:`BodyTooLarge` rather than reading
+            more than the given number of bytes.
+        time: when the request arrived (``time.time()``).
+    """
+
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    scheme: str = "http"
+    client: tuple[str, int] | None = None
+    read_body: Callable[[int], Awaitable[bytes]] | None = None
+    time: float = field(default_factory=time.time)
+
+    @property
+    def url(self) -> str:
+        """The request's path and query, as the client sent them."""
+        return self.path + ("?" + self.query_string if self.query_string else "")
+
+
+@dataclass
+class HttpResponse:
+    """A response for the host to send."""
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class WebSocketConnection(Protocol):
+    """A server-side WebSocket as the host provides it."""
+
+    async def accept(self, headers: list[tuple[str, str]]) -> None:
+        """Complete the opening handshake."""
+        ...
+
+    async def reject(self, response: HttpResponse) -> None:
+        """Refuse the opening handshake with an HTTP response (where the host can)."""
+        ...
+
+    async def receive(self) -> str | bytes:
+        """The next message. Raises :class:`WebSocketClosed` once the connection is closed."""
+        ...
+
+    async def send_frames(self, frames: list[str | bytes]) -> None:
+        """Send each item as one message, in order (a host may coalesce the writes).
+
+        Raises :class:`WebSocketClosed` if the connection is closed."""
+        ...
+
+    async def close(self, code: int = 1000) -> None:
+        """Start the closing handshake (no error if already closed)."""
+        ...

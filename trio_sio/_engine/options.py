@@ -1,0 +1,83 @@
+"""Engine.IO settings, and the CORS/Origin decision that depends on them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from .._protocol import Transport
+from .host import HttpRequest
+
+__all__ = ["AllowRequest", "CorsOrigins", "EngineOptions"]
+
+#: ``None``: same origin only. ``"*"``: any origin. A list of origins, or a predicate.
+CorsOrigins = str | Sequence[str] | Callable[[str], bool] | None
+
+#: An async hook that may refuse a handshake: return ``False`` (or raise) to answer 403.
+AllowRequest = Callable[[HttpRequest], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Settings of an Engine.IO endpoint. Times are in seconds, sizes in bytes.
+
+    Attributes:
+        ping_interval: how often the server pings each client.
+        ping_timeout: how long a client has to answer a ping before the session closes. A
+            dead client is therefore noticed within ``ping_interval + ping_timeout``; so is a
+            client that stops reading, since its pings are never delivered.
+        upgrade_timeout: how long a polling client has to finish an upgrade to WebSocket.
+        max_payload: largest polling POST body and largest WebSocket message accepted (also
+            announced to clients as ``maxPayload``).
+        max_packets_per_payload: most packets one polling POST may carry.
+        transports: the transports clients may use.
+        cors_allowed_origins: which browser origins may connect (see :data:`CorsOrigins`).
+            Applies to WebSocket too, against cross-site WebSocket hijacking. Requests without
+            an ``Origin`` header (non-browser clients) are always allowed.
+        cors_credentials: send ``Access-Control-Allow-Credentials: true``.
+        cookie: name of a cookie carrying the session id, or ``None`` for no cookie.
+        allow_request: async hook that may refuse a handshake.
+        http_compression: compress polling responses of at least ``compression_threshold``
+            bytes when the client accepts gzip or deflate.
+        outbound_queue_packets, outbound_queue_bytes: bounds of each session's outbound
+            queue. A broadcast that finds a session's queue full disconnects that session
+            (reason ``"slow consumer"``) instead of growing it.
+        max_sessions: most sessions at once; handshakes beyond it are answered 503.
+    """
+
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    upgrade_timeout: float = 10.0
+    max_payload: int = 1_000_000
+    max_packets_per_payload: int = 1000
+    transports: tuple[Transport, ...] = (Transport.POLLING, Transport.WEBSOCKET)
+    cors_allowed_origins: CorsOrigins = None
+    cors_credentials: bool = True
+    cookie: str | None = None
+    allow_request: AllowRequest | None = None
+    http_compression: bool = True
+    compression_threshold: int = 1024
+    outbound_queue_packets: int = 256
+    outbound_queue_bytes: int = 4 * 1024 * 1024
+    max_sessions: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ping_interval", "ping_timeout", "upgrade_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_payload <= 0 or self.outbound_queue_packets <= 0:
+            raise ValueError("max_payload and outbound_queue_packets must be positive")
+        if not self.transports:
+            raise ValueError("at least one transport is needed")
+
+    def origin_allowed(self, origin: str, request: HttpRequest) -> bool:
+        """Whether a browser at ``origin`` may use this endpoint."""
+        allowed = self.cors_allowed_origins
+        if allowed is None:
+            host = request.headers.get("host")
+            return host is not None and origin == f"{request.scheme}://{host}"
+        if isinstance(allowed, str):
+            return allowed == "*" or origin == allowed
+        if callable(allowed):
+            return bool(allowed(origin))
+        return origin in allowed

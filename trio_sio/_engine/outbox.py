@@ -1,0 +1,162 @@
+"""A session's outbound queue: bounded in packets and bytes, with a priority lane for control.
+
+Trio's memory channels bound the number of items, not bytes, cannot give heartbeats priority
+over data, and hand out one item per ``receive``; a session needs all three, so this is a small
+channel of its own built on :class:`trio.lowlevel.ParkingLot`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from .._protocol import Outgoing
+
+__all__ = ["Outbox", "OutboxClosed"]
+
+
+class OutboxClosed(Exception):
+    """The session is gone: nothing more can be queued, or nothing more will come."""
+
+
+class Outbox:
+    """What a session has to send, until a transport's writer takes it.
+
+    * Data (``put``/``put_nowait``) is bounded by ``max_packets`` items and ``max_bytes``.
+    * Control packets (ping, noop, close) go to a separate lane that writers serve first, so a
+      backlog of data never delays a heartbeat.
+    * :meth:`get_batch` takes everything queued at once, so a writer can coalesce it.
+    * :meth:`finish` accepts a last item and then refuses more: writers drain what is left and
+      then see :class:`OutboxClosed`. :meth:`close` drops everything at once.
+    """
+
+    def __init__(self, *, max_packets: int, max_bytes: int) -> None:
+        self.max_packets = max_packets
+        self.max_bytes = max_bytes
+        self._control: deque[Outgoing] = deque()
+        self._data: deque[Outgoing] = deque()
+        self._queued_bytes = 0
+        self._peak_bytes = 0
+        self._finished = False
+        self._closed = False
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+
+    @property
+    def closed(self) -> bool:
+        """True once nothing more can be queued."""
+        return self._closed or self._finished
+
+    def has_room(self, item: Outgoing) -> bool:
+        """Whether ``item`` fits in the data lane's bounds right now."""
+        return len(self._data) < self.max_packets and (
+            self._queued_bytes + item.nbytes <= self.max_bytes or not self._data
+        )
+
+    def put_nowait(self, item: Outgoing) -> None:
+        """Queue a data item without waiting.
+
+        Raises:
+            trio.WouldBlock: the item does not fit.
+            OutboxClosed: the session is closing or closed.
+        """
+        if self._closed or self._finished:
+            raise OutboxClosed
+        if not self.has_room(item):
+            raise trio.WouldBlock
+        self._data.append(item)
+        self._queued_bytes += item.nbytes
+        if self._queued_bytes > self._peak_bytes:
+            self._peak_bytes = self._queued_bytes
+        self._readers.unpark_all()
+
+    async def put(self, item: Outgoing) -> None:
+        """Queue a data item, waiting for room (backpressure for a single producer).
+
+        Raises:
+            OutboxClosed: the session is closing or closed (also if it closes while waiting).
+        """
+        while True:
+            try:
+                self.put_nowait(item)
+            except trio.WouldBlock:
+                await self._writers.park()
+            else:
+                # Queued: yield without raising Cancelled, so the caller never believes
+                # an item that will be sent was not.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+
+    def put_control(self, item: Outgoing) -> None:
+        """Queue a control packet ahead of all data. Silently dropped once closed."""
+        if self._closed:
+            return
+        self._control.append(item)
+        self._readers.unpark_all()
+
+    def finish(self, last: Outgoing | None = None) -> None:
+        """Refuse further items; queue ``last`` (for example a close packet) after the data."""
+        if self._closed or self._finished:
+            return
+        self._finished = True
+        if last is not None:
+            self._data.append(last)
+            self._queued_bytes += last.nbytes
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def close(self) -> None:
+        """Drop everything queued and wake every waiter with :class:`OutboxClosed`."""
+        self._closed = True
+        self._control.clear()
+        self._data.clear()
+        self._queued_bytes = 0
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def get_batch_nowait(self) -> list[Outgoing]:
+        """Take everything queued, control packets first.
+
+        Raises:
+            trio.WouldBlock: nothing is queued.
+            OutboxClosed: closed, or finished and drained.
+        """
+        if self._closed:
+            raise OutboxClosed
+        if not self._control and not self._data:
+            if self._finished:
+                raise OutboxClosed
+            raise trio.WouldBlock
+        batch = list(self._control)
+        batch.extend(self._data)
+        self._control.clear()
+        self._data.clear()
+        self._queued_bytes = 0
+        self._writers.unpark_all()
+        return batch
+
+    async def get_batch(self) -> list[Outgoing]:
+        """Wait until something is queued and take all of it (see :meth:`get_batch_nowait`)."""
+        while True:
+            try:
+                batch = self.get_batch_nowait()
+            except trio.WouldBlock:
+                await self._readers.park()
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return batch
+
+    async def wait_drained(self) -> None:
+        """Wait until everything queued has been taken by a writer (or the outbox closed)."""
+        while not self._closed and (self._control or self._data):
+            await self._writers.park()
+
+    def queued(self) -> tuple[int, int]:
+        """``(packets, bytes)`` waiting in the data lane."""
+        return len(self._data), self._queued_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most bytes the data lane ever held."""
+        return self._peak_bytes

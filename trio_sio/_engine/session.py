@@ -1,0 +1,417 @@
+"""An Engine.IO session: one client, across HTTP requests and a transport upgrade.
+
+Each session is a task in the server's nursery that opens a nursery of its own. That nursery
+owns everything the session starts: the WebSocket reader and writer, the layers above (the
+Socket.IO sockets and their handlers). The session task itself runs the heartbeat. Closing a
+session cancels that nursery, so nothing it started outlives it.
+
+Long-polling requests are not children of the session (they belong to the host's request
+tasks); they only take from the session's :class:`~trio_sio._engine.outbox.Outbox` and feed
+packets in, and are released as soon as the session closes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from .._errors import DisconnectReason
+from .._protocol import (
+    EngineErrorCode,
+    EnginePacket,
+    EnginePacketType,
+    HandshakeError,
+    Outgoing,
+    ProtocolError,
+    Transport,
+    decode_packet,
+    decode_payload,
+    encode_payload,
+)
+from .host import HttpRequest, WebSocketClosed, WebSocketConnection
+from .outbox import Outbox, OutboxClosed
+
+if TYPE_CHECKING:
+    from .server import EngineServer
+
+__all__ = ["EngineHandler", "Session", "SessionState"]
+
+logger = logging.getLogger("trio_sio")
+
+PING = Outgoing.control(EnginePacketType.PING)
+NOOP_PAYLOAD = EnginePacketType.NOOP.value
+CLOSE_PAYLOAD = EnginePacketType.CLOSE.value
+_CLOSE = Outgoing.control(EnginePacketType.CLOSE)
+
+#: How long a GET that arrives during an upgrade waits for it to settle (engine.io: 100 ms).
+UPGRADE_CHECK_INTERVAL = 0.1
+
+
+class EngineHandler(Protocol):
+    """The layer above Engine.IO (Socket.IO, or a bare Engine.IO application)."""
+
+    def on_open(self, session: Session) -> None:
+        """A session opened; ``session.nursery`` is ready for tasks that die with it."""
+        ...
+
+    async def on_message(self, session: Session, data: str | bytes) -> None:
+        """A message arrived. May wait (that is backpressure on the client); may raise
+        :class:`ProtocolError`, which closes the session with ``"parse error"``."""
+        ...
+
+    def on_close(self, session: Session, reason: DisconnectReason) -> None:
+        """The session closed; called once, synchronously, before its nursery is cancelled."""
+        ...
+
+
+class SessionState(enum.Enum):
+    """OPEN, then CLOSING while a graceful close drains the queue, then CLOSED."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Session:
+    """One Engine.IO client session.
+
+    Attributes:
+        sid: the session id (random, from a CSPRNG).
+        transport: the transport in use; changes once, from polling to WebSocket.
+        request: the handshake request (headers, query, peer address, time).
+        state: see :class:`SessionState`.
+        close_reason: why it closed, once it has.
+        app_state: slot for the layer above (the Socket.IO client state).
+    """
+
+    def __init__(
+        self, server: EngineServer, sid: str, transport: Transport, request: HttpRequest
+    ) -> None:
+        options = server.options
+        self.sid = sid
+        self.transport = transport
+        self.request = request
+        self.state = SessionState.OPEN
+        self.close_reason: DisconnectReason | None = None
+        self.app_state: Any = None
+        self.outbox = Outbox(
+            max_packets=options.outbound_queue_packets, max_bytes=options.outbound_queue_bytes
+        )
+        self.dropped_volatile = 0
+        self._server = server
+        self._options = options
+        self._nursery: trio.Nursery | None = None
+        self._heartbeat_scope = trio.CancelScope()
+        self._pong = trio.Event()
+        self._closed = trio.Event()
+        self._upgrading = False
+        self._probed = False
+        self._upgrade_settled = trio.Event()
+        self._poll_scope: trio.CancelScope | None = None
+        self._poll_reply_on_close = CLOSE_PAYLOAD
+        self._post_active = False
+        self._ws_close_code = 1000
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sid} {self.transport.value} {self.state.value}>"
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The nursery that lives exactly as long as this session."""
+        assert self._nursery is not None, "session not started"
+        return self._nursery
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def send(self, item: Outgoing) -> None:
+        """Queue ``item``, waiting while the queue is full.
+
+        Raises:
+            OutboxClosed: the session is closing or closed.
+        """
+        await self.outbox.put(item)
+
+    def offer(self, item: Outgoing, *, volatile: bool = False) -> bool:
+        """Queue ``item`` without waiting; the fan-out path of broadcasts.
+
+        A volatile item is dropped when the client is behind (anything already queued). A
+        non-volatile item that does not fit closes the session as a slow consumer: Socket.IO
+        promises in-order delivery, so dropping it silently is not an option.
+
+        Returns whether the item was queued.
+        """
+        if volatile and self.outbox.queued()[0]:
+            self.dropped_volatile += 1
+            return False
+        try:
+            self.outbox.put_nowait(item)
+        except trio.WouldBlock:
+            packets, nbytes = self.outbox.queued()
+            logger.warning(
+                "session %s is a slow consumer (%d packets, %d bytes queued): closing it",
+                self.sid,
+                packets,
+                nbytes,
+            )
+            self.close(DisconnectReason.SLOW_CONSUMER)
+            return False
+        except OutboxClosed:
+            return False
+        return True
+
+    # --- closing -------------------------------------------------------------------------
+
+    def close(self, reason: DisconnectReason, *, graceful: bool = False) -> None:
+        """Close the session.
+
+        A graceful close first delivers what is queued (and, on long-polling, a close packet),
+        for at most ``ping_timeout``; otherwise everything queued is dropped at once.
+        """
+        if self.state is SessionState.CLOSED:
+            return
+        if graceful and self.state is SessionState.OPEN and self._nursery is not None:
+            self.state = SessionState.CLOSING
+            self.close_reason = reason
+            self.outbox.finish(_CLOSE if self.transport is Transport.POLLING else None)
+            self._heartbeat_scope.cancel()
+            return
+        self._terminate(reason)
+
+    def _terminate(self, reason: DisconnectReason, *, poll_reply: str = CLOSE_PAYLOAD) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self.close_reason = self.close_reason or reason
+        self._poll_reply_on_close = poll_reply
+        self.outbox.close()
+        self._server._forget(self)
+        try:
+            self._server.handler.on_close(self, self.close_reason)
+        finally:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session is closed."""
+        await self._closed.wait()
+
+    # --- the session task ----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The session's task: its nursery and heartbeat. Started by the server."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                self._server.handler.on_open(self)
+                with self._heartbeat_scope:
+                    await self._heartbeat()
+                if self.state is SessionState.CLOSING:
+                    with trio.move_on_after(self._options.ping_timeout):
+                        await self.outbox.wait_drained()
+                self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+        except Exception:
+            # The supervisor: whatever broke in this session ends this session only.
+            logger.exception("session %s failed; closing it", self.sid)
+            self._terminate(DisconnectReason.TRANSPORT_ERROR)
+        finally:
+            self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
+
+    async def _heartbeat(self) -> None:
+        interval = self._options.ping_interval
+        timeout = self._options.ping_timeout
+        # Deadlines are computed from when each ping was due, not from when this task woke
+        # up, so scheduling latency never stretches the timeout the client was promised.
+        ping_due = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(ping_due)
+            self._pong = trio.Event()
+            self.outbox.put_control(PING)
+            with trio.move_on_at(ping_due + timeout):
+                await self._pong.wait()
+                ping_due = trio.current_time() + interval
+                continue
+            self._terminate(DisconnectReason.PING_TIMEOUT)
+            return
+
+    async def _receive(self, packet: EnginePacket) -> None:
+        """Handle one packet from the client, whichever transport brought it."""
+        packet_type = packet.type
+        if packet_type is EnginePacketType.MESSAGE:
+            await self._server.handler.on_message(self, packet.data)
+        elif packet_type is EnginePacketType.PONG:
+            self._pong.set()
+        elif packet_type is EnginePacketType.CLOSE:
+            # The client closes: a pending long-poll is released with a noop, as engine.io does.
+            self._terminate(DisconnectReason.TRANSPORT_CLOSE, poll_reply=NOOP_PAYLOAD)
+        elif packet_type is not EnginePacketType.NOOP:
+            raise ProtocolError("unexpected packet", packet_type.name)
+
+    def _fail(self, exc: ProtocolError) -> None:
+        logger.info("session %s: %s; closing it", self.sid, exc)
+        self._ws_close_code = 1002
+        self._terminate(DisconnectReason.PARSE_ERROR)
+
+    # --- long-polling --------------------------------------------------------------------
+
+    async def poll(self) -> str:
+        """Serve a long-polling GET: wait for packets and return them as one payload.
+
+        Raises:
+            ProtocolError: a second GET while one is pending (the session is closed).
+            HandshakeError: the session moved to WebSocket meanwhile.
+        """
+        if self._upgrading and self._probed:
+            # Like engine.io's 100 ms "check" during an upgrade: give the WebSocket a moment
+            # to finish, so a late GET learns the truth (refused) rather than a noop.
+            with trio.move_on_after(UPGRADE_CHECK_INTERVAL):
+                await self._upgrade_settled.wait()
+            if self.transport is not Transport.POLLING:
+                raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
+            return NOOP_PAYLOAD
+        if self._poll_scope is not None:
+            self._terminate(DisconnectReason.TRANSPORT_ERROR)
+            raise ProtocolError("overlapping GET requests")
+        scope = self._poll_scope = trio.CancelScope()
+        try:
+            with scope:
+                batch = await self.outbox.get_batch()
+                return encode_payload(batch)
+        except OutboxClosed:
+            return self._poll_reply_on_close
+        finally:
+            self._poll_scope = None
+        # Only reached when an upgrade released this request.
+        if self.transport is not Transport.POLLING:
+            raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
+        return NOOP_PAYLOAD
+
+    async def post(self, body: str) -> None:
+        """Serve a long-polling POST: decode the payload and deliver its packets in order.
+
+        Raises:
+            ProtocolError: overlapping POSTs or a malformed payload (the session is closed).
+        """
+        if self._post_active:
+            self._terminate(DisconnectReason.TRANSPORT_ERROR)
+            raise ProtocolError("overlapping POST requests")
+        self._post_active = True
+        try:
+            packets = decode_payload(body, max_packets=self._options.max_packets_per_payload)
+            for packet in packets:
+                if self.state is SessionState.CLOSED:
+                    return
+                await self._receive(packet)
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self._post_active = False
+
+    # --- WebSocket -----------------------------------------------------------------------
+
+    async def run_websocket(self, ws: WebSocketConnection) -> None:
+        """Serve this session over ``ws`` until either ends.
+
+        The reader and writer run in the session's nursery; the caller (the host's task for
+        this connection) only waits for them, then closes the WebSocket.
+        """
+        finished = trio.Event()
+
+        async def transport() -> None:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_websocket, ws)
+                    await self._read_websocket(ws)
+                    nursery.cancel_scope.cancel()
+            finally:
+                finished.set()
+
+        if self.state is SessionState.CLOSED:
+            return
+        self.nursery.start_soon(transport)
+        await finished.wait()
+        await ws.close(self._ws_close_code)
+
+    async def _read_websocket(self, ws: WebSocketConnection) -> None:
+        max_payload = self._options.max_payload
+        try:
+            while True:
+                frame = await ws.receive()
+                if len(frame) > max_payload:
+                    self._ws_close_code = 1009
+                    self._terminate(DisconnectReason.TRANSPORT_ERROR)
+                    return
+                await self._receive(decode_packet(frame))
+        except WebSocketClosed:
+            self._terminate(DisconnectReason.TRANSPORT_CLOSE)
+        except ProtocolError as exc:
+            self._fail(exc)
+
+    async def _write_websocket(self, ws: WebSocketConnection) -> None:
+        try:
+            while True:
+                batch = await self.outbox.get_batch()
+                await ws.send_frames([frame for item in batch for frame in item.frames])
+        except OutboxClosed:
+            # Graceful close finished draining (or the session is gone).
+            self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+        except WebSocketClosed:
+            self._terminate(DisconnectReason.TRANSPORT_CLOSE)
+
+    async def upgrade(self, ws: WebSocketConnection) -> None:
+        """Take over an accepted WebSocket that wants to upgrade this polling session.
+
+        Expects ``2probe`` (answered ``3probe``, and any pending GET is released with a noop),
+        then ``5``, within ``upgrade_timeout``. Otherwise the WebSocket is closed and the
+        session goes on over long-polling.
+        """
+        if (
+            self.transport is not Transport.POLLING
+            or self._upgrading
+            or (self.state is not SessionState.OPEN)
+        ):
+            await ws.close(1008)
+            return
+        self._upgrading = True
+        self._upgrade_settled = trio.Event()
+        upgraded = False
+        try:
+            with trio.move_on_after(self._options.upgrade_timeout):
+                while not upgraded:
+                    frame = await ws.receive()
+                    if frame == "2probe":
+                        await ws.send_frames(["3probe"])
+                        self._probed = True
+                        if self._poll_scope is not None:
+                            # Release the pending GET with a noop soon (engine.io's "check"),
+                            # unless the upgrade completes first.
+                            self._poll_scope.deadline = min(
+                                self._poll_scope.deadline,
+                                trio.current_time() + UPGRADE_CHECK_INTERVAL,
+                            )
+                    elif frame == "5" and self._probed and self.state is SessionState.OPEN:
+                        upgraded = True
+                    else:
+                        break
+        except WebSocketClosed:
+            pass
+        finally:
+            if upgraded:
+                self.transport = Transport.WEBSOCKET
+            self._upgrading = False
+            self._probed = False
+            self._upgrade_settled.set()
+        if not upgraded:
+            await ws.close(1002)
+            return
+        self._release_poll()
+        await self.run_websocket(ws)
+
+    def _release_poll(self) -> None:
+        if self._poll_scope is not None:
+            self._poll_scope.cancel()

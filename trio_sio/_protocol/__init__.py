@@ -1,0 +1,59 @@
+"""The sans-I/O protocol core: Engine.IO v4 and Socket.IO v5 parsers and encoders.
+
+Pure functions and small state machines, h11-style. Nothing in this package imports trio,
+hypercorn or anyio, performs I/O, reads the clock or logs (a test enforces the imports): inputs
+are ``str``/``bytes``, outputs are packets and frames. Every decoder raises
+:class:`ProtocolError`, and nothing else, for input the protocol does not allow.
+"""
+
+from .codec import DEFAULT_MAX_JSON_DEPTH, JsonCodec, StdlibJson
+from .engineio import (
+    RECORD_SEPARATOR,
+    EnginePacket,
+    EnginePacketType,
+    EngineRequest,
+    Outgoing,
+    Transport,
+    decode_packet,
+    decode_payload,
+    encode_open_packet,
+    encode_payload,
+    parse_query,
+    validate_request,
+)
+from .errors import EngineErrorCode, HandshakeError, ProtocolError
+from .socketio import (
+    MAX_ACK_ID,
+    RESERVED_EVENTS,
+    Decoder,
+    PacketType,
+    SocketPacket,
+    encode_packet,
+)
+
+__all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
+    "MAX_ACK_ID",
+    "RECORD_SEPARATOR",
+    "RESERVED_EVENTS",
+    "Decoder",
+    "EngineErrorCode",
+    "EnginePacket",
+    "EnginePacketType",
+    "EngineRequest",
+    "HandshakeError",
+    "JsonCodec",
+    "Outgoing",
+    "PacketType",
+    "ProtocolError",
+    "SocketPacket",
+    "StdlibJson",
+    "Transport",
+    "decode_packet",
+    "decode_payload",
+    "encode_open_packet",
+    "encode_packet",
+    "encode_payload",
+    "parse_query",
+    "validate_request",
+]

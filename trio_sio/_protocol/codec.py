@@ -1,0 +1,82 @@
+"""The JSON seam: every JSON encode and decode in trio_sio goes through a :class:`JsonCodec`.
+
+The default uses the standard library with the settings that make its output byte-identical to
+JavaScript's ``JSON.stringify`` for the same values (compact separators, no ASCII escaping), and
+turns every decoding failure into :class:`~trio_sio._protocol.errors.ProtocolError`. A faster
+library can be plugged in by passing another object with the same two methods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from .errors import ProtocolError
+
+__all__ = ["DEFAULT_MAX_JSON_DEPTH", "JsonCodec", "StdlibJson"]
+
+DEFAULT_MAX_JSON_DEPTH = 32
+
+
+class JsonCodec(Protocol):
+    """What trio_sio needs from a JSON library."""
+
+    def dumps(self, value: Any) -> str:
+        """Encode ``value``; raise ``TypeError``/``ValueError`` for values JSON cannot hold."""
+        ...
+
+    def loads(self, text: str) -> Any:
+        """Decode ``text``; raise :class:`ProtocolError` for anything that is not valid JSON
+        or is nested deeper than the codec allows."""
+        ...
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity, JSON.parse does not: neither do we.
+    raise ValueError(f"{name} is not JSON")
+
+
+class StdlibJson:
+    """:class:`JsonCodec` on the standard library's ``json`` module.
+
+    ``max_depth`` bounds how deeply arrays and objects may nest. A cheap bracket count decides
+    whether the exact check is needed at all, so ordinary payloads pay one ``str.count`` pair.
+    """
+
+    def __init__(self, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        self.max_depth = max_depth
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
+        )
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def dumps(self, value: Any) -> str:
+        return self._encoder.encode(value)
+
+    def loads(self, text: str) -> Any:
+        try:
+            value = self._decoder.decode(text)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError("invalid json", str(exc)[:100]) from None
+        if text.count("[") + text.count("{") > self.max_depth:
+            check_depth(value, self.max_depth)
+        return value
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """Raise :class:`ProtocolError` if ``value`` nests lists/dicts deeper than ``max_depth``.
+
+    Iterative, so hostile depth cannot exhaust the Python stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise ProtocolError("json too deep", f"more than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)

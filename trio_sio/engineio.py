@@ -1,0 +1,27 @@
+"""Engine.IO on its own: for applications that want sessions and messages without Socket.IO.
+
+:class:`EngineServer` serves any :class:`EngineHandler`; mount it with
+``trio_sio.ASGIApp(engine, path="engine.io")``.
+"""
+
+from ._engine import (
+    EngineHandler,
+    EngineOptions,
+    EngineServer,
+    EngineStatistics,
+    Session,
+    SessionState,
+)
+from ._protocol import EnginePacketType, Outgoing, Transport
+
+__all__ = [
+    "EngineHandler",
+    "EngineOptions",
+    "EnginePacketType",
+    "EngineServer",
+    "EngineStatistics",
+    "Outgoing",
+    "Session",
+    "SessionState",
+    "Transport",
+]
