@@ -1,1 +1,50 @@
-"""trio_sio: a Socket.IO server on Trio."""
+"""trio_sio: a Socket.IO v5 / Engine.IO v4 server built on Trio's structured concurrency.
+
+::
+
+    sio = trio_sio.Server()
+
+    @sio.on("chat message")
+    async def chat_message(sock: trio_sio.Socket, msg: str) -> None:
+        await sio.emit("chat message", msg)
+
+    app = trio_sio.ASGIApp(sio)  # hypercorn -k trio module:app
+"""
+
+from ._adapter import Adapter as Adapter
+from ._adapter import BroadcastOptions as BroadcastOptions
+from ._asgi import ASGIApp as ASGIApp
+from ._broadcast import AckCollector as AckCollector
+from ._broadcast import BroadcastOperator as BroadcastOperator
+from ._errors import ConnectionRefused as ConnectionRefused
+from ._errors import Disconnected as Disconnected
+from ._errors import DisconnectReason as DisconnectReason
+from ._namespace import Namespace as Namespace
+from ._namespace import ParentNamespace as ParentNamespace
+from ._protocol import ProtocolError as ProtocolError
+from ._server import Server as Server
+from ._server import ServerStatistics as ServerStatistics
+from ._socket import Handshake as Handshake
+from ._socket import Socket as Socket
+from ._socket import SocketStatistics as SocketStatistics
+
+__all__ = [
+    "ASGIApp",
+    "AckCollector",
+    "Adapter",
+    "BroadcastOperator",
+    "BroadcastOptions",
+    "ConnectionRefused",
+    "DisconnectReason",
+    "Disconnected",
+    "Handshake",
+    "Namespace",
+    "ParentNamespace",
+    "ProtocolError",
+    "Server",
+    "ServerStatistics",
+    "Socket",
+    "SocketStatistics",
+]
+
+__version__ = "0.1.0.dev0"

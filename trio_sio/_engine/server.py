@@ -51,6 +51,9 @@ class EngineServer:
 
     It does nothing until :meth:`run` is running (sessions live in its nursery); requests
     arriving before that, or after, are answered ``503``.
+
+    With ``supervise`` (the default) an exception escaping a session closes that session and
+    is logged once; without it, it propagates and ends :meth:`run` (for tests).
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class EngineServer:
         options: EngineOptions | None = None,
         *,
         json: JsonCodec | None = None,
+        supervise: bool = True,
     ) -> None:
         self.handler = handler
+        self.supervise = supervise
         self.options = options or EngineOptions()
         self.json: JsonCodec = json or StdlibJson()
         self._sessions: dict[str, Session] = {}

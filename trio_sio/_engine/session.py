@@ -216,8 +216,10 @@ class Session:
                 self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
         except Exception:
             # The supervisor: whatever broke in this session ends this session only.
-            logger.exception("session %s failed; closing it", self.sid)
             self._terminate(DisconnectReason.TRANSPORT_ERROR)
+            if not self._server.supervise:
+                raise
+            logger.exception("session %s failed; closed it", self.sid)
         finally:
             self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
 

@@ -87,6 +87,11 @@ def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, .
         TypeError, ValueError: ``data`` holds something JSON cannot represent.
     """
     packet_type = packet.type
+    # Whether a packet goes out as BINARY_* depends on its data alone, as on decoding.
+    if packet_type is PacketType.BINARY_EVENT:
+        packet_type = PacketType.EVENT
+    elif packet_type is PacketType.BINARY_ACK:
+        packet_type = PacketType.ACK
     data = packet.data
     attachments: list[bytes] = []
     payload = ""
@@ -235,7 +240,7 @@ class Decoder:
                 raise ProtocolError("invalid ack id", "too large")
             ack_id = int(text[start:i])
         data = self._json.loads(text[i:]) if i < length else None
-        _validate_payload(packet_type, data)
+        _validate_payload(packet_type, data, i < length)
         if ack_id is None and (
             packet_type is PacketType.ACK or packet_type is PacketType.BINARY_ACK
         ):
@@ -252,11 +257,12 @@ def _with_type_unbinaried(packet: SocketPacket) -> SocketPacket:
     return packet
 
 
-def _validate_payload(packet_type: PacketType, data: Any) -> None:
+def _validate_payload(packet_type: PacketType, data: Any, present: bool) -> None:
+    # ``present`` tells an absent payload from a JSON ``null`` one (``0null`` is invalid).
     if packet_type is PacketType.CONNECT:
-        valid = data is None or isinstance(data, dict)
+        valid = not present or isinstance(data, dict)
     elif packet_type is PacketType.DISCONNECT:
-        valid = data is None
+        valid = not present
     elif packet_type is PacketType.CONNECT_ERROR:
         valid = isinstance(data, dict | str)
     elif packet_type is PacketType.EVENT or packet_type is PacketType.BINARY_EVENT:

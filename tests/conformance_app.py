@@ -1,0 +1,100 @@
+"""The conformance fixture: the app described in ``shared/conformance/CONTRACT.md``, exactly.
+
+Run it with ``hypercorn -k trio --bind 127.0.0.1:PORT tests/conformance_app.py:app``; the
+official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the project's own
+client tests drive it from outside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import trio_sio
+from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
+
+sio = trio_sio.Server(
+    ping_interval=0.3,
+    ping_timeout=0.2,
+    max_payload=1_000_000,
+    connect_timeout=1.0,
+    cors_allowed_origins="*",
+)
+custom = sio.of("/custom")
+forbidden = sio.of("/forbidden")
+
+
+async def send_auth(sock: trio_sio.Socket, auth: Any) -> None:
+    await sock.emit("auth", auth)
+
+
+async def message(sock: trio_sio.Socket, *args: Any) -> None:
+    await sock.emit("message-back", *args)
+
+
+async def message_with_ack(sock: trio_sio.Socket, *args: Any) -> tuple[Any, ...]:
+    return args
+
+
+for namespace in (sio, custom):
+    namespace.on_connect(send_auth)
+    namespace.on("message")(message)
+    namespace.on("message-with-ack")(message_with_ack)
+
+
+@sio.on("join")
+async def join(sock: trio_sio.Socket, room: str) -> str:
+    sock.join(room)
+    return room
+
+
+@sio.on("leave")
+async def leave(sock: trio_sio.Socket, room: str) -> str:
+    sock.leave(room)
+    return room
+
+
+@sio.on("room-broadcast")
+async def room_broadcast(sock: trio_sio.Socket, room: str, payload: Any) -> None:
+    await sock.to(room).emit("room-message", room, payload)
+
+
+@sio.on("request-ack")
+async def request_ack(sock: trio_sio.Socket, payload: Any) -> Any:
+    with trio.move_on_after(2):
+        return await sock.call("ack-me", payload)
+    return {"error": "timeout"}
+
+
+@sio.on("disconnect-me")
+async def disconnect_me(sock: trio_sio.Socket) -> None:
+    await sock.disconnect()
+
+
+@forbidden.use
+async def refuse(sock: trio_sio.Socket, auth: Any) -> None:
+    raise trio_sio.ConnectionRefused("forbidden", {"reason": "nope"})
+
+
+class EngineEcho:
+    """The bare Engine.IO echo at ``/engine.io/``: every message goes back unchanged."""
+
+    def on_open(self, session: Session) -> None:
+        pass
+
+    async def on_message(self, session: Session, data: str | bytes) -> None:
+        await session.send(Outgoing.message(data))
+
+    def on_close(self, session: Session, reason: trio_sio.DisconnectReason) -> None:
+        pass
+
+
+echo = EngineServer(
+    EngineEcho(),
+    EngineOptions(
+        ping_interval=0.3, ping_timeout=0.2, max_payload=1_000_000, cors_allowed_origins="*"
+    ),
+)
+
+app = trio_sio.ASGIApp(sio, other_asgi_app=trio_sio.ASGIApp(echo, path="engine.io"))

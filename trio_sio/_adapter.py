@@ -1,0 +1,132 @@
+"""Room membership and fan-out: the in-memory adapter, and the interface a cluster adapter extends.
+
+As in Node's ``socket.io-adapter``, each namespace has one adapter. It owns the room registry
+(room -> socket ids, socket id -> rooms) and turns a broadcast into deliveries: the packet is
+encoded once and the same :class:`~trio_sio._protocol.Outgoing` is offered to every recipient's
+bounded queue without waiting, so a broadcast costs one queue append per recipient, no JSON and
+no task. A multi-node adapter (Redis) subclasses :class:`Adapter` and adds the network part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ._protocol import Outgoing, SocketPacket, encode_packet
+
+if TYPE_CHECKING:
+    from ._namespace import Namespace
+    from ._socket import Socket
+
+__all__ = ["Adapter", "BroadcastOptions"]
+
+
+@dataclass(frozen=True)
+class BroadcastOptions:
+    """Who a broadcast reaches.
+
+    Attributes:
+        rooms: only sockets in at least one of these rooms (all sockets when empty).
+        except_rooms: never sockets in any of these rooms.
+        volatile: drop the packet for recipients that are behind instead of queueing it.
+        local: this node only, even with a cluster adapter.
+    """
+
+    rooms: frozenset[str] = field(default_factory=frozenset)
+    except_rooms: frozenset[str] = field(default_factory=frozenset)
+    volatile: bool = False
+    local: bool = False
+
+
+class Adapter:
+    """The in-memory room registry of one namespace, and its local fan-out.
+
+    Membership changes are synchronous: the registry is in memory. Empty rooms disappear.
+    """
+
+    def __init__(self, namespace: Namespace) -> None:
+        self.namespace = namespace
+        self.rooms: dict[str, set[str]] = {}
+        self.sids: dict[str, set[str]] = {}
+
+    # --- membership ----------------------------------------------------------------------
+
+    def add_all(self, sid: str, rooms: Iterable[str]) -> None:
+        """Put socket ``sid`` in every room of ``rooms``."""
+        joined = self.sids.setdefault(sid, set())
+        for room in rooms:
+            joined.add(room)
+            self.rooms.setdefault(room, set()).add(sid)
+
+    def delete(self, sid: str, room: str) -> None:
+        """Take socket ``sid`` out of ``room``."""
+        joined = self.sids.get(sid)
+        if joined is not None:
+            joined.discard(room)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(sid)
+            if not members:
+                del self.rooms[room]
+
+    def delete_all(self, sid: str) -> None:
+        """Take socket ``sid`` out of every room at once."""
+        for room in self.sids.pop(sid, ()):
+            members = self.rooms.get(room)
+            if members is not None:
+                members.discard(sid)
+                if not members:
+                    del self.rooms[room]
+
+    def socket_rooms(self, sid: str) -> frozenset[str]:
+        """The rooms socket ``sid`` is in."""
+        return frozenset(self.sids.get(sid, ()))
+
+    # --- selection and fan-out -----------------------------------------------------------
+
+    def select(self, opts: BroadcastOptions) -> Iterator[Socket]:
+        """The local sockets a broadcast with ``opts`` reaches.
+
+        Works on a snapshot of the ids, so deliveries may change membership (a slow consumer
+        being dropped) while the caller iterates.
+        """
+        sockets = self.namespace.sockets
+        if opts.rooms:
+            if len(opts.rooms) == 1:
+                (room,) = opts.rooms
+                ids: Iterable[str] = list(self.rooms.get(room, ()))
+            else:
+                ids = set().union(*(self.rooms.get(room, ()) for room in opts.rooms))
+        else:
+            ids = list(sockets)
+        excluded: set[str] = set()
+        for room in opts.except_rooms:
+            excluded.update(self.rooms.get(room, ()))
+        for sid in ids:
+            if sid in excluded:
+                continue
+            socket = sockets.get(sid)
+            if socket is not None:
+                yield socket
+
+    def encode(self, packet: SocketPacket) -> Outgoing:
+        """Encode ``packet`` once for every recipient."""
+        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+
+    def broadcast_local(self, packet: SocketPacket, opts: BroadcastOptions) -> int:
+        """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it."""
+        outgoing = self.encode(packet)
+        delivered = 0
+        for socket in self.select(opts):
+            if socket._deliver(outgoing, packet, volatile=opts.volatile):
+                delivered += 1
+        return delivered
+
+    async def broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
+        """Broadcast ``packet``. A cluster adapter also forwards it to the other nodes."""
+        self.broadcast_local(packet, opts)
+
+    async def server_count(self) -> int:
+        """How many nodes share this namespace (1 without a cluster)."""
+        return 1

@@ -1,0 +1,141 @@
+"""Broadcasts: who receives (rooms, exceptions, flags) and what to do with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._adapter import BroadcastOptions
+from ._protocol import PacketType, SocketPacket
+from ._socket import Socket, _ack_result, _AckWaiter
+
+if TYPE_CHECKING:
+    from ._namespace import Namespace
+
+__all__ = ["AckCollector", "BroadcastOperator"]
+
+
+class AckCollector:
+    """The acknowledgements of one broadcast, arriving as the clients answer.
+
+    The wait is bounded by the caller, as everything in Trio::
+
+        acks = await sio.to("room").emit_with_ack("question")
+        with trio.move_on_after(5):
+            await acks.wait()
+        print(acks.replies, acks.missing)
+
+    Attributes:
+        expected: how many sockets were sent the packet.
+        replies: socket id -> answer (``None``, a value, or a tuple, as :meth:`Socket.call`).
+    """
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.replies: dict[str, Any] = {}
+        self._waiting: dict[str, Any] = {}
+        self._done = trio.Event()
+
+    @property
+    def missing(self) -> list[str]:
+        """Ids of the sockets that have not answered (yet)."""
+        return list(self._waiting)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every recipient answered or disconnected."""
+        return not self._waiting
+
+    async def wait(self) -> None:
+        """Wait until every recipient has answered or disconnected."""
+        if self._waiting:
+            await self._done.wait()
+
+    def _settle(self, sid: str, args: list[Any] | None) -> None:
+        if args is not None:
+            self.replies[sid] = _ack_result(args)
+        self._waiting.pop(sid, None)
+        if not self._waiting:
+            self._done.set()
+
+
+@dataclass(frozen=True)
+class BroadcastOperator:
+    """Targets for a broadcast in one namespace; built with :meth:`to`, :meth:`except_` and
+    the flags, then used with :meth:`emit` and friends. Immutable: every builder call
+    returns a new operator."""
+
+    namespace: Namespace
+    options: BroadcastOptions = field(default_factory=BroadcastOptions)
+
+    def to(self, *rooms: str) -> BroadcastOperator:
+        """Also target these rooms (a socket in several is reached once)."""
+        return replace(self, options=replace(self.options, rooms=self.options.rooms | set(rooms)))
+
+    in_ = to
+
+    def except_(self, *rooms: str) -> BroadcastOperator:
+        """Exclude the sockets in these rooms (a socket id is a room)."""
+        return replace(
+            self,
+            options=replace(self.options, except_rooms=self.options.except_rooms | set(rooms)),
+        )
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """Drop the packet for clients that are behind rather than queue it."""
+        return replace(self, options=replace(self.options, volatile=True))
+
+    @property
+    def local(self) -> BroadcastOperator:
+        """Only this node's sockets, even with a cluster adapter."""
+        return replace(self, options=replace(self.options, local=True))
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to every targeted socket. Never waits for a client: a recipient
+        whose queue is full is disconnected as a slow consumer (see the docs on backpressure).
+        """
+        packet = SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args])
+        await self.namespace.adapter.broadcast(packet, self.options)
+
+    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
+        """Send an event to every targeted local socket, asking each for an acknowledgement.
+
+        Returns at once with an :class:`AckCollector` that fills in as answers arrive.
+        """
+        namespace = self.namespace
+        collector = AckCollector()
+        ack_id = namespace._next_ack_id()
+        packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args], ack_id)
+        adapter = namespace.adapter
+        outgoing = adapter.encode(packet)
+        for socket in adapter.select(self.options):
+            collector._waiting[socket.id] = None
+            socket._expect_ack(ack_id, _AckWaiter(collector, socket.id))
+            if not socket._deliver(outgoing, packet, volatile=self.options.volatile):
+                socket._forget_ack(ack_id)
+        collector.expected = len(collector._waiting)
+        if not collector._waiting:
+            collector._done.set()
+        return collector
+
+    async def fetch_sockets(self) -> list[Socket]:
+        """The targeted sockets."""
+        return list(self.namespace.adapter.select(self.options))
+
+    async def sockets_join(self, *rooms: str) -> None:
+        """Make every targeted socket join ``rooms``."""
+        for socket in list(self.namespace.adapter.select(self.options)):
+            socket.join(*rooms)
+
+    async def sockets_leave(self, *rooms: str) -> None:
+        """Make every targeted socket leave ``rooms``."""
+        for socket in list(self.namespace.adapter.select(self.options)):
+            socket.leave(*rooms)
+
+    async def disconnect_sockets(self, *, close: bool = False) -> None:
+        """Disconnect every targeted socket (``close=True``: their whole connections)."""
+        for socket in list(self.namespace.adapter.select(self.options)):
+            await socket.disconnect(close=close)

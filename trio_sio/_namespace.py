@@ -1,0 +1,244 @@
+"""Namespaces: the handlers, middleware, sockets and room registry of one Socket.IO namespace."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._broadcast import AckCollector, BroadcastOperator
+from ._errors import DisconnectReason
+from ._protocol import RESERVED_EVENTS, SocketPacket
+
+if TYPE_CHECKING:
+    from ._adapter import Adapter
+    from ._server import Server
+    from ._socket import Socket
+
+__all__ = [
+    "ConnectHandler",
+    "DisconnectHandler",
+    "EventHandler",
+    "Handlers",
+    "Middleware",
+    "Namespace",
+    "NamespaceMatcher",
+    "PacketMiddleware",
+    "ParentNamespace",
+]
+
+#: ``async def on_connect(sock, auth) -> None``
+ConnectHandler = Callable[["Socket", Any], Awaitable[None]]
+#: ``async def handler(sock, *args) -> ack`` (a tuple is several acknowledgement arguments)
+EventHandler = Callable[..., Awaitable[Any]]
+#: ``async def on_disconnect(sock, reason) -> None``
+DisconnectHandler = Callable[["Socket", DisconnectReason], Awaitable[None]]
+#: ``async def middleware(sock, auth) -> None``; raise ConnectionRefused to refuse.
+Middleware = Callable[["Socket", Any], Awaitable[None]]
+#: ``async def middleware(sock, event, args) -> None``; may edit ``args``, raise to drop.
+PacketMiddleware = Callable[["Socket", str, list[Any]], Awaitable[None]]
+#: ``def outgoing(sock, event, *args) -> None``: sees every event sent to a socket.
+OutgoingHandler = Callable[..., None]
+#: Matches dynamic namespace names: a regular expression, or ``(name, auth) -> bool``.
+NamespaceMatcher = re.Pattern[str] | Callable[[str, Any], bool | Awaitable[bool]]
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+@dataclass
+class Handlers:
+    """Everything registered on a namespace (shared by the children of a dynamic one)."""
+
+    events: dict[str, EventHandler] = field(default_factory=dict)
+    connect: ConnectHandler | None = None
+    disconnect: DisconnectHandler | None = None
+    disconnecting: DisconnectHandler | None = None
+    any: EventHandler | None = None
+    any_outgoing: OutgoingHandler | None = None
+    middlewares: list[Middleware] = field(default_factory=list)
+    packet_middlewares: list[PacketMiddleware] = field(default_factory=list)
+
+
+class _Registry:
+    """The registration decorators, for namespaces and for the server (its ``/``)."""
+
+    handlers: Handlers
+
+    def on(self, event: str) -> Callable[[H], H]:
+        """Register the handler of ``event``: ``async def h(sock, *args)``; its return value is
+        the acknowledgement (``None``: none; a tuple: several arguments)."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is reserved: use on_connect/on_disconnect/...")
+
+        def register(handler: H) -> H:
+            self.handlers.events[event] = handler
+            return handler
+
+        return register
+
+    def event(self, handler: H) -> H:
+        """Register a handler for the event named like the function."""
+        return self.on(handler.__name__)(handler)
+
+    def on_connect(self, handler: H) -> H:
+        """Register ``async def h(sock, auth)``, run when a socket has connected, before any
+        of its events is handled. (Refuse connections in :meth:`use` middleware.)"""
+        self.handlers.connect = handler
+        return handler
+
+    def on_disconnecting(self, handler: H) -> H:
+        """Register ``async def h(sock, reason)``, run as a socket disconnects, while
+        ``sock.rooms`` still lists its rooms."""
+        self.handlers.disconnecting = handler
+        return handler
+
+    def on_disconnect(self, handler: H) -> H:
+        """Register ``async def h(sock, reason)``, run after a socket disconnected."""
+        self.handlers.disconnect = handler
+        return handler
+
+    def on_any(self, handler: H) -> H:
+        """Register ``async def h(sock, event, *args)``, run for every incoming event before
+        its own handler."""
+        self.handlers.any = handler
+        return handler
+
+    def on_any_outgoing(self, handler: H) -> H:
+        """Register ``def h(sock, event, *args)`` (synchronous), called for every event sent
+        to a socket, broadcasts included."""
+        self.handlers.any_outgoing = handler
+        return handler
+
+    def use(self, middleware: H) -> H:
+        """Add connect middleware ``async def m(sock, auth)``; raising
+        :class:`~trio_sio.ConnectionRefused` refuses the connection with its message and data.
+        Middleware runs in the order added, before the socket joins the namespace."""
+        self.handlers.middlewares.append(middleware)
+        return middleware
+
+    def use_packet(self, middleware: H) -> H:
+        """Add packet middleware ``async def m(sock, event, args)``, run for every incoming
+        event; it may edit ``args`` in place, or raise to drop the event."""
+        self.handlers.packet_middlewares.append(middleware)
+        return middleware
+
+
+class Namespace(_Registry):
+    """One namespace: handlers, connected sockets, and the adapter with its rooms.
+
+    Attributes:
+        name: the namespace, such as ``"/"`` or ``"/chat"``.
+        sockets: connected sockets by id.
+        adapter: the room registry and fan-out (in memory, or a cluster adapter).
+    """
+
+    def __init__(self, server: Server, name: str, handlers: Handlers | None = None) -> None:
+        self.server = server
+        self.name = name
+        self.handlers = handlers if handlers is not None else Handlers()
+        self.sockets: dict[str, Socket] = {}
+        self.adapter: Adapter = server.adapter_factory(self)
+        self._ack_ids = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<Namespace {self.name}>"
+
+    def _next_ack_id(self) -> int:
+        return next(self._ack_ids)
+
+    def _notify_outgoing(self, socket: Socket, packet: SocketPacket) -> None:
+        outgoing = self.handlers.any_outgoing
+        if outgoing is not None:
+            outgoing(socket, *packet.data)
+
+    # --- broadcasting and server-side operations ----------------------------------------
+
+    @property
+    def _all(self) -> BroadcastOperator:
+        return BroadcastOperator(self)
+
+    def to(self, *rooms: str) -> BroadcastOperator:
+        """Target the sockets in ``rooms``."""
+        return self._all.to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str) -> BroadcastOperator:
+        """Target every socket except those in ``rooms``."""
+        return self._all.except_(*rooms)
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """Target everyone, dropping the packet for clients that are behind."""
+        return self._all.volatile
+
+    @property
+    def local(self) -> BroadcastOperator:
+        """Target this node's sockets only."""
+        return self._all.local
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to every socket of the namespace."""
+        await self._all.emit(event, *args)
+
+    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
+        """Send an event to every socket, collecting acknowledgements."""
+        return await self._all.emit_with_ack(event, *args)
+
+    async def fetch_sockets(self) -> list[Socket]:
+        """Every socket of the namespace."""
+        return await self._all.fetch_sockets()
+
+    async def sockets_join(self, *rooms: str) -> None:
+        """Make every socket join ``rooms``."""
+        await self._all.sockets_join(*rooms)
+
+    async def sockets_leave(self, *rooms: str) -> None:
+        """Make every socket leave ``rooms``."""
+        await self._all.sockets_leave(*rooms)
+
+    async def disconnect_sockets(self, *, close: bool = False) -> None:
+        """Disconnect every socket of the namespace."""
+        await self._all.disconnect_sockets(close=close)
+
+    async def close_room(self, room: str) -> None:
+        """Make every socket leave ``room``, which then no longer exists."""
+        await self.in_(room).sockets_leave(room)
+
+
+class ParentNamespace(_Registry):
+    """A family of namespaces created on demand: every name ``matcher`` accepts becomes a
+    child :class:`Namespace` that shares this object's handlers and middleware.
+
+    Attributes:
+        children: the child namespaces created so far, by name.
+    """
+
+    def __init__(self, server: Server, matcher: NamespaceMatcher) -> None:
+        self.server = server
+        self.matcher = matcher
+        self.handlers = Handlers()
+        self.children: dict[str, Namespace] = {}
+
+    async def matches(self, name: str, auth: Any) -> bool:
+        """Whether ``name`` belongs to this family."""
+        if isinstance(self.matcher, re.Pattern):
+            return self.matcher.fullmatch(name) is not None
+        result = self.matcher(name, auth)
+        if isinstance(result, bool):
+            return result
+        return bool(await result)
+
+    def child(self, name: str) -> Namespace:
+        """The child namespace called ``name`` (created on first use)."""
+        namespace = self.children.get(name)
+        if namespace is None:
+            namespace = self.children[name] = Namespace(self.server, name, self.handlers)
+        return namespace
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to every socket of every child."""
+        for namespace in list(self.children.values()):
+            await namespace.emit(event, *args)

@@ -1,0 +1,392 @@
+"""The Socket.IO server: namespaces on top of an Engine.IO server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
+
+import trio
+
+from ._adapter import Adapter
+from ._broadcast import AckCollector, BroadcastOperator
+from ._engine import (
+    AllowRequest,
+    CorsOrigins,
+    EngineOptions,
+    EngineServer,
+    HttpRequest,
+    HttpResponse,
+    Session,
+    SessionState,
+    WebSocketConnection,
+)
+from ._errors import ConnectionRefused, DisconnectReason
+from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry
+from ._protocol import (
+    Decoder,
+    JsonCodec,
+    Outgoing,
+    PacketType,
+    ProtocolError,
+    SocketPacket,
+    StdlibJson,
+    Transport,
+    encode_packet,
+    parse_query,
+)
+from ._socket import Socket
+
+__all__ = ["Server", "ServerStatistics"]
+
+logger = logging.getLogger("trio_sio")
+
+_INVALID_NAMESPACE = {"message": "Invalid namespace"}
+_SERVER_ERROR = {"message": "Internal server error"}
+
+
+@dataclass(frozen=True)
+class ServerStatistics:
+    """A snapshot of a :class:`Server` (trio's ``statistics()`` convention).
+
+    Attributes:
+        sessions: open Engine.IO sessions.
+        sockets: connected sockets, all namespaces together.
+        rooms: rooms in all namespaces (each socket's own room included).
+        queued_bytes: bytes waiting in all outbound queues.
+    """
+
+    sessions: int
+    sockets: int
+    rooms: int
+    queued_bytes: int
+
+
+class Server(_Registry):
+    """A Socket.IO v5 server.
+
+    Register handlers with the decorators (on namespace ``/`` here, on others via
+    :meth:`of`), then serve it: under hypercorn with :class:`~trio_sio.ASGIApp`, or inside
+    your own Trio program with ``await nursery.start(sio.run)`` plus a host.
+
+    Engine.IO settings (times in seconds, sizes in bytes):
+        ping_interval, ping_timeout: heartbeat; a dead or stuck client is dropped within
+            their sum.
+        upgrade_timeout: time allowed to upgrade from long-polling to WebSocket.
+        max_payload: largest polling body / WebSocket message (the client learns it).
+        transports: ``("polling", "websocket")`` by default.
+        cors_allowed_origins: ``None`` = same origin only (default, also for WebSocket),
+            ``"*"``, a list of origins, or a predicate.
+        cors_credentials, cookie, allow_request, http_compression: as their names say.
+        outbound_queue_packets, outbound_queue_bytes: per-client outbound bound; a client
+            whose queue a broadcast finds full is disconnected ("slow consumer").
+
+    Socket.IO settings:
+        connect_timeout: close a connection that joins no namespace within this time.
+        max_attachments: most binary attachments per packet.
+        max_concurrent_handlers: event handlers running at once per socket. With the default,
+            1, a socket's events are handled strictly in the order they arrived.
+        handler_queue_size: events waiting per socket before the server stops reading from
+            that client.
+        max_pending_acks: most unanswered :meth:`Socket.call` per socket.
+        disconnect_handler_timeout: time allowed to disconnect handlers (they run shielded).
+        handler_errors: ``"log"`` (default) logs a failing handler once and carries on;
+            ``"raise"`` lets the exception end the server's nursery (for tests).
+        json: the JSON codec (see :class:`~trio_sio._protocol.JsonCodec`).
+        adapter_factory: builds each namespace's :class:`Adapter` (a cluster adapter here).
+    """
+
+    def __init__(
+        self,
+        *,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        upgrade_timeout: float = 10.0,
+        max_payload: int = 1_000_000,
+        transports: Sequence[str] = ("polling", "websocket"),
+        cors_allowed_origins: CorsOrigins = None,
+        cors_credentials: bool = True,
+        cookie: str | None = None,
+        allow_request: AllowRequest | None = None,
+        http_compression: bool = True,
+        outbound_queue_packets: int = 256,
+        outbound_queue_bytes: int = 4 * 1024 * 1024,
+        max_sessions: int | None = None,
+        connect_timeout: float = 45.0,
+        max_attachments: int = 10,
+        max_concurrent_handlers: int = 1,
+        handler_queue_size: int = 16,
+        max_pending_acks: int = 1000,
+        disconnect_handler_timeout: float = 5.0,
+        handler_errors: Literal["log", "raise"] = "log",
+        json: JsonCodec | None = None,
+        adapter_factory: Callable[[Namespace], Adapter] = Adapter,
+    ) -> None:
+        if max_concurrent_handlers < 1 or handler_queue_size < 1:
+            raise ValueError("max_concurrent_handlers and handler_queue_size must be >= 1")
+        options = EngineOptions(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            upgrade_timeout=upgrade_timeout,
+            max_payload=max_payload,
+            transports=tuple(Transport(name) for name in transports),
+            cors_allowed_origins=cors_allowed_origins,
+            cors_credentials=cors_credentials,
+            cookie=cookie,
+            allow_request=allow_request,
+            http_compression=http_compression,
+            outbound_queue_packets=outbound_queue_packets,
+            outbound_queue_bytes=outbound_queue_bytes,
+            max_sessions=max_sessions,
+        )
+        self.json: JsonCodec = json or StdlibJson()
+        self.engine = EngineServer(
+            self, options, json=self.json, supervise=handler_errors != "raise"
+        )
+        self.connect_timeout = connect_timeout
+        self.max_attachments = max_attachments
+        self.max_concurrent_handlers = max_concurrent_handlers
+        self.handler_queue_size = handler_queue_size
+        self.max_pending_acks = max_pending_acks
+        self.disconnect_handler_timeout = disconnect_handler_timeout
+        self.handler_errors = handler_errors
+        self.adapter_factory = adapter_factory
+        self._namespaces: dict[str, Namespace] = {}
+        self._parents: list[ParentNamespace] = []
+        self.main = self.of("/")
+        self.handlers = self.main.handlers
+
+    # --- namespaces ----------------------------------------------------------------------
+
+    def of(self, name: str) -> Namespace:
+        """The namespace called ``name`` (created on first use)."""
+        if not name.startswith("/"):
+            name = "/" + name
+        namespace = self._namespaces.get(name)
+        if namespace is None:
+            namespace = self._namespaces[name] = Namespace(self, name)
+        return namespace
+
+    def of_dynamic(self, matcher: NamespaceMatcher) -> ParentNamespace:
+        """A family of namespaces created when a client connects to a name that
+        ``matcher`` (a compiled regular expression, or ``(name, auth) -> bool``) accepts."""
+        parent = ParentNamespace(self, matcher)
+        self._parents.append(parent)
+        return parent
+
+    @property
+    def namespaces(self) -> dict[str, Namespace]:
+        """The static namespaces and the dynamic children created so far."""
+        result = dict(self._namespaces)
+        for parent in self._parents:
+            result.update(parent.children)
+        return result
+
+    async def _find_namespace(self, name: str, auth: Any) -> Namespace | None:
+        namespace = self._namespaces.get(name)
+        if namespace is not None:
+            return namespace
+        for parent in self._parents:
+            if name in parent.children or await parent.matches(name, auth):
+                return parent.child(name)
+        return None
+
+    # --- namespace "/" shortcuts ---------------------------------------------------------
+
+    def to(self, *rooms: str) -> BroadcastOperator:
+        """Target the sockets of ``/`` in ``rooms``."""
+        return self.main.to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str) -> BroadcastOperator:
+        """Target the sockets of ``/`` not in ``rooms``."""
+        return self.main.except_(*rooms)
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """Target ``/``, dropping the packet for clients that are behind."""
+        return self.main.volatile
+
+    @property
+    def local(self) -> BroadcastOperator:
+        """Target this node's sockets of ``/``."""
+        return self.main.local
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to every socket of ``/``."""
+        await self.main.emit(event, *args)
+
+    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
+        """Send an event to every socket of ``/``, collecting acknowledgements."""
+        return await self.main.emit_with_ack(event, *args)
+
+    async def fetch_sockets(self) -> list[Socket]:
+        """Every socket of ``/``."""
+        return await self.main.fetch_sockets()
+
+    async def sockets_join(self, *rooms: str) -> None:
+        """Make every socket of ``/`` join ``rooms``."""
+        await self.main.sockets_join(*rooms)
+
+    async def sockets_leave(self, *rooms: str) -> None:
+        """Make every socket of ``/`` leave ``rooms``."""
+        await self.main.sockets_leave(*rooms)
+
+    async def disconnect_sockets(self, *, close: bool = False) -> None:
+        """Disconnect every socket of ``/``."""
+        await self.main.disconnect_sockets(close=close)
+
+    # --- lifetime and hosting ------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Run the server (its sessions' nursery) until cancelled: ``await
+        nursery.start(sio.run)``. The ASGI lifespan does this for you under hypercorn."""
+        await self.engine.run(task_status=task_status)
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` is running."""
+        return self.engine.running
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse:
+        """Answer a long-polling request (used by the hosts)."""
+        return await self.engine.handle_http(request)
+
+    async def handle_websocket(self, request: HttpRequest, ws: WebSocketConnection) -> None:
+        """Serve a WebSocket connection (used by the hosts)."""
+        await self.engine.handle_websocket(request, ws)
+
+    def statistics(self) -> ServerStatistics:
+        """Counts of sessions, sockets, rooms and queued bytes."""
+        engine = self.engine.statistics()
+        namespaces = self.namespaces.values()
+        return ServerStatistics(
+            sessions=engine.sessions,
+            sockets=sum(len(n.sockets) for n in namespaces),
+            rooms=sum(len(n.adapter.rooms) for n in namespaces),
+            queued_bytes=engine.queued_bytes,
+        )
+
+    # --- Engine.IO handler ---------------------------------------------------------------
+
+    def on_open(self, session: Session) -> None:
+        """Engine.IO hook: a session opened."""
+        client = session.app_state = _Client(self, session)
+        session.nursery.start_soon(client.enforce_connect_timeout)
+
+    async def on_message(self, session: Session, data: str | bytes) -> None:
+        """Engine.IO hook: a message arrived."""
+        client: _Client = session.app_state
+        await client.receive(data)
+
+    def on_close(self, session: Session, reason: DisconnectReason) -> None:
+        """Engine.IO hook: a session closed."""
+        client: _Client | None = session.app_state
+        if client is not None:
+            client.close(reason)
+
+
+class _Client:
+    """The Socket.IO state of one Engine.IO session: its decoder and its sockets."""
+
+    def __init__(self, server: Server, session: Session) -> None:
+        self.server = server
+        self.session = session
+        self.query = parse_query(session.request.query_string)
+        self.decoder = Decoder(
+            server.json,
+            max_attachments=server.max_attachments,
+            max_binary_bytes=server.engine.options.max_payload,
+        )
+        self.sockets: dict[str, Socket] = {}
+        self.connecting: set[str] = set()
+        self.dropped_events = 0
+        self.unknown_acks = 0
+        self._connect_deadline = trio.CancelScope()
+
+    async def enforce_connect_timeout(self) -> None:
+        """Close the session if it joins no namespace in time (cancelled on first connect)."""
+        with self._connect_deadline:
+            await trio.sleep(self.server.connect_timeout)
+            if not self.sockets:
+                self.session.close(DisconnectReason.FORCED_CLOSE)
+
+    async def receive(self, data: str | bytes) -> None:
+        decoder = self.decoder
+        if isinstance(data, str):
+            packet = decoder.receive_text(data)
+            if packet is None:
+                pending = decoder.pending
+                assert pending is not None
+                if pending.namespace not in self.sockets:
+                    raise ProtocolError("binary packet for a namespace not connected")
+                return
+        else:
+            packet = decoder.receive_binary(data)
+            if packet is None:
+                return
+        packet_type = packet.type
+        if packet_type is PacketType.EVENT:
+            socket = self.sockets.get(packet.namespace)
+            if socket is None:
+                # In flight while the namespace was disconnecting: dropped and counted.
+                self.dropped_events += 1
+                return
+            await socket._enqueue_event(packet)
+        elif packet_type is PacketType.ACK:
+            socket = self.sockets.get(packet.namespace)
+            if socket is not None:
+                socket._resolve_ack(packet.id, packet.data)
+        elif packet_type is PacketType.CONNECT:
+            name = packet.namespace
+            if name in self.sockets or name in self.connecting:
+                raise ProtocolError("namespace already connected", name)
+            self.connecting.add(name)
+            self.session.nursery.start_soon(self._connect, name, packet.data)
+        elif packet_type is PacketType.DISCONNECT:
+            socket = self.sockets.get(packet.namespace)
+            if socket is not None:
+                socket._close(DisconnectReason.IO_CLIENT_DISCONNECT)
+        else:
+            raise ProtocolError("unexpected packet from a client", packet_type.name)
+
+    async def _send(self, packet: SocketPacket) -> None:
+        if self.session.state is SessionState.OPEN:
+            parts = encode_packet(self.server.json, packet)
+            await self.session.send(Outgoing.message(*parts))
+
+    async def _connect(self, name: str, auth: Any) -> None:
+        auth = auth if auth is not None else {}
+        try:
+            namespace = await self.server._find_namespace(name, auth)
+            if namespace is None:
+                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, _INVALID_NAMESPACE))
+                return
+            socket = Socket(namespace, self, auth)
+            try:
+                for middleware in namespace.handlers.middlewares:
+                    await middleware(socket, auth)
+            except ConnectionRefused as refusal:
+                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, refusal.payload()))
+                return
+            except Exception:
+                if self.server.handler_errors == "raise":
+                    raise
+                logger.exception("connect middleware failed for namespace %s", name)
+                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, _SERVER_ERROR))
+                return
+            if self.session.state is not SessionState.OPEN:
+                return
+            self._connect_deadline.cancel()
+            await self.session.nursery.start(socket._run)
+        finally:
+            self.connecting.discard(name)
+
+    def close(self, reason: DisconnectReason) -> None:
+        self.decoder.reset()
+        for socket in list(self.sockets.values()):
+            socket._close(reason)

@@ -1,0 +1,433 @@
+"""A Socket: one client's connection to one namespace.
+
+Every socket is a task in its Engine.IO session's nursery, with a nursery of its own
+(:attr:`Socket.nursery`). That task runs the socket's handlers, one event at a time by default,
+so events are handled in the order they arrived. When the socket disconnects its nursery is
+cancelled: running handlers and background tasks end, and pending acknowledgements fail with
+:class:`~trio_sio.Disconnected` at once. The disconnecting and disconnect handlers run after
+that, shielded, within ``disconnect_handler_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._engine import OutboxClosed, Session
+from ._errors import Disconnected, DisconnectReason
+from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+
+if TYPE_CHECKING:
+    from ._broadcast import AckCollector, BroadcastOperator
+    from ._namespace import Namespace
+    from ._server import _Client
+
+__all__ = ["Handshake", "Socket", "SocketStatistics"]
+
+logger = logging.getLogger("trio_sio")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What the client sent when it connected.
+
+    Attributes:
+        headers: request headers of the Engine.IO handshake (lower-case names).
+        query: its query parameters.
+        auth: the CONNECT packet's payload (``{}`` when the client sent none).
+        address: the client's IP address, when known.
+        time: when the Engine.IO session was opened (seconds since the epoch).
+        url: the handshake's path and query.
+        secure: whether it came over TLS.
+    """
+
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    auth: Any
+    address: str | None
+    time: float
+    url: str
+    secure: bool
+
+
+@dataclass(frozen=True)
+class SocketStatistics:
+    """A snapshot of a socket (trio's ``statistics()`` convention)."""
+
+    connected: bool
+    rooms: int
+    queued_events: int
+    pending_acks: int
+    outbound_packets: int
+    outbound_bytes: int
+    dropped_volatile: int
+
+
+class _AckWaiter:
+    """One awaited acknowledgement: for :meth:`Socket.call`, or one recipient of a broadcast
+    (then it reports to the broadcast's collector instead of waking a task)."""
+
+    __slots__ = ("args", "collector", "done", "sid")
+
+    def __init__(self, collector: AckCollector | None = None, sid: str = "") -> None:
+        self.done = trio.Event()
+        self.args: list[Any] | None = None
+        self.collector = collector
+        self.sid = sid
+
+    def settle(self, args: list[Any] | None) -> None:
+        """Record the answer (``None``: the socket disconnected first)."""
+        self.args = args
+        self.done.set()
+        if self.collector is not None:
+            self.collector._settle(self.sid, args)
+
+
+class Socket:
+    """A client's connection to one namespace; the first argument of every handler.
+
+    Attributes:
+        id: this socket's id (also the name of a room only it is in).
+        namespace: the :class:`~trio_sio.Namespace` it is connected to.
+        handshake: what the client sent when connecting.
+        data: free-form per-socket data for the application.
+        disconnect_reason: why it disconnected, once it has.
+    """
+
+    def __init__(self, namespace: Namespace, client: _Client, auth: Any) -> None:
+        self.id = secrets.token_urlsafe(15)
+        self.namespace = namespace
+        self._client = client
+        session = client.session
+        request = session.request
+        self.handshake = Handshake(
+            headers=request.headers,
+            query=client.query,
+            auth=auth,
+            address=request.client[0] if request.client else None,
+            time=request.time,
+            url=request.url,
+            secure=request.scheme == "https",
+        )
+        self.data: dict[str, Any] = {}
+        self.connected = False
+        self.disconnect_reason: DisconnectReason | None = None
+        self._nursery: trio.Nursery | None = None
+        server = namespace.server
+        self._events_in, self._events_out = trio.open_memory_channel[SocketPacket](
+            server.handler_queue_size
+        )
+        self._pending_acks: dict[int, _AckWaiter] = {}
+        self._rooms_at_disconnect: frozenset[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Socket {self.id} {self.namespace.name}>"
+
+    @property
+    def session(self) -> Session:
+        """The Engine.IO session carrying this socket (shared by its other namespaces)."""
+        return self._client.session
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """A nursery for tasks that must end when this socket disconnects."""
+        if self._nursery is None:
+            raise RuntimeError("the socket is not running")
+        return self._nursery
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this socket is in (still visible in ``disconnecting`` handlers)."""
+        if self._rooms_at_disconnect is not None:
+            return self._rooms_at_disconnect
+        return self.namespace.adapter.socket_rooms(self.id)
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    def join(self, *rooms: str) -> None:
+        """Join rooms (immediately: the registry is in memory)."""
+        if self.connected:
+            self.namespace.adapter.add_all(self.id, rooms)
+
+    def leave(self, *rooms: str) -> None:
+        """Leave rooms."""
+        adapter = self.namespace.adapter
+        for room in rooms:
+            adapter.delete(self.id, room)
+
+    def to(self, *rooms: str) -> BroadcastOperator:
+        """Broadcast to rooms, except to this socket."""
+        return self.broadcast.to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str) -> BroadcastOperator:
+        """Broadcast to every socket of the namespace but those in ``rooms`` and this one."""
+        return self.broadcast.except_(*rooms)
+
+    @property
+    def broadcast(self) -> BroadcastOperator:
+        """Broadcast to every other socket of the namespace."""
+        return self.namespace.except_(self.id)
+
+    # --- emitting ------------------------------------------------------------------------
+
+    def _packet(self, event: str, args: tuple[Any, ...], ack_id: int | None) -> SocketPacket:
+        return SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args], ack_id)
+
+    def _encode(self, packet: SocketPacket) -> Outgoing:
+        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to this client, waiting while its outbound queue is full.
+
+        Raises:
+            Disconnected: the socket is (or becomes) disconnected.
+        """
+        if not self.connected:
+            raise Disconnected(self.disconnect_reason)
+        packet = self._packet(event, args, None)
+        self.namespace._notify_outgoing(self, packet)
+        try:
+            await self.session.send(self._encode(packet))
+        except OutboxClosed:
+            raise Disconnected(self.disconnect_reason) from None
+
+    def emit_nowait(self, event: str, *args: Any) -> None:
+        """Send an event without waiting.
+
+        Raises:
+            trio.WouldBlock: the client's outbound queue is full.
+            Disconnected: the socket is disconnected.
+        """
+        if not self.connected:
+            raise Disconnected(self.disconnect_reason)
+        packet = self._packet(event, args, None)
+        self.namespace._notify_outgoing(self, packet)
+        try:
+            self.session.outbox.put_nowait(self._encode(packet))
+        except OutboxClosed:
+            raise Disconnected(self.disconnect_reason) from None
+
+    async def call(self, event: str, *args: Any) -> Any:
+        """Send an event and wait for the client's acknowledgement.
+
+        Returns the client's answer the way a Python function returns: ``None`` for no
+        arguments, the value for one, a tuple for several. The timeout is the caller's cancel
+        scope (``with trio.fail_after(5): await sock.call(...)``).
+
+        Raises:
+            Disconnected: at once when the socket disconnects, not at the timeout.
+        """
+        if not self.connected:
+            raise Disconnected(self.disconnect_reason)
+        server = self.namespace.server
+        if len(self._pending_acks) >= server.max_pending_acks:
+            raise RuntimeError(f"more than {server.max_pending_acks} acknowledgements pending")
+        ack_id = self.namespace._next_ack_id()
+        waiter = self._pending_acks[ack_id] = _AckWaiter()
+        try:
+            packet = self._packet(event, args, ack_id)
+            self.namespace._notify_outgoing(self, packet)
+            try:
+                await self.session.send(self._encode(packet))
+            except OutboxClosed:
+                raise Disconnected(self.disconnect_reason) from None
+            await waiter.done.wait()
+        finally:
+            self._pending_acks.pop(ack_id, None)
+        if waiter.args is None:
+            raise Disconnected(self.disconnect_reason)
+        return _ack_result(waiter.args)
+
+    def _deliver(self, outgoing: Outgoing, packet: SocketPacket, *, volatile: bool) -> bool:
+        """Fan-out path: hand an already encoded broadcast to this socket's session."""
+        self.namespace._notify_outgoing(self, packet)
+        return self.session.offer(outgoing, volatile=volatile)
+
+    def _expect_ack(self, ack_id: int, waiter: _AckWaiter) -> None:
+        self._pending_acks[ack_id] = waiter
+
+    def _forget_ack(self, ack_id: int) -> None:
+        waiter = self._pending_acks.pop(ack_id, None)
+        if waiter is not None:
+            waiter.settle(None)
+
+    def _resolve_ack(self, ack_id: int | None, args: list[Any]) -> None:
+        waiter = self._pending_acks.pop(ack_id, None) if ack_id is not None else None
+        if waiter is None:
+            self._client.unknown_acks += 1
+            return
+        waiter.settle(args)
+
+    # --- disconnecting -------------------------------------------------------------------
+
+    async def disconnect(self, *, close: bool = False) -> None:
+        """Disconnect this socket; the client sees reason ``"io server disconnect"``.
+
+        With ``close=True`` the whole Engine.IO connection closes too (all its namespaces).
+        Called from one of this socket's own handlers, that handler is cancelled at its next
+        checkpoint, like every other task of the socket.
+        """
+        if not self.connected:
+            return
+        packet = SocketPacket(PacketType.DISCONNECT, self.namespace.name)
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1),
+            contextlib.suppress(OutboxClosed),
+        ):
+            await self.session.send(self._encode(packet))
+        self._close(DisconnectReason.IO_SERVER_DISCONNECT)
+        if close:
+            self.session.close(DisconnectReason.IO_SERVER_DISCONNECT, graceful=True)
+
+    def _close(self, reason: DisconnectReason) -> None:
+        """Mark disconnected and release everything at once (synchronous)."""
+        if not self.connected:
+            return
+        self.connected = False
+        self.disconnect_reason = reason
+        self._rooms_at_disconnect = self.rooms
+        self.namespace.adapter.delete_all(self.id)
+        self.namespace.sockets.pop(self.id, None)
+        self._client.sockets.pop(self.namespace.name, None)
+        self._events_in.close()
+        pending = list(self._pending_acks.values())
+        self._pending_acks.clear()
+        for waiter in pending:
+            waiter.settle(None)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # --- the socket task -----------------------------------------------------------------
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        namespace = self.namespace
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.connected = True
+                namespace.sockets[self.id] = self
+                self._client.sockets[namespace.name] = self
+                namespace.adapter.add_all(self.id, (self.id,))
+                connect = SocketPacket(PacketType.CONNECT, namespace.name, {"sid": self.id})
+                try:
+                    await self.session.send(self._encode(connect))
+                except OutboxClosed:
+                    self._close(self._client.session.close_reason or DisconnectReason.FORCED_CLOSE)
+                task_status.started()
+                handlers = namespace.handlers
+                if handlers.connect is not None:
+                    await self._run_handler(handlers.connect, (self, self.handshake.auth))
+                await self._process_events()
+        finally:
+            self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
+            await self._run_disconnect_handlers()
+
+    async def _process_events(self) -> None:
+        limiter = self.namespace.server.max_concurrent_handlers
+        if limiter == 1:
+            async for packet in self._events_out:
+                await self._handle_event(packet)
+            return
+        capacity = trio.CapacityLimiter(limiter)
+        async with trio.open_nursery() as handlers:
+            async for packet in self._events_out:
+                await capacity.acquire()
+
+                async def run(packet: SocketPacket = packet) -> None:
+                    try:
+                        await self._handle_event(packet)
+                    finally:
+                        capacity.release()
+
+                handlers.start_soon(run)
+
+    async def _enqueue_event(self, packet: SocketPacket) -> None:
+        """Queue an incoming event for this socket's handlers (waits while the queue is full,
+        which stops reading from the client)."""
+        try:
+            await self._events_in.send(packet)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._client.dropped_events += 1
+
+    async def _handle_event(self, packet: SocketPacket) -> None:
+        event: str = packet.data[0]
+        args: list[Any] = packet.data[1:]
+        handlers = self.namespace.handlers
+        for middleware in handlers.packet_middlewares:
+            try:
+                await middleware(self, event, args)
+            except Exception as exc:
+                logger.info("packet middleware refused %r on %s: %s", event, self, exc)
+                return
+        if handlers.any is not None:
+            await self._run_handler(handlers.any, (self, event, *args))
+        handler = handlers.events.get(event)
+        if handler is None:
+            return
+        ok, result = await self._run_handler(handler, (self, *args))
+        if ok and packet.id is not None and self.connected:
+            reply = SocketPacket(PacketType.ACK, self.namespace.name, _ack_args(result), packet.id)
+            with contextlib.suppress(OutboxClosed):
+                await self.session.send(self._encode(reply))
+
+    async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        try:
+            return True, await handler(*args)
+        except Exception:
+            if self.namespace.server.handler_errors == "raise":
+                raise
+            logger.exception("handler %s failed on %s", getattr(handler, "__name__", handler), self)
+            return False, None
+
+    async def _run_disconnect_handlers(self) -> None:
+        handlers = self.namespace.handlers
+        if handlers.disconnecting is None and handlers.disconnect is None:
+            return
+        reason = self.disconnect_reason or DisconnectReason.SERVER_SHUTTING_DOWN
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.namespace.server.disconnect_handler_timeout
+            if handlers.disconnecting is not None:
+                await self._run_handler(handlers.disconnecting, (self, reason))
+            self._rooms_at_disconnect = frozenset()
+            if handlers.disconnect is not None:
+                await self._run_handler(handlers.disconnect, (self, reason))
+
+    def statistics(self) -> SocketStatistics:
+        """Queue sizes and counters of this socket and its session."""
+        packets, nbytes = self.session.outbox.queued()
+        return SocketStatistics(
+            connected=self.connected,
+            rooms=len(self.rooms),
+            queued_events=self._events_out.statistics().current_buffer_used,
+            pending_acks=len(self._pending_acks),
+            outbound_packets=packets,
+            outbound_bytes=nbytes,
+            dropped_volatile=self.session.dropped_volatile,
+        )
+
+
+def _ack_args(result: Any) -> list[Any]:
+    """A handler's return value as acknowledgement arguments: a tuple is several."""
+    if result is None:
+        return []
+    if isinstance(result, tuple):
+        return list(result)
+    return [result]
+
+
+def _ack_result(args: list[Any]) -> Any:
+    """Acknowledgement arguments as a Python return value (the inverse of ``_ack_args``)."""
+    if not args:
+        return None
+    if len(args) == 1:
+        return args[0]
+    return tuple(args)
