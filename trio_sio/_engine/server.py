@@ -38,12 +38,15 @@ class EngineStatistics:
         sessions: sessions open now.
         polling, websocket: of those, how many use each transport.
         queued_bytes: bytes waiting in all outbound queues.
+        session_tasks: tasks alive in the server's nursery (one per session, including
+            sessions still finishing their disconnect handlers); 0 when idle.
     """
 
     sessions: int
     polling: int
     websocket: int
     queued_bytes: int
+    session_tasks: int
 
 
 class EngineServer:
@@ -116,6 +119,7 @@ class EngineServer:
             polling=len(sessions) - websocket,
             websocket=websocket,
             queued_bytes=sum(s.outbox.queued()[1] for s in sessions),
+            session_tasks=len(self._nursery.child_tasks) if self._nursery is not None else 0,
         )
 
     async def _open_session(self, request: HttpRequest, transport: Transport) -> Session:
@@ -279,9 +283,9 @@ class EngineServer:
                 session_or_none = self._sessions.get(engine_request.sid)
                 if session_or_none is None:
                     raise HandshakeError(EngineErrorCode.UNKNOWN_SID)
+                # A session that already upgraded (or is upgrading) gets this WebSocket
+                # accepted and then closed, as engine.io does: see Session.upgrade.
                 session = session_or_none
-                if session.transport is not Transport.POLLING:
-                    raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Already upgraded")
         except HandshakeError as exc:
             await ws.reject(self._error(exc, None))
             return

@@ -349,8 +349,12 @@ class Session:
                     self._terminate(DisconnectReason.TRANSPORT_ERROR)
                     return
                 await self._receive(decode_packet(frame))
-        except WebSocketClosed:
-            self._terminate(DisconnectReason.TRANSPORT_CLOSE)
+        except WebSocketClosed as closed:
+            # 1009: the host refused a message over its size limit, like our check above.
+            too_big = closed.code == 1009
+            self._terminate(
+                DisconnectReason.TRANSPORT_ERROR if too_big else DisconnectReason.TRANSPORT_CLOSE
+            )
         except ProtocolError as exc:
             self._fail(exc)
 

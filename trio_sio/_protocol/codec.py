@@ -9,6 +9,8 @@ library can be plugged in by passing another object with the same two methods.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, Protocol
 
 from .errors import ProtocolError
@@ -36,6 +38,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_float(text: str) -> float:
+    # ``1e400`` would sneak in an infinity that dumps() then refuses to send back.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+# JSON.stringify writes lone surrogates as \uXXXX escapes; json.dumps leaves them raw, and a raw
+# surrogate cannot be encoded as UTF-8. They only ever occur inside JSON strings.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 class StdlibJson:
     """:class:`JsonCodec` on the standard library's ``json`` module.
 
@@ -48,10 +67,13 @@ class StdlibJson:
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
         )
-        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
 
     def dumps(self, value: Any) -> str:
-        return self._encoder.encode(value)
+        text = self._encoder.encode(value)
+        if not text.isascii():
+            text = _SURROGATE.sub(_escape_surrogate, text)
+        return text
 
     def loads(self, text: str) -> Any:
         try:

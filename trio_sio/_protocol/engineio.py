@@ -177,10 +177,18 @@ class EngineRequest:
 
 
 def parse_query(raw: bytes | str) -> dict[str, str]:
-    """Parse a URL query string; the first occurrence of a repeated name wins."""
+    """Parse a URL query string; the first occurrence of a repeated name wins.
+
+    Raises:
+        HandshakeError: BAD_REQUEST for more than 64 fields.
+    """
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    try:
+        fields = parse_qsl(text, keep_blank_values=True, max_num_fields=64)
+    except ValueError:  # "Max number of fields exceeded"
+        raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
     query: dict[str, str] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True, max_num_fields=64):
+    for name, value in fields:
         query.setdefault(name, value)
     return query
 

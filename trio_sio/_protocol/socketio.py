@@ -81,7 +81,8 @@ def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, .
     """Encode ``packet`` into its text part followed by its binary attachments.
 
     EVENT and ACK packets whose data holds ``bytes`` (at any depth) are sent as BINARY_EVENT /
-    BINARY_ACK with placeholders. Encode once per broadcast: the result can be shared.
+    BINARY_ACK with placeholders, and BINARY_EVENT / BINARY_ACK packets without any as EVENT /
+    ACK. Encode once per broadcast: the result can be shared.
 
     Raises:
         TypeError, ValueError: ``data`` holds something JSON cannot represent.

@@ -1,0 +1,1 @@
+"""Test support: a raw HTTP client, servers on loopback, and Engine.IO helpers."""

@@ -1,0 +1,511 @@
+"""The Engine.IO server over real sockets: handshake rules, both transports, the upgrade,
+limits and the hostile inputs of sections H, P, W and E of the security catalogue.
+
+Every hostile case ends by checking that a bystander session still works and that the
+attacker's session is gone (no session, no task left behind).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.lowlevel
+
+from support.engineio import EngineFixture, serve_engine
+from support.http import connect, request
+from support.websocket import Closed
+from trio_sio import DisconnectReason
+
+PAYLOAD_LIMIT = 1_000_000
+
+
+async def settled(fixture: EngineFixture) -> None:
+    """Wait until the server has no session and no session task left."""
+    with trio.fail_after(5):
+        while True:
+            stats = fixture.engine.statistics()
+            if stats.sessions == 0 and stats.session_tasks == 0:
+                return
+            await trio.sleep(0.01)
+
+
+async def bystanders_ok(fixture: EngineFixture) -> None:
+    await fixture.echo_ok_websocket()
+    await fixture.echo_ok_polling()
+
+
+# --- handshake -------------------------------------------------------------------------
+
+
+async def test_polling_handshake_announces_settings_in_milliseconds() -> None:
+    async with serve_engine(ping_interval=0.3, ping_timeout=0.2) as e:
+        response = await request(e.url, "GET", e.target("EIO=4&transport=polling"))
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        opening = json.loads(response.text[1:])
+        assert opening["upgrades"] == ["websocket"]
+        assert opening["pingInterval"] == 300
+        assert opening["pingTimeout"] == 200
+        assert opening["maxPayload"] == PAYLOAD_LIMIT
+        assert len(opening["sid"]) == 20
+
+
+async def test_websocket_handshake_offers_no_upgrade() -> None:
+    async with serve_engine() as e, e.websocket() as ws:
+        opening = await ws.receive()
+        assert isinstance(opening, str)
+        assert json.loads(opening[1:])["upgrades"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "method", "code"),
+    [
+        ("EIO=3&transport=polling", "GET", 5),  # H1
+        ("EIO=5&transport=polling", "GET", 5),
+        ("transport=polling", "GET", 5),
+        ("EIO=4&transport=flashsocket", "GET", 0),  # H2
+        ("EIO=4&transport=__proto__", "GET", 0),
+        ("EIO=4", "GET", 0),
+        ("EIO=4&transport=polling", "POST", 2),  # H3
+        ("EIO=4&transport=polling", "PUT", 2),
+        ("EIO=4&transport=polling&sid=unknown", "GET", 1),  # H4
+        ("EIO=4&transport=polling&sid=__proto__", "GET", 1),
+        ("EIO=4&transport=polling&sid=" + "x" * 10_000, "GET", 1),
+        ("EIO=4&transport=websocket", "GET", 3),  # H5: no upgrade headers
+    ],
+)
+async def test_bad_requests_get_engineio_error_codes(query: str, method: str, code: int) -> None:
+    async with serve_engine() as e:
+        response = await request(e.url, method, e.target(query))
+        assert response.status == 400
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["code"] == code
+        assert isinstance(response.json()["message"], str)
+        assert e.engine.statistics().sessions == 0
+        await bystanders_ok(e)
+
+
+async def test_foreign_origin_is_refused_by_default_on_both_transports() -> None:  # H6
+    async with serve_engine() as e:
+        headers = [("Origin", "http://evil.example")]
+        response = await request(e.url, "GET", e.target("EIO=4&transport=polling"), b"", headers)
+        assert response.status == 403
+        assert response.json() == {"code": 4, "message": "Forbidden"}
+        assert "access-control-allow-origin" not in response.headers
+        async with connect(e.url) as conn:
+            upgrade = [
+                ("Origin", "http://evil.example"),
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ]
+            await conn.send_head("GET", e.target("EIO=4&transport=websocket"), upgrade)
+            refused = await conn.read_response()
+        assert refused.status == 403
+        assert e.engine.statistics().sessions == 0
+
+
+async def test_same_origin_is_allowed_and_gets_cors_headers() -> None:
+    async with serve_engine() as e:
+        host = e.url.removeprefix("http://")
+        headers = [("Origin", f"http://{host}")]
+        response = await request(e.url, "GET", e.target("EIO=4&transport=polling"), b"", headers)
+        assert response.status == 200
+        assert response.headers["access-control-allow-origin"] == f"http://{host}"
+        assert response.headers["access-control-allow-credentials"] == "true"
+
+
+async def test_forwarded_host_does_not_widen_the_origin_check() -> None:  # H8
+    async with serve_engine() as e:
+        headers = [("Origin", "http://evil.example"), ("X-Forwarded-Host", "evil.example")]
+        response = await request(e.url, "GET", e.target("EIO=4&transport=polling"), b"", headers)
+        assert response.status == 403
+
+
+async def test_origin_allow_list_and_preflight() -> None:
+    async with serve_engine(cors_allowed_origins=["http://app.example"]) as e:
+        preflight = await request(
+            e.url,
+            "OPTIONS",
+            e.target("EIO=4&transport=polling"),
+            b"",
+            [("Origin", "http://app.example"), ("Access-Control-Request-Headers", "x-token")],
+        )
+        assert preflight.status == 204
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert preflight.headers["access-control-allow-headers"] == "x-token"
+        other = await request(
+            e.url, "GET", e.target("EIO=4&transport=polling"), b"", [("Origin", "http://x.y")]
+        )
+        assert other.status == 403
+
+
+async def test_allow_request_hook_refuses_with_403() -> None:
+    async def deny_without_token(request: object) -> bool:
+        return "token=ok" in getattr(request, "query_string", "")
+
+    async with serve_engine(allow_request=deny_without_token) as e:
+        refused = await request(e.url, "GET", e.target("EIO=4&transport=polling"))
+        assert refused.status == 403
+        assert refused.json()["code"] == 4
+        allowed = await request(e.url, "GET", e.target("EIO=4&transport=polling&token=ok"))
+        assert allowed.status == 200
+
+
+# --- long-polling ----------------------------------------------------------------------
+
+
+async def test_polling_batches_text_and_binary() -> None:
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        post = await e.post(sid, "4hello\x1ebAQIDBA==\x1e4world")
+        assert (post.status, post.text) == (200, "ok")
+        poll = await e.poll(sid)
+        assert poll.text == "4hello\x1ebAQIDBA==\x1e4world"
+
+
+async def test_polling_response_is_compressed_above_threshold() -> None:
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        await e.post(sid, "4" + "a" * 5000)
+        response = await request(
+            e.url,
+            "GET",
+            e.target(f"EIO=4&transport=polling&sid={sid}"),
+            b"",
+            [("Accept-Encoding", "gzip")],
+        )
+        assert response.headers["content-encoding"] == "gzip"
+        import gzip
+
+        assert gzip.decompress(response.body).decode() == "4" + "a" * 5000
+
+
+async def test_close_packet_releases_pending_get_with_noop() -> None:
+    async with serve_engine() as e, trio.open_nursery() as nursery:
+        sid = await e.handshake()
+        results: list[str] = []
+
+        async def poll() -> None:
+            results.append((await e.poll(sid)).text)
+
+        nursery.start_soon(poll)
+        await trio.sleep(0.1)
+        assert (await e.post(sid, "1")).status == 200
+        await e.handler.wait_closed(sid)
+        await trio.sleep(0.05)
+        assert results == ["6"]
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_CLOSE
+        assert (await e.poll(sid)).status == 400
+        await settled(e)
+
+
+async def test_overlapping_gets_close_the_session() -> None:  # P4
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        first: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def poll() -> None:
+                first.append((await e.poll(sid)).text)
+
+            nursery.start_soon(poll)
+            await trio.sleep(0.1)
+            second = await e.poll(sid)
+        assert second.status == 400
+        assert first == ["1"]
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_oversized_post_gets_413_without_reading_the_body() -> None:  # P1
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        async with connect(e.url) as conn:
+            await conn.send_head(
+                "POST",
+                e.target(f"EIO=4&transport=polling&sid={sid}"),
+                content_length=PAYLOAD_LIMIT + 1,
+            )
+            with trio.fail_after(5):
+                response = await conn.read_response()
+        assert response.status == 413
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_chunked_post_growing_past_the_limit_gets_413() -> None:  # P2
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        async with connect(e.url) as conn:
+            await conn.send_head(
+                "POST", e.target(f"EIO=4&transport=polling&sid={sid}"), chunked=True
+            )
+            with trio.fail_after(5):
+                for _ in range(20):
+                    try:
+                        await conn.send_body(b"4" + b"x" * 99_999)
+                    except trio.BrokenResourceError:
+                        break
+                response = await conn.read_response()
+        assert response.status == 413
+        await settled(e)
+        await bystanders_ok(e)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"abc", DisconnectReason.PARSE_ERROR),  # E1: unknown packet type
+        (b"", DisconnectReason.PARSE_ERROR),  # E1: empty packet
+        (b"bnot base64!", DisconnectReason.PARSE_ERROR),  # E1: invalid base64
+        (b"2", DisconnectReason.PARSE_ERROR),  # E2: clients do not ping
+        (b"0", DisconnectReason.PARSE_ERROR),  # E2: nor open
+        ("\x1e".join(["4a"] * 2000).encode(), DisconnectReason.PARSE_ERROR),  # P6
+        (b"4\xff\xfe", DisconnectReason.PARSE_ERROR),  # P8: invalid UTF-8
+    ],
+)
+async def test_malformed_payload_closes_only_that_session(
+    body: bytes, reason: DisconnectReason
+) -> None:
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        response = await e.post(sid, body)
+        assert response.status == 400
+        assert e.handler.closed[sid] is reason
+        assert (await e.poll(sid)).status == 400
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_binary_content_type_is_refused() -> None:  # P7
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        response = await request(
+            e.url,
+            "POST",
+            e.target(f"EIO=4&transport=polling&sid={sid}"),
+            b"\x01\x02",
+            [("Content-Type", "application/octet-stream")],
+        )
+        assert response.status == 400
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
+
+
+# --- WebSocket and the upgrade -----------------------------------------------------------
+
+
+async def test_websocket_echoes_text_and_binary() -> None:
+    async with serve_engine() as e, e.websocket() as ws:
+        await e.open_websocket_session(ws)
+        await ws.send("4hello")
+        assert await ws.receive() == "4hello"
+        await ws.send(b"\x01\x02\x03")
+        assert await ws.receive() == b"\x01\x02\x03"
+
+
+async def test_upgrade_from_polling_releases_the_pending_get() -> None:
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        released: list[str] = []
+        poll_done = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def poll() -> None:
+                released.append((await e.poll(sid)).text)
+                poll_done.set()
+
+            nursery.start_soon(poll)
+            await trio.sleep(0.05)
+            async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
+                await ws.send("2probe")
+                assert await ws.receive() == "3probe"
+                with trio.fail_after(2):
+                    await poll_done.wait()
+                assert released == ["6"]
+                await ws.send("5")
+                await ws.send("4after upgrade")
+                assert await ws.receive() == "4after upgrade"
+                # P9: the polling transport is refused from now on; the WebSocket is untouched.
+                assert (await e.poll(sid)).status == 400
+                assert (await e.post(sid, "4x")).status == 400
+                await ws.send("4still here")
+                assert await ws.receive() == "4still here"
+                assert e.engine.statistics().websocket == 1
+
+
+async def test_packets_queued_during_upgrade_arrive_over_the_websocket() -> None:
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
+            await ws.send("2probe")
+            assert await ws.receive() == "3probe"
+            assert (await e.post(sid, "4queued")).text == "ok"
+            await ws.send("5")
+            assert await ws.receive() == "4queued"
+
+
+async def test_abandoned_upgrade_keeps_polling_session() -> None:  # W5
+    async with serve_engine(upgrade_timeout=0.2) as e:
+        sid = await e.handshake()
+        async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
+            await ws.send("2probe")
+            assert await ws.receive() == "3probe"
+            with trio.fail_after(2), pytest.raises(Closed):
+                await ws.receive()
+        assert (await e.post(sid, "4still polling")).text == "ok"
+        assert (await e.poll(sid)).text == "4still polling"
+
+
+async def test_second_websocket_for_a_session_is_closed() -> None:  # W6
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
+            await ws.send("2probe")
+            assert await ws.receive() == "3probe"
+            await ws.send("5")
+            async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as intruder:
+                with trio.fail_after(2), pytest.raises(Closed):
+                    await intruder.receive()
+            await ws.send("4hello")
+            assert await ws.receive() == "4hello"
+
+
+async def test_upgrade_with_another_protocol_revision_is_refused() -> None:  # W4
+    async with serve_engine() as e:
+        sid = await e.handshake()
+        for query in (f"EIO=3&transport=websocket&sid={sid}", f"transport=websocket&sid={sid}"):
+            async with connect(e.url) as conn:
+                headers = [
+                    ("Connection", "Upgrade"),
+                    ("Upgrade", "websocket"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ]
+                await conn.send_head("GET", e.target(query), headers)
+                response = await conn.read_response()
+            assert response.status == 400
+            assert response.json()["code"] == 5
+        assert (await e.post(sid, "4untouched")).text == "ok"
+        assert (await e.poll(sid)).text == "4untouched"
+
+
+@pytest.mark.parametrize(
+    ("host_message_limit", "reason"),
+    [
+        # hypercorn enforces the limit itself and only tells us the connection closed.
+        (PAYLOAD_LIMIT, DisconnectReason.TRANSPORT_CLOSE),
+        # hypercorn lets it through; the session's own check refuses it.
+        (2 * PAYLOAD_LIMIT, DisconnectReason.TRANSPORT_ERROR),
+    ],
+)
+async def test_oversized_websocket_message_closes_with_1009(
+    host_message_limit: int, reason: DisconnectReason
+) -> None:  # W1
+    async with serve_engine(host_message_limit=host_message_limit) as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            await ws.send("4" + "x" * PAYLOAD_LIMIT)
+            with trio.fail_after(5), pytest.raises(Closed) as closed:
+                await ws.receive()
+            assert closed.value.code == 1009
+            with trio.fail_after(2):
+                assert await e.handler.wait_closed(sid) is reason
+        await settled(e)
+        await bystanders_ok(e)
+
+
+@pytest.mark.parametrize("frame", ["", "9", "x", "0", "2", "bAQID"])
+async def test_invalid_websocket_packet_closes_the_session(frame: str) -> None:  # E1, E2, W7
+    async with serve_engine() as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            await ws.send(frame)
+            with trio.fail_after(5), pytest.raises(Closed):
+                await ws.receive()
+        assert e.handler.closed[sid] is DisconnectReason.PARSE_ERROR
+        await settled(e)
+        await bystanders_ok(e)
+
+
+# --- heartbeat -------------------------------------------------------------------------
+
+
+async def test_pings_and_ping_timeout_over_websocket() -> None:  # E3
+    async with serve_engine(ping_interval=0.2, ping_timeout=0.2) as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            for _ in range(3):
+                with trio.fail_after(1):
+                    assert await ws.receive() == "2"
+                await ws.send("3")
+            start = trio.current_time()
+            with trio.fail_after(2):
+                assert await ws.receive() == "2"
+                reason = await e.handler.wait_closed(sid)
+            assert reason is DisconnectReason.PING_TIMEOUT
+            assert trio.current_time() - start < 0.5
+        await settled(e)
+
+
+async def test_ping_timeout_over_polling() -> None:
+    async with serve_engine(ping_interval=0.2, ping_timeout=0.2) as e:
+        sid = await e.handshake()
+        with trio.fail_after(2):
+            assert await e.handler.wait_closed(sid) is DisconnectReason.PING_TIMEOUT
+        assert (await e.poll(sid)).status == 400
+
+
+async def test_pong_flood_is_harmless() -> None:  # E4
+    async with serve_engine(ping_interval=0.2, ping_timeout=0.5) as e, e.websocket() as ws:
+        sid = await e.open_websocket_session(ws)
+        for _ in range(10_000):
+            await ws.send("3")
+        await ws.send("4alive")
+        with trio.fail_after(5):
+            while (message := await ws.receive()) == "2":
+                await ws.send("3")
+        assert message == "4alive"
+        assert e.engine.get_session(sid) is not None
+
+
+# --- slow consumers, shutdown and leaks -------------------------------------------------
+
+
+async def test_slow_consumer_is_disconnected_and_its_memory_bounded() -> None:  # W3
+    queue_bytes = 256 * 1024
+    async with serve_engine(outbound_queue_bytes=queue_bytes, outbound_queue_packets=64) as e:
+        from trio_sio.engineio import Outgoing
+
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            session = e.engine.get_session(sid)
+            assert session is not None
+            chunk = Outgoing.message("4" + "x" * 16_000)
+            offered = 0
+            with trio.fail_after(10):
+                # The client never reads: TCP buffers fill, then the outbox, then the policy.
+                while session.offer(chunk):
+                    offered += 1
+                    await trio.lowlevel.checkpoint()
+            assert e.handler.closed[sid] is DisconnectReason.SLOW_CONSUMER
+            assert session.outbox.peak_bytes <= queue_bytes
+            assert session.outbox.queued() == (0, 0)
+            assert offered > 0
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_sessions_end_with_the_server_and_leave_no_tasks() -> None:
+    async with serve_engine() as e:
+        async with e.websocket() as ws:
+            await e.open_websocket_session(ws)
+            sid = await e.handshake()
+            assert e.engine.statistics().sessions == 2
+        await e.post(sid, "1")
+        await settled(e)
