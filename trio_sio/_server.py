@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ._engine import (
     SessionState,
     WebSocketConnection,
 )
-from ._errors import ConnectionRefused, DisconnectReason
+from ._errors import ConnectionRefused, Disconnected, DisconnectReason
 from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry
 from ._protocol import (
     Decoder,
@@ -110,7 +111,7 @@ class Server(_Registry):
         cookie: str | None = None,
         allow_request: AllowRequest | None = None,
         http_compression: bool = True,
-        outbound_queue_packets: int = 256,
+        outbound_queue_packets: int = 4096,
         outbound_queue_bytes: int = 4 * 1024 * 1024,
         max_sessions: int | None = None,
         connect_timeout: float = 45.0,
@@ -355,8 +356,8 @@ class _Client:
             raise ProtocolError("unexpected packet from a client", packet_type.name)
 
     async def _send(self, packet: SocketPacket) -> None:
-        if self.session.state is SessionState.OPEN:
-            parts = encode_packet(self.server.json, packet)
+        parts = encode_packet(self.server.json, packet)
+        with contextlib.suppress(Disconnected):  # nobody left to tell
             await self.session.send(Outgoing.message(*parts))
 
     async def _connect(self, name: str, auth: Any) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._engine import OutboxClosed, Session
+from ._engine import Session
 from ._errors import Disconnected, DisconnectReason
 from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
 
@@ -196,7 +196,7 @@ class Socket:
         self.namespace._notify_outgoing(self, packet)
         try:
             await self.session.send(self._encode(packet))
-        except OutboxClosed:
+        except Disconnected:
             raise Disconnected(self.disconnect_reason) from None
 
     def emit_nowait(self, event: str, *args: Any) -> None:
@@ -211,8 +211,8 @@ class Socket:
         packet = self._packet(event, args, None)
         self.namespace._notify_outgoing(self, packet)
         try:
-            self.session.outbox.put_nowait(self._encode(packet))
-        except OutboxClosed:
+            self.session.send_nowait(self._encode(packet))
+        except Disconnected:
             raise Disconnected(self.disconnect_reason) from None
 
     async def call(self, event: str, *args: Any) -> Any:
@@ -237,7 +237,7 @@ class Socket:
             self.namespace._notify_outgoing(self, packet)
             try:
                 await self.session.send(self._encode(packet))
-            except OutboxClosed:
+            except Disconnected:
                 raise Disconnected(self.disconnect_reason) from None
             await waiter.done.wait()
         finally:
@@ -281,7 +281,7 @@ class Socket:
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(1),
-            contextlib.suppress(OutboxClosed),
+            contextlib.suppress(Disconnected),
         ):
             await self.session.send(self._encode(packet))
         self._close(DisconnectReason.IO_SERVER_DISCONNECT)
@@ -320,7 +320,7 @@ class Socket:
                 connect = SocketPacket(PacketType.CONNECT, namespace.name, {"sid": self.id})
                 try:
                     await self.session.send(self._encode(connect))
-                except OutboxClosed:
+                except Disconnected:
                     self._close(self._client.session.close_reason or DisconnectReason.FORCED_CLOSE)
                 task_status.started()
                 handlers = namespace.handlers
@@ -376,7 +376,7 @@ class Socket:
         ok, result = await self._run_handler(handler, (self, *args))
         if ok and packet.id is not None and self.connected:
             reply = SocketPacket(PacketType.ACK, self.namespace.name, _ack_args(result), packet.id)
-            with contextlib.suppress(OutboxClosed):
+            with contextlib.suppress(Disconnected):
                 await self.session.send(self._encode(reply))
 
     async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:

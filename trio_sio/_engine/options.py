@@ -57,7 +57,7 @@ class EngineOptions:
     allow_request: AllowRequest | None = None
     http_compression: bool = True
     compression_threshold: int = 1024
-    outbound_queue_packets: int = 256
+    outbound_queue_packets: int = 4096
     outbound_queue_bytes: int = 4 * 1024 * 1024
     max_sessions: int | None = None
 

@@ -115,8 +115,9 @@ class Outbox:
         self._readers.unpark_all()
         self._writers.unpark_all()
 
-    def get_batch_nowait(self) -> list[Outgoing]:
-        """Take everything queued, control packets first.
+    def get_batch_nowait(self, *, max_packets: int | None = None) -> list[Outgoing]:
+        """Take everything queued (or, with ``max_packets``, as many items as fit in that
+        many packets, at least one), control packets first.
 
         Raises:
             trio.WouldBlock: nothing is queued.
@@ -128,19 +129,30 @@ class Outbox:
             if self._finished:
                 raise OutboxClosed
             raise trio.WouldBlock
-        batch = list(self._control)
-        batch.extend(self._data)
-        self._control.clear()
-        self._data.clear()
-        self._queued_bytes = 0
+        if max_packets is None:
+            batch = list(self._control)
+            batch.extend(self._data)
+            self._control.clear()
+            self._data.clear()
+            self._queued_bytes = 0
+        else:
+            batch = []
+            packets = 0
+            for lane in (self._control, self._data):
+                while lane and (not batch or packets + len(lane[0].frames) <= max_packets):
+                    item = lane.popleft()
+                    packets += len(item.frames)
+                    batch.append(item)
+                    if lane is self._data:
+                        self._queued_bytes -= item.nbytes
         self._writers.unpark_all()
         return batch
 
-    async def get_batch(self) -> list[Outgoing]:
-        """Wait until something is queued and take all of it (see :meth:`get_batch_nowait`)."""
+    async def get_batch(self, *, max_packets: int | None = None) -> list[Outgoing]:
+        """Wait until something is queued and take it (see :meth:`get_batch_nowait`)."""
         while True:
             try:
-                batch = self.get_batch_nowait()
+                batch = self.get_batch_nowait(max_packets=max_packets)
             except trio.WouldBlock:
                 await self._readers.park()
             else:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .._errors import DisconnectReason
+from .._errors import Disconnected, DisconnectReason
 from .._protocol import (
     EngineErrorCode,
     EnginePacket,
@@ -48,6 +48,10 @@ _CLOSE = Outgoing.control(EnginePacketType.CLOSE)
 
 #: How long a GET that arrives during an upgrade waits for it to settle (engine.io: 100 ms).
 UPGRADE_CHECK_INTERVAL = 0.1
+
+#: Most packets in one long-polling response. python-engineio's client drops the session
+#: when a payload holds more than 16; what does not fit waits for the next GET.
+MAX_PACKETS_PER_POLL = 16
 
 
 class EngineHandler(Protocol):
@@ -130,9 +134,24 @@ class Session:
         """Queue ``item``, waiting while the queue is full.
 
         Raises:
-            OutboxClosed: the session is closing or closed.
+            Disconnected: the session is closing or closed (also while waiting).
         """
-        await self.outbox.put(item)
+        try:
+            await self.outbox.put(item)
+        except OutboxClosed:
+            raise Disconnected(self.close_reason) from None
+
+    def send_nowait(self, item: Outgoing) -> None:
+        """Queue ``item`` without waiting.
+
+        Raises:
+            trio.WouldBlock: the queue is full.
+            Disconnected: the session is closing or closed.
+        """
+        try:
+            self.outbox.put_nowait(item)
+        except OutboxClosed:
+            raise Disconnected(self.close_reason) from None
 
     def offer(self, item: Outgoing, *, volatile: bool = False) -> bool:
         """Queue ``item`` without waiting; the fan-out path of broadcasts.
@@ -281,7 +300,7 @@ class Session:
         scope = self._poll_scope = trio.CancelScope()
         try:
             with scope:
-                batch = await self.outbox.get_batch()
+                batch = await self.outbox.get_batch(max_packets=MAX_PACKETS_PER_POLL)
                 return encode_payload(batch)
         except OutboxClosed:
             return self._poll_reply_on_close
@@ -308,6 +327,8 @@ class Session:
                 if self.state is SessionState.CLOSED:
                     return
                 await self._receive(packet)
+        except Disconnected:
+            return  # closed while delivering: the rest of the payload has nowhere to go
         except ProtocolError as exc:
             self._fail(exc)
             raise
@@ -349,6 +370,8 @@ class Session:
                     self._terminate(DisconnectReason.TRANSPORT_ERROR)
                     return
                 await self._receive(decode_packet(frame))
+        except Disconnected:
+            pass  # the session closed while the application handled a message
         except WebSocketClosed as closed:
             # 1009: the host refused a message over its size limit, like our check above.
             too_big = closed.code == 1009

@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+``conformance_url``: base URL (``http://127.0.0.1:PORT``) of a server running the fixture app of
+``../shared/conformance/CONTRACT.md`` (Socket.IO at ``/socket.io/``, Engine.IO echo at
+``/engine.io/``). By default it serves ``tests/conformance_app.py``'s ``app`` in-process with
+hypercorn's Trio worker; with ``TRIO_SIO_EXTERNAL_URL`` set it uses that server instead (for
+example a Node reference server, to check the harness itself).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+TESTS_DIR = Path(__file__).resolve().parent
+CONFORMANCE_APP = TESTS_DIR / "conformance_app.py"
+EXTERNAL_URL_ENV = "TRIO_SIO_EXTERNAL_URL"
+
+#: Engine.IO maxPayload of the fixture app; hypercorn's own WebSocket limit must match it.
+MAX_PAYLOAD = 1_000_000
+
+
+def load_conformance_app() -> object:
+    """Import a fresh copy of tests/conformance_app.py and return its ASGI ``app``."""
+    if not CONFORMANCE_APP.is_file():
+        raise FileNotFoundError(
+            f"{CONFORMANCE_APP} does not exist; set {EXTERNAL_URL_ENV}=http://host:port "
+            "to run these tests against a server started elsewhere"
+        )
+    spec = importlib.util.spec_from_file_location("conformance_app", CONFORMANCE_APP)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: object = module.app
+    return app
+
+
+@pytest.fixture
+async def conformance_url() -> AsyncIterator[str]:
+    """Base URL of the fixture app, served for the duration of one test."""
+    external = os.environ.get(EXTERNAL_URL_ENV)
+    if external:
+        yield external.rstrip("/")
+        return
+
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    app = load_conformance_app()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.websocket_max_message_size = MAX_PAYLOAD
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(serve, app, config)
+        http_urls = [url for url in urls if url.startswith("http://")]
+        assert http_urls, f"hypercorn bound no plain-HTTP address: {urls}"
+        yield http_urls[0]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,185 @@
+"""The fixture app (CONTRACT.md) driven by unmodified official clients, one subprocess each.
+
+- socket.io-client 4.8.x and engine.io-client 6.6.x (Node, tests/js/*.mjs),
+- python-socketio / python-engineio asyncio clients (tests/clients/*.py),
+
+each over ``polling``, ``websocket`` and ``upgrade`` (polling first, then an upgrade that the
+script requires to happen). Every script runs one scenario, checks the behaviour itself, and
+prints one JSON line that is checked again here. ``conformance_url`` (tests/conftest.py) serves
+tests/conformance_app.py in-process, or points at ``TRIO_SIO_EXTERNAL_URL``.
+
+Run a scenario by hand against any server:
+``node tests/js/sio_scenarios.mjs http://127.0.0.1:PORT upgrade rooms``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+TESTS_DIR = Path(__file__).resolve().parent
+JS_DIR = TESTS_DIR / "js"
+CLIENTS_DIR = TESTS_DIR / "clients"
+NODE = shutil.which("node")
+
+MODES = ["polling", "websocket", "upgrade"]
+
+#: A scenario script has its own 10 s budget (SCENARIO_TIMEOUT_MS); this is the backstop.
+PROCESS_DEADLINE_S = 30
+
+
+def _node_missing() -> str | None:
+    if NODE is None:
+        return "node is not on PATH"
+    if not (JS_DIR / "node_modules").is_dir():
+        return "tests/js/node_modules is missing: run `npm ci --prefix tests/js`"
+    return None
+
+
+NODE_MISSING = _node_missing()
+requires_node = pytest.mark.skipif(NODE_MISSING is not None, reason=NODE_MISSING or "")
+
+# Scenario names as the scripts define them (an unknown name makes a script exit 64).
+SIO_JS_SCENARIOS = [
+    "auth",
+    "echo",
+    "ack",
+    "binary",
+    "namespaces",
+    "forbidden",
+    "unknown",
+    "rooms",
+    "request-ack",
+    "request-ack-timeout",
+    "disconnect-me",
+    "ordering",
+    "large",
+    "reconnect",
+    "heartbeat",
+    "connect-timeout",
+    "fanout",
+]
+EIO_JS_SCENARIOS = ["echo-text", "echo-binary", "many", "large", "heartbeat"]
+SIO_PY_SCENARIOS = [
+    "auth",
+    "echo",
+    "ack",
+    "binary",
+    "namespaces",
+    "forbidden",
+    "unknown",
+    "rooms",
+    "request-ack",
+    "disconnect-me",
+    "ordering",
+    "large",
+    "reconnect",
+    "heartbeat",
+]
+EIO_PY_SCENARIOS = ["echo-text", "echo-binary", "many", "large"]
+
+#: Key results the scripts report in "observed", checked here as well so that a regression
+#: reads plainly in pytest's output.
+SIO_JS_OBSERVED: dict[str, dict[str, Any]] = {
+    "forbidden": {"message": "forbidden", "data": {"reason": "nope"}},
+    "unknown": {"message": "Invalid namespace"},
+    "disconnect-me": {"reason": "io server disconnect"},
+    "ordering": {"acks": 100, "message_backs": 100},
+    "large": {"length": 500_000},
+    "connect-timeout": {"reason": "transport close"},
+    "fanout": {"receivers": 29},
+}
+SIO_PY_OBSERVED: dict[str, dict[str, Any]] = {
+    "forbidden": {"error": {"message": "forbidden", "data": {"reason": "nope"}}},
+    "unknown": {"error": {"message": "Invalid namespace"}},
+    # python-socketio names the reason differently from the JS client.
+    "disconnect-me": {"reason": "server disconnect"},
+    "ordering": {"acks": 100, "message_backs": 100},
+    "large": {"length": 500_000},
+}
+
+
+def _tail(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else f"...{text[-limit:]}"
+
+
+async def run_scenario(
+    command: Sequence[str], url: str, mode: str, scenario: str
+) -> dict[str, Any]:
+    """Run one scenario script and return its JSON result, asserting it reported success."""
+    argv = [*command, url, mode, scenario]
+    with trio.fail_after(PROCESS_DEADLINE_S):
+        process = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, check=False, cwd=TESTS_DIR.parent
+        )
+    stdout = process.stdout.decode("utf-8", "replace")
+    stderr = process.stderr.decode("utf-8", "replace")
+    report = f"command: {' '.join(argv)}\nstdout:\n{_tail(stdout)}\nstderr:\n{_tail(stderr)}"
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    exit_code = process.returncode
+    assert exit_code == 0, f"scenario failed (exit {exit_code})\n{report}"
+    assert len(lines) == 1, f"expected exactly one JSON line\n{report}"
+    result: dict[str, Any] = json.loads(lines[0])
+    assert result["ok"] is True, report
+    assert (result["scenario"], result["mode"]) == (scenario, mode), report
+    expected_transport = "polling" if mode == "polling" else "websocket"
+    assert result["transport"] == expected_transport, report
+    assert result["upgraded"] is (mode == "upgrade"), report
+    return result
+
+
+def assert_observed(result: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    observed = result["observed"]
+    for key, value in expected.items():
+        assert observed.get(key) == value, f"observed[{key!r}]: {observed.get(key)!r} != {value!r}"
+
+
+@pytest.mark.parametrize("scenario", SIO_JS_SCENARIOS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.node
+@requires_node
+async def test_socketio_js_client(conformance_url: str, mode: str, scenario: str) -> None:
+    assert NODE is not None
+    result = await run_scenario(
+        [NODE, str(JS_DIR / "sio_scenarios.mjs")], conformance_url, mode, scenario
+    )
+    assert result["client"].startswith("socket.io-client@4.")
+    assert_observed(result, SIO_JS_OBSERVED.get(scenario, {}))
+
+
+@pytest.mark.parametrize("scenario", EIO_JS_SCENARIOS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.node
+@requires_node
+async def test_engineio_js_client(conformance_url: str, mode: str, scenario: str) -> None:
+    assert NODE is not None
+    result = await run_scenario(
+        [NODE, str(JS_DIR / "eio_scenarios.mjs")], conformance_url, mode, scenario
+    )
+    assert result["client"].startswith("engine.io-client@6.")
+
+
+@pytest.mark.parametrize("scenario", SIO_PY_SCENARIOS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_socketio_python_client(conformance_url: str, mode: str, scenario: str) -> None:
+    result = await run_scenario(
+        [sys.executable, str(CLIENTS_DIR / "py_sio_scenarios.py")], conformance_url, mode, scenario
+    )
+    assert result["client"].startswith("python-socketio@5.")
+    assert_observed(result, SIO_PY_OBSERVED.get(scenario, {}))
+
+
+@pytest.mark.parametrize("scenario", EIO_PY_SCENARIOS)
+@pytest.mark.parametrize("mode", MODES)
+async def test_engineio_python_client(conformance_url: str, mode: str, scenario: str) -> None:
+    result = await run_scenario(
+        [sys.executable, str(CLIENTS_DIR / "py_eio_scenarios.py")], conformance_url, mode, scenario
+    )
+    assert result["client"].startswith("python-engineio@4.")
