@@ -13,9 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import trio
+
 from ._protocol import Outgoing, SocketPacket, encode_packet
 
 if TYPE_CHECKING:
+    from ._broadcast import AckCollector
     from ._namespace import Namespace
     from ._socket import Socket
 
@@ -123,9 +126,57 @@ class Adapter:
                 delivered += 1
         return delivered
 
+    def broadcast_with_ack_local(
+        self, packet: SocketPacket, opts: BroadcastOptions, collector: AckCollector
+    ) -> int:
+        """Deliver ``packet`` (which carries an ack id) to the local sockets ``opts`` selects,
+        each answer going to ``collector``; returns how many took it."""
+        assert packet.id is not None
+        outgoing = self.encode(packet)
+        delivered = 0
+        for socket in self.select(opts):
+            if socket._deliver_expecting_ack(outgoing, packet, collector, volatile=opts.volatile):
+                delivered += 1
+        return delivered
+
+    # --- the operations of a broadcast operator; a cluster adapter extends each -----------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Started in the server's nursery when the server runs (or when a dynamic namespace
+        is created). The in-memory adapter has nothing to run; a cluster adapter keeps its
+        connections and subscriptions here."""
+        task_status.started()
+
     async def broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
         """Broadcast ``packet``. A cluster adapter also forwards it to the other nodes."""
         self.broadcast_local(packet, opts)
+
+    async def broadcast_with_ack(
+        self, packet: SocketPacket, opts: BroadcastOptions, collector: AckCollector
+    ) -> None:
+        """Broadcast ``packet`` asking every recipient for an acknowledgement."""
+        collector._expect(self.broadcast_with_ack_local(packet, opts, collector))
+
+    async def fetch_sockets(self, opts: BroadcastOptions) -> list[Socket]:
+        """The sockets ``opts`` selects (a cluster adapter adds the other nodes' sockets)."""
+        return list(self.select(opts))
+
+    async def add_sockets(self, opts: BroadcastOptions, rooms: Iterable[str]) -> None:
+        """Make the selected sockets join ``rooms``."""
+        rooms = list(rooms)
+        for socket in list(self.select(opts)):
+            socket.join(*rooms)
+
+    async def del_sockets(self, opts: BroadcastOptions, rooms: Iterable[str]) -> None:
+        """Make the selected sockets leave ``rooms``."""
+        rooms = list(rooms)
+        for socket in list(self.select(opts)):
+            socket.leave(*rooms)
+
+    async def disconnect_sockets(self, opts: BroadcastOptions, *, close: bool) -> None:
+        """Disconnect the selected sockets."""
+        for socket in list(self.select(opts)):
+            await socket.disconnect(close=close)
 
     async def server_count(self) -> int:
         """How many nodes share this namespace (1 without a cluster)."""

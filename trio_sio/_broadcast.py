@@ -9,7 +9,7 @@ import trio
 
 from ._adapter import BroadcastOptions
 from ._protocol import PacketType, SocketPacket
-from ._socket import Socket, _ack_result, _AckWaiter
+from ._socket import Socket, _ack_result
 
 if TYPE_CHECKING:
     from ._namespace import Namespace
@@ -28,36 +28,56 @@ class AckCollector:
         print(acks.replies, acks.missing)
 
     Attributes:
-        expected: how many sockets were sent the packet.
+        expected: how many sockets were sent the packet (grows as cluster nodes report).
         replies: socket id -> answer (``None``, a value, or a tuple, as :meth:`Socket.call`).
+        lost: how many recipients disconnected before answering.
     """
 
     def __init__(self) -> None:
         self.expected = 0
         self.replies: dict[str, Any] = {}
-        self._waiting: dict[str, Any] = {}
+        self.lost = 0
+        self._waiting: set[str] = set()
+        self._outstanding = 0
         self._done = trio.Event()
 
     @property
     def missing(self) -> list[str]:
-        """Ids of the sockets that have not answered (yet)."""
+        """Ids of the local sockets that have not answered (yet)."""
         return list(self._waiting)
 
     @property
     def complete(self) -> bool:
         """Whether every recipient answered or disconnected."""
-        return not self._waiting
+        return self._outstanding == 0
 
     async def wait(self) -> None:
         """Wait until every recipient has answered or disconnected."""
-        if self._waiting:
+        if self._outstanding:
             await self._done.wait()
 
+    def _expect(self, count: int) -> None:
+        """``count`` more recipients were sent the packet (local ones register as waiting
+        with :meth:`_waiting_for` first; a cluster adapter reports remote counts here)."""
+        self.expected += count
+        self._outstanding += count
+        self._check()
+
+    def _waiting_for(self, sid: str) -> None:
+        self._waiting.add(sid)
+
     def _settle(self, sid: str, args: list[Any] | None) -> None:
-        if args is not None:
+        """One recipient answered (``args``) or disconnected (``None``)."""
+        if args is None:
+            self.lost += 1
+        else:
             self.replies[sid] = _ack_result(args)
-        self._waiting.pop(sid, None)
-        if not self._waiting:
+        self._waiting.discard(sid)
+        self._outstanding -= 1
+        self._check()
+
+    def _check(self) -> None:
+        if self._outstanding <= 0:
             self._done.set()
 
 
@@ -101,7 +121,7 @@ class BroadcastOperator:
         await self.namespace.adapter.broadcast(packet, self.options)
 
     async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
-        """Send an event to every targeted local socket, asking each for an acknowledgement.
+        """Send an event to every targeted socket, asking each for an acknowledgement.
 
         Returns at once with an :class:`AckCollector` that fills in as answers arrive.
         """
@@ -109,33 +129,21 @@ class BroadcastOperator:
         collector = AckCollector()
         ack_id = namespace._next_ack_id()
         packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args], ack_id)
-        adapter = namespace.adapter
-        outgoing = adapter.encode(packet)
-        for socket in adapter.select(self.options):
-            collector._waiting[socket.id] = None
-            socket._expect_ack(ack_id, _AckWaiter(collector, socket.id))
-            if not socket._deliver(outgoing, packet, volatile=self.options.volatile):
-                socket._forget_ack(ack_id)
-        collector.expected = len(collector._waiting)
-        if not collector._waiting:
-            collector._done.set()
+        await namespace.adapter.broadcast_with_ack(packet, self.options, collector)
         return collector
 
     async def fetch_sockets(self) -> list[Socket]:
         """The targeted sockets."""
-        return list(self.namespace.adapter.select(self.options))
+        return await self.namespace.adapter.fetch_sockets(self.options)
 
     async def sockets_join(self, *rooms: str) -> None:
         """Make every targeted socket join ``rooms``."""
-        for socket in list(self.namespace.adapter.select(self.options)):
-            socket.join(*rooms)
+        await self.namespace.adapter.add_sockets(self.options, rooms)
 
     async def sockets_leave(self, *rooms: str) -> None:
         """Make every targeted socket leave ``rooms``."""
-        for socket in list(self.namespace.adapter.select(self.options)):
-            socket.leave(*rooms)
+        await self.namespace.adapter.del_sockets(self.options, rooms)
 
     async def disconnect_sockets(self, *, close: bool = False) -> None:
         """Disconnect every targeted socket (``close=True``: their whole connections)."""
-        for socket in list(self.namespace.adapter.select(self.options)):
-            await socket.disconnect(close=close)
+        await self.namespace.adapter.disconnect_sockets(self.options, close=close)

@@ -236,6 +236,7 @@ class ParentNamespace(_Registry):
         namespace = self.children.get(name)
         if namespace is None:
             namespace = self.children[name] = Namespace(self.server, name, self.handlers)
+            self.server._adopt(namespace)
         return namespace
 
     async def emit(self, event: str, *args: Any) -> None:

@@ -251,13 +251,21 @@ class Socket:
         self.namespace._notify_outgoing(self, packet)
         return self.session.offer(outgoing, volatile=volatile)
 
-    def _expect_ack(self, ack_id: int, waiter: _AckWaiter) -> None:
-        self._pending_acks[ack_id] = waiter
-
-    def _forget_ack(self, ack_id: int) -> None:
-        waiter = self._pending_acks.pop(ack_id, None)
-        if waiter is not None:
-            waiter.settle(None)
+    def _deliver_expecting_ack(
+        self,
+        outgoing: Outgoing,
+        packet: SocketPacket,
+        collector: AckCollector,
+        *,
+        volatile: bool,
+    ) -> bool:
+        """Fan-out path of a broadcast with acks: the answer goes to ``collector``."""
+        assert packet.id is not None
+        if not self._deliver(outgoing, packet, volatile=volatile):
+            return False
+        collector._waiting_for(self.id)
+        self._pending_acks[packet.id] = _AckWaiter(collector, self.id)
+        return True
 
     def _resolve_ack(self, ack_id: int | None, args: list[Any]) -> None:
         waiter = self._pending_acks.pop(ack_id, None) if ack_id is not None else None
