@@ -155,6 +155,7 @@ class Server(_Registry):
         self.adapter_factory = adapter_factory
         self._namespaces: dict[str, Namespace] = {}
         self._parents: list[ParentNamespace] = []
+        self._nursery: trio.Nursery | None = None
         self.main = self.of("/")
         self.handlers = self.main.handlers
 
@@ -167,6 +168,7 @@ class Server(_Registry):
         namespace = self._namespaces.get(name)
         if namespace is None:
             namespace = self._namespaces[name] = Namespace(self, name)
+            self._adopt(namespace)
         return namespace
 
     def of_dynamic(self, matcher: NamespaceMatcher) -> ParentNamespace:
@@ -244,14 +246,34 @@ class Server(_Registry):
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Run the server (its sessions' nursery) until cancelled: ``await
-        nursery.start(sio.run)``. The ASGI lifespan does this for you under hypercorn."""
-        await self.engine.run(task_status=task_status)
+        """Run the server until cancelled: ``await nursery.start(sio.run)``.
+
+        Its nursery holds every session and each namespace's adapter task. The ASGI lifespan
+        does this for you under hypercorn.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("this server is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                for namespace in self.namespaces.values():
+                    await nursery.start(namespace.adapter.run)
+                await nursery.start(self.engine.run)
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @property
     def running(self) -> bool:
         """Whether :meth:`run` is running."""
-        return self.engine.running
+        return self._nursery is not None
+
+    def _adopt(self, namespace: Namespace) -> None:
+        """A namespace created while running gets its adapter started at once."""
+        if self._nursery is not None:
+            self._nursery.start_soon(namespace.adapter.run)
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer a long-polling request (used by the hosts)."""
