@@ -9,18 +9,20 @@ no task. A multi-node adapter (Redis) subclasses :class:`Adapter` and adds the n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._protocol import Outgoing, SocketPacket, encode_packet
+from .adapters._cluster import ClusterReplies
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector
     from ._namespace import Namespace
     from ._socket import Socket
+    from .adapters._cluster import RemoteSocket
 
 __all__ = ["Adapter", "BroadcastOptions"]
 
@@ -157,8 +159,9 @@ class Adapter:
         """Broadcast ``packet`` asking every recipient for an acknowledgement."""
         collector._expect(self.broadcast_with_ack_local(packet, opts, collector))
 
-    async def fetch_sockets(self, opts: BroadcastOptions) -> list[Socket]:
-        """The sockets ``opts`` selects (a cluster adapter adds the other nodes' sockets)."""
+    async def fetch_sockets(self, opts: BroadcastOptions) -> list[Socket | RemoteSocket]:
+        """The sockets ``opts`` selects (a cluster adapter adds the other nodes' sockets, as
+        :class:`~trio_sio.adapters.RemoteSocket`)."""
         return list(self.select(opts))
 
     async def add_sockets(self, opts: BroadcastOptions, rooms: Iterable[str]) -> None:
@@ -181,3 +184,15 @@ class Adapter:
     async def server_count(self) -> int:
         """How many nodes share this namespace (1 without a cluster)."""
         return 1
+
+    # --- server-side events between the nodes of a cluster (none without one) ------------
+
+    async def server_side_emit(self, event: str, args: Sequence[Any]) -> None:
+        """Send ``event`` to the server-side handlers of the *other* nodes."""
+
+    async def server_side_emit_with_ack(
+        self, event: str, args: Sequence[Any]
+    ) -> ClusterReplies[Any]:
+        """Send ``event`` to the other nodes and gather one answer per node, as many as
+        arrive before the adapter's request deadline."""
+        return ClusterReplies()

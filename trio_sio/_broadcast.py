@@ -13,6 +13,7 @@ from ._socket import Socket, _ack_result
 
 if TYPE_CHECKING:
     from ._namespace import Namespace
+    from .adapters._cluster import RemoteSocket
 
 __all__ = ["AckCollector", "BroadcastOperator"]
 
@@ -31,14 +32,19 @@ class AckCollector:
         expected: how many sockets were sent the packet (grows as cluster nodes report).
         replies: socket id -> answer (``None``, a value, or a tuple, as :meth:`Socket.call`).
         lost: how many recipients disconnected before answering.
+        remote_replies: the answers of other nodes' sockets, with a cluster adapter. The
+            cluster protocol carries neither the socket id nor more than the first argument
+            of each answer.
     """
 
     def __init__(self) -> None:
         self.expected = 0
         self.replies: dict[str, Any] = {}
         self.lost = 0
+        self.remote_replies: list[Any] = []
         self._waiting: set[str] = set()
         self._outstanding = 0
+        self._nodes_pending = 0
         self._done = trio.Event()
 
     @property
@@ -49,11 +55,17 @@ class AckCollector:
     @property
     def complete(self) -> bool:
         """Whether every recipient answered or disconnected."""
-        return self._outstanding == 0
+        return self._outstanding <= 0 and self._nodes_pending <= 0
+
+    @property
+    def missing_nodes(self) -> int:
+        """With a cluster adapter: how many other nodes have not reported how many of their
+        sockets they sent the packet to (yet). Until they have, :attr:`expected` is short."""
+        return max(0, self._nodes_pending)
 
     async def wait(self) -> None:
         """Wait until every recipient has answered or disconnected."""
-        if self._outstanding:
+        if not self.complete:
             await self._done.wait()
 
     def _expect(self, count: int) -> None:
@@ -76,8 +88,25 @@ class AckCollector:
         self._outstanding -= 1
         self._check()
 
+    # --- cluster hooks: call _expect_nodes before the local _expect ----------------------
+
+    def _expect_nodes(self, count: int) -> None:
+        """``count`` other nodes were sent the broadcast and will each report a count."""
+        self._nodes_pending += count
+
+    def _node_reported(self, count: int) -> None:
+        """One other node sent the packet to ``count`` of its sockets."""
+        self._nodes_pending -= 1
+        self._expect(count)
+
+    def _settle_remote(self, answer: Any) -> None:
+        """One of another node's sockets answered."""
+        self.remote_replies.append(answer)
+        self._outstanding -= 1
+        self._check()
+
     def _check(self) -> None:
-        if self._outstanding <= 0:
+        if self._outstanding <= 0 and self._nodes_pending <= 0:
             self._done.set()
 
 
@@ -132,8 +161,9 @@ class BroadcastOperator:
         await namespace.adapter.broadcast_with_ack(packet, self.options, collector)
         return collector
 
-    async def fetch_sockets(self) -> list[Socket]:
-        """The targeted sockets."""
+    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
+        """The targeted sockets (with a cluster adapter, those of the other nodes too, as
+        :class:`~trio_sio.adapters.RemoteSocket`)."""
         return await self.namespace.adapter.fetch_sockets(self.options)
 
     async def sockets_join(self, *rooms: str) -> None:

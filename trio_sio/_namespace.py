@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._adapter import Adapter
     from ._server import Server
     from ._socket import Socket
+    from .adapters._cluster import ClusterReplies, RemoteSocket
 
 __all__ = [
     "ConnectHandler",
@@ -27,6 +28,7 @@ __all__ = [
     "NamespaceMatcher",
     "PacketMiddleware",
     "ParentNamespace",
+    "ServerEventHandler",
 ]
 
 #: ``async def on_connect(sock, auth) -> None``
@@ -41,6 +43,9 @@ Middleware = Callable[["Socket", Any], Awaitable[None]]
 PacketMiddleware = Callable[["Socket", str, list[Any]], Awaitable[None]]
 #: ``def outgoing(sock, event, *args) -> None``: sees every event sent to a socket.
 OutgoingHandler = Callable[..., None]
+#: ``async def handler(*args) -> answer``: an event another server of the cluster sent with
+#: ``server_side_emit``; the return value answers ``server_side_emit_with_ack``.
+ServerEventHandler = Callable[..., Awaitable[Any]]
 #: Matches dynamic namespace names: a regular expression, or ``(name, auth) -> bool``.
 NamespaceMatcher = re.Pattern[str] | Callable[[str, Any], bool | Awaitable[bool]]
 
@@ -59,6 +64,7 @@ class Handlers:
     any_outgoing: OutgoingHandler | None = None
     middlewares: list[Middleware] = field(default_factory=list)
     packet_middlewares: list[PacketMiddleware] = field(default_factory=list)
+    server_events: dict[str, ServerEventHandler] = field(default_factory=dict)
 
 
 class _Registry:
@@ -124,6 +130,22 @@ class _Registry:
         self.handlers.packet_middlewares.append(middleware)
         return middleware
 
+    def on_server_event(self, event: str) -> Callable[[H], H]:
+        """Register ``async def h(*args)`` for ``event`` when another server of the cluster
+        sends it with :meth:`Namespace.server_side_emit` (Node: ``serverSideEmit``). Its
+        return value (JSON) is this server's answer to ``server_side_emit_with_ack``.
+
+        Needs a cluster adapter; handlers run as tasks of the adapter, concurrently.
+        """
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+
+        def register(handler: H) -> H:
+            self.handlers.server_events[event] = handler
+            return handler
+
+        return register
+
 
 class Namespace(_Registry):
     """One namespace: handlers, connected sockets, and the adapter with its rooms.
@@ -187,7 +209,7 @@ class Namespace(_Registry):
         """Send an event to every socket, collecting acknowledgements."""
         return await self._all.emit_with_ack(event, *args)
 
-    async def fetch_sockets(self) -> list[Socket]:
+    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
         """Every socket of the namespace."""
         return await self._all.fetch_sockets()
 
@@ -206,6 +228,22 @@ class Namespace(_Registry):
     async def close_room(self, room: str) -> None:
         """Make every socket leave ``room``, which then no longer exists."""
         await self.in_(room).sockets_leave(room)
+
+    # --- server-side events between the servers of a cluster -----------------------------
+
+    async def server_side_emit(self, event: str, *args: Any) -> None:
+        """Send an event to the other servers of the cluster (their :meth:`on_server_event`
+        handlers), not to clients. Without a cluster adapter there is nobody to send to."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        await self.adapter.server_side_emit(event, args)
+
+    async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
+        """Send an event to the other servers and gather their answers: one per server, as
+        many as arrived before the adapter's deadline (the result says who did not answer)."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        return await self.adapter.server_side_emit_with_ack(event, args)
 
 
 class ParentNamespace(_Registry):

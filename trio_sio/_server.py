@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import trio
 
@@ -38,6 +38,9 @@ from ._protocol import (
     parse_query,
 )
 from ._socket import Socket
+
+if TYPE_CHECKING:
+    from .adapters._cluster import ClusterReplies, RemoteSocket
 
 __all__ = ["Server", "ServerStatistics"]
 
@@ -225,7 +228,7 @@ class Server(_Registry):
         """Send an event to every socket of ``/``, collecting acknowledgements."""
         return await self.main.emit_with_ack(event, *args)
 
-    async def fetch_sockets(self) -> list[Socket]:
+    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
         """Every socket of ``/``."""
         return await self.main.fetch_sockets()
 
@@ -240,6 +243,14 @@ class Server(_Registry):
     async def disconnect_sockets(self, *, close: bool = False) -> None:
         """Disconnect every socket of ``/``."""
         await self.main.disconnect_sockets(close=close)
+
+    async def server_side_emit(self, event: str, *args: Any) -> None:
+        """Send an event to the other servers of the cluster (namespace ``/``)."""
+        await self.main.server_side_emit(event, *args)
+
+    async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
+        """Send an event to the other servers of the cluster and gather their answers."""
+        return await self.main.server_side_emit_with_ack(event, *args)
 
     # --- lifetime and hosting ------------------------------------------------------------
 

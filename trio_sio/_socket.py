@@ -197,7 +197,7 @@ class Socket:
         try:
             await self.session.send(self._encode(packet))
         except Disconnected:
-            raise Disconnected(self.disconnect_reason) from None
+            raise await _disconnected(self.disconnect_reason) from None
 
     def emit_nowait(self, event: str, *args: Any) -> None:
         """Send an event without waiting.
@@ -238,12 +238,12 @@ class Socket:
             try:
                 await self.session.send(self._encode(packet))
             except Disconnected:
-                raise Disconnected(self.disconnect_reason) from None
+                raise await _disconnected(self.disconnect_reason) from None
             await waiter.done.wait()
         finally:
             self._pending_acks.pop(ack_id, None)
         if waiter.args is None:
-            raise Disconnected(self.disconnect_reason)
+            raise await _disconnected(self.disconnect_reason)
         return _ack_result(waiter.args)
 
     def _deliver(self, outgoing: Outgoing, packet: SocketPacket, *, volatile: bool) -> bool:
@@ -345,7 +345,9 @@ class Socket:
             async for packet in self._events_out:
                 await self._handle_event(packet)
             return
-        capacity = trio.CapacityLimiter(limiter)
+        # A semaphore, not a CapacityLimiter: the token is taken here, released by the
+        # handler's task.
+        capacity = trio.Semaphore(limiter)
         async with trio.open_nursery() as handlers:
             async for packet in self._events_out:
                 await capacity.acquire()
@@ -390,7 +392,9 @@ class Socket:
     async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
         try:
             return True, await handler(*args)
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, Disconnected) and not self.connected:
+                return False, None  # this socket went away under its handler: nothing to report
             if self.namespace.server.handler_errors == "raise":
                 raise
             logger.exception("handler %s failed on %s", getattr(handler, "__name__", handler), self)
@@ -421,6 +425,16 @@ class Socket:
             outbound_bytes=nbytes,
             dropped_volatile=self.session.dropped_volatile,
         )
+
+
+async def _disconnected(reason: DisconnectReason | None) -> Disconnected:
+    """The exception for an operation the socket's disconnection interrupted.
+
+    Checkpoints first: a task of the socket's own nursery (cancelled along with it) then
+    ends with ``Cancelled``, as it should, and not with an error its nursery would re-raise.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return Disconnected(reason)
 
 
 def _ack_args(result: Any) -> list[Any]:

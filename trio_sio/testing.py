@@ -1,0 +1,332 @@
+"""Testing helpers: run a :class:`~trio_sio.Server` in-process and talk to it.
+
+The test client speaks Engine.IO/Socket.IO to the server over an in-memory WebSocket, so no
+socket is opened and everything runs on Trio's clock: under pytest-trio's ``autojump_clock``
+heartbeats, connect timeouts and ``fail_after`` deadlines take no real time. ::
+
+    async def test_echo(nursery):
+        async with trio_sio.testing.running(sio):
+            async with trio_sio.testing.open_client(sio) as client:
+                assert await client.call("echo", 1, 2) == (1, 2)
+
+Inside :func:`running`, a handler that raises makes the test fail with that exception
+(``handler_errors="raise"``) instead of being logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import trio
+
+from ._engine import HttpRequest, HttpResponse, WebSocketClosed
+from ._errors import ConnectionRefused, Disconnected
+from ._protocol import (
+    Decoder,
+    PacketType,
+    SocketPacket,
+    StdlibJson,
+    encode_packet,
+)
+from ._server import Server
+from ._socket import _ack_args
+
+__all__ = ["ReceivedEvent", "TestClient", "open_client", "running"]
+
+
+@asynccontextmanager
+async def running(server: Server, *, raise_handler_errors: bool = True) -> AsyncIterator[Server]:
+    """Run ``server`` for the duration of the block (in a nursery of its own).
+
+    With ``raise_handler_errors`` (the default) an exception in a handler propagates and
+    fails the test, rather than being logged.
+    """
+    if raise_handler_errors:
+        server.handler_errors = "raise"
+        server.engine.supervise = False
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+class _MemoryWebSocket:
+    """The server's end of an in-memory WebSocket (a :class:`WebSocketConnection`)."""
+
+    def __init__(self) -> None:
+        self.to_server, self._from_client = trio.open_memory_channel[str | bytes](64)
+        self._to_client, self.from_server = trio.open_memory_channel[str | bytes](64)
+        self.accepted = trio.Event()
+        self.rejection: HttpResponse | None = None
+        self.close_code: int | None = None
+        #: Set when the server closes its end (seen even by a client that stopped reading).
+        self.closed = trio.Event()
+
+    async def accept(self, headers: list[tuple[str, str]]) -> None:
+        self.accepted.set()
+
+    async def reject(self, response: HttpResponse) -> None:
+        self.rejection = response
+        self.accepted.set()
+        await self._to_client.aclose()
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._from_client.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise WebSocketClosed(1000) from None
+
+    async def send_frames(self, frames: list[str | bytes]) -> None:
+        try:
+            for frame in frames:
+                await self._to_client.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise WebSocketClosed from None
+
+    async def close(self, code: int = 1000) -> None:
+        if self.close_code is None:
+            self.close_code = code
+        self.closed.set()
+        await self._to_client.aclose()
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """An event the server sent to the test client."""
+
+    name: str
+    args: tuple[Any, ...]
+
+
+class TestClient:
+    """A Socket.IO client connected to one namespace of an in-process server.
+
+    Attributes:
+        sid: the socket id the server assigned.
+        namespace: the namespace it is connected to.
+        disconnect_reason: ``"io server disconnect"`` or ``"transport close"`` once gone.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, ws: _MemoryWebSocket, namespace: str) -> None:
+        self._ws = ws
+        self.namespace = namespace
+        self.sid = ""
+        self.disconnect_reason: str | None = None
+        self._json = StdlibJson()
+        self._decoder = Decoder(self._json, max_binary_bytes=100_000_000)
+        self._events_in, self._events_out = trio.open_memory_channel[ReceivedEvent](1000)
+        self._acks: dict[int, trio.MemorySendChannel[list[Any]]] = {}
+        self._ack_ids = 0
+        self._handlers: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._connected = trio.Event()
+        self._connect_error: dict[str, Any] | None = None
+        self._gone = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the namespace is connected."""
+        return self._connected.is_set() and not self._gone.is_set()
+
+    def on(self, event: str, handler: Callable[..., Awaitable[Any]]) -> None:
+        """Answer the server's ``event`` (``sock.call`` or ``emit_with_ack``) with ``handler``'s
+        return value; events without a handler go to :meth:`receive`."""
+        self._handlers[event] = handler
+
+    async def _send_packet(self, packet: SocketPacket) -> None:
+        text, *attachments = encode_packet(self._json, packet)
+        assert isinstance(text, str)
+        try:
+            await self._ws.to_server.send("4" + text)
+            for attachment in attachments:
+                await self._ws.to_server.send(attachment)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise Disconnected from None
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event."""
+        await self._send_packet(SocketPacket(PacketType.EVENT, self.namespace, [event, *args]))
+
+    async def call(self, event: str, *args: Any) -> Any:
+        """Send an event and wait for the server's acknowledgement (``None``, a value, or a
+        tuple, like :meth:`Socket.call`)."""
+        ack_id = self._ack_ids
+        self._ack_ids += 1
+        send, receive = trio.open_memory_channel[list[Any]](1)
+        self._acks[ack_id] = send
+        try:
+            await self._send_packet(
+                SocketPacket(PacketType.EVENT, self.namespace, [event, *args], ack_id)
+            )
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def watch_disconnect() -> None:
+                        await self._gone.wait()
+                        scope.cancel()
+
+                    nursery.start_soon(watch_disconnect)
+                    answer = await receive.receive()
+                    nursery.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                raise Disconnected
+        finally:
+            self._acks.pop(ack_id, None)
+        if not answer:
+            return None
+        return answer[0] if len(answer) == 1 else tuple(answer)
+
+    async def receive(self, name: str | None = None) -> ReceivedEvent:
+        """The next event from the server (skipping others when ``name`` is given).
+
+        Raises:
+            Disconnected: the connection closed first.
+        """
+        while True:
+            try:
+                event = await self._events_out.receive()
+            except trio.EndOfChannel:
+                raise Disconnected from None
+            if name is None or event.name == name:
+                return event
+
+    async def disconnect(self) -> None:
+        """Leave the namespace (the server sees ``"io client disconnect"``)."""
+        if not self._gone.is_set():
+            await self._send_packet(SocketPacket(PacketType.DISCONNECT, self.namespace))
+            self.disconnect_reason = "io client disconnect"
+            self._gone.set()
+
+    async def wait_disconnected(self) -> str | None:
+        """Wait until the server disconnects this client; returns the reason.
+
+        A client whose unread events filled its buffer stops reading (as a slow client
+        would) and learns of a closed connection from the transport alone.
+        """
+        async with trio.open_nursery() as nursery:
+
+            async def transport_closed() -> None:
+                await self._ws.closed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(transport_closed)
+            await self._gone.wait()
+            nursery.cancel_scope.cancel()
+        if not self._gone.is_set():
+            return "transport close"
+        return self.disconnect_reason
+
+    async def _run(self, nursery: trio.Nursery) -> None:
+        try:
+            async for frame in self._ws.from_server:
+                await self._handle_frame(frame, nursery)
+        finally:
+            if self.disconnect_reason is None:
+                self.disconnect_reason = "transport close"
+            self._gone.set()
+            self._connected.set()
+            await self._events_in.aclose()
+
+    async def _handle_frame(self, frame: str | bytes, nursery: trio.Nursery) -> None:
+        if isinstance(frame, str):
+            kind, body = frame[:1], frame[1:]
+            if kind == "2":
+                await self._ws.to_server.send("3")
+            elif kind == "0":
+                pass
+            elif kind == "4":
+                packet = self._decoder.receive_text(body)
+                if packet is not None:
+                    await self._handle_packet(packet, nursery)
+            return
+        packet = self._decoder.receive_binary(frame)
+        if packet is not None:
+            await self._handle_packet(packet, nursery)
+
+    async def _handle_packet(self, packet: SocketPacket, nursery: trio.Nursery) -> None:
+        if packet.namespace != self.namespace:
+            return
+        if packet.type is PacketType.CONNECT:
+            self.sid = packet.data["sid"]
+            self._connected.set()
+        elif packet.type is PacketType.CONNECT_ERROR:
+            self._connect_error = packet.data
+            self._connected.set()
+        elif packet.type is PacketType.DISCONNECT:
+            self.disconnect_reason = "io server disconnect"
+            self._gone.set()
+        elif packet.type is PacketType.ACK:
+            channel = self._acks.get(packet.id) if packet.id is not None else None
+            if channel is not None:
+                channel.send_nowait(packet.data)
+        elif packet.type is PacketType.EVENT:
+            name, *args = packet.data
+            handler = self._handlers.get(name)
+            if handler is not None:
+                nursery.start_soon(self._answer, handler, packet.id, args)
+            else:
+                await self._events_in.send(ReceivedEvent(name, tuple(args)))
+
+    async def _answer(
+        self, handler: Callable[..., Awaitable[Any]], ack_id: int | None, args: list[Any]
+    ) -> None:
+        result = await handler(*args)
+        if ack_id is not None:
+            reply = _ack_args(result)
+            await self._send_packet(SocketPacket(PacketType.ACK, self.namespace, reply, ack_id))
+
+
+@asynccontextmanager
+async def open_client(
+    server: Server,
+    namespace: str = "/",
+    *,
+    auth: Mapping[str, Any] | None = None,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[TestClient]:
+    """Connect a :class:`TestClient` to ``namespace`` of a running ``server``.
+
+    Raises:
+        ConnectionRefused: the server refused the namespace (its message and data).
+    """
+    ws = _MemoryWebSocket()
+    params = {"EIO": "4", "transport": "websocket", **(query or {})}
+    request = HttpRequest(
+        method="GET",
+        path="/socket.io/",
+        query_string=urlencode(params),
+        headers={k.lower(): v for k, v in (headers or {}).items()},
+        client=("127.0.0.1", 0),
+    )
+    client = TestClient(ws, namespace)
+    refusal: ConnectionRefused | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_websocket, request, ws)
+        await ws.accepted.wait()
+        if ws.rejection is not None:
+            refusal = ConnectionRefused(ws.rejection.body.decode())
+        else:
+            opening = await ws.from_server.receive()
+            assert isinstance(opening, str)
+            assert opening.startswith("0"), opening
+            nursery.start_soon(client._run, nursery)
+            connect = SocketPacket(PacketType.CONNECT, namespace, dict(auth) if auth else None)
+            await client._send_packet(connect)
+            await client._connected.wait()
+            if client._connect_error is not None:
+                error = client._connect_error
+                refusal = ConnectionRefused(error.get("message", ""), error.get("data"))
+        try:
+            if refusal is None:
+                yield client
+        finally:
+            await ws.to_server.aclose()
+            nursery.cancel_scope.cancel()
+    if refusal is not None:
+        raise refusal
