@@ -19,6 +19,7 @@ from ._broadcast import BroadcastOperator as BroadcastOperator
 from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
+from ._hosting import serve_hypercorn as serve_hypercorn
 from ._namespace import Namespace as Namespace
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import ProtocolError as ProtocolError
@@ -45,6 +46,7 @@ __all__ = [
     "ServerStatistics",
     "Socket",
     "SocketStatistics",
+    "serve_hypercorn",
 ]
 
 __version__ = "0.1.0.dev0"

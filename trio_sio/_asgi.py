@@ -47,6 +47,8 @@ class Endpoint(Protocol):
 
     async def handle_websocket(self, request: HttpRequest, ws: Any) -> None: ...
 
+    async def shutdown(self) -> None: ...
+
 
 class _ClientGone(Exception):
     """The HTTP client went away while we were reading its request."""
@@ -78,6 +80,8 @@ class ASGIApp:
         self.prefix = "/" + path.strip("/") + "/"
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
         self.other_asgi_app = other_asgi_app
+        #: How long the lifespan's shutdown waits for sessions to close gracefully.
+        self.shutdown_grace = 6.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -121,6 +125,8 @@ class ASGIApp:
                 raise
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
+            with trio.move_on_after(self.shutdown_grace):
+                await self.endpoint.shutdown()
             if other is not None:
                 await other.shutdown()
             nursery.cancel_scope.cancel()

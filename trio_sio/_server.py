@@ -281,6 +281,16 @@ class Server(_Registry):
         """Whether :meth:`run` is running."""
         return self._nursery is not None
 
+    async def shutdown(self) -> None:
+        """Close every session with ``"server shutting down"`` and wait until all have ended
+        (their disconnect handlers included). Clients see their transport close, so
+        official clients reconnect, to this server's successor for instance.
+
+        Bound the wait with a cancel scope; :func:`serve_hypercorn` and the ASGI lifespan
+        allow ``disconnect_handler_timeout`` plus one second.
+        """
+        await self.engine.shutdown()
+
     def _adopt(self, namespace: Namespace) -> None:
         """A namespace created while running gets its adapter started at once."""
         if self._nursery is not None:

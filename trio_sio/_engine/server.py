@@ -73,6 +73,8 @@ class EngineServer:
         self.json: JsonCodec = json or StdlibJson()
         self._sessions: dict[str, Session] = {}
         self._nursery: trio.Nursery | None = None
+        self._session_tasks = 0
+        self._sessions_ended = trio.Event()
         self._upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
 
     # --- lifetime ------------------------------------------------------------------------
@@ -93,6 +95,14 @@ class EngineServer:
             self._nursery = None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def shutdown(self) -> None:
+        """Close every session with ``"server shutting down"``; wait until their tasks end."""
+        for session in list(self._sessions.values()):
+            session._ws_close_code = 1001  # going away
+            session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
+        while self._session_tasks:
+            await self._sessions_ended.wait()
+
     @property
     def running(self) -> bool:
         """Whether :meth:`run` is hosting sessions."""
@@ -105,6 +115,15 @@ class EngineServer:
     def get_session(self, sid: str) -> Session | None:
         """The open session with this id, if any."""
         return self._sessions.get(sid)
+
+    def _session_task_started(self) -> None:
+        self._session_tasks += 1
+
+    def _session_task_ended(self) -> None:
+        self._session_tasks -= 1
+        if not self._session_tasks:
+            self._sessions_ended.set()
+            self._sessions_ended = trio.Event()
 
     def _forget(self, session: Session) -> None:
         if self._sessions.get(session.sid) is session:
@@ -119,7 +138,7 @@ class EngineServer:
             polling=len(sessions) - websocket,
             websocket=websocket,
             queued_bytes=sum(s.outbox.queued()[1] for s in sessions),
-            session_tasks=len(self._nursery.child_tasks) if self._nursery is not None else 0,
+            session_tasks=self._session_tasks,
         )
 
     async def _open_session(self, request: HttpRequest, transport: Transport) -> Session:

@@ -222,6 +222,7 @@ class Session:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The session's task: its nursery and heartbeat. Started by the server."""
+        self._server._session_task_started()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -241,6 +242,7 @@ class Session:
             logger.exception("session %s failed; closed it", self.sid)
         finally:
             self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
+            self._server._session_task_ended()
 
     async def _heartbeat(self) -> None:
         interval = self._options.ping_interval

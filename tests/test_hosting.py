@@ -1,0 +1,47 @@
+"""Embedding: serve_hypercorn inside a Trio program, port 0, graceful shutdown by cancelling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import trio_sio
+from support.websocket import Closed, open_websocket
+
+
+async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
+    sio = trio_sio.Server()
+    reasons: list[trio_sio.DisconnectReason] = []
+
+    @sio.on("echo")
+    async def echo(sock: trio_sio.Socket, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    @sio.on_disconnect
+    async def gone(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
+        await trio.sleep(0.1)  # async cleanup still runs during shutdown
+        reasons.append(reason)
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(trio_sio.serve_hypercorn, sio, "127.0.0.1", 0)
+        url = next(u for u in urls if u.startswith("http://"))
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        async with open_websocket(ws_url) as ws:
+            await ws.receive()
+            await ws.send("40")
+            await ws.receive()
+            await ws.send('420["echo","hi"]')
+            assert await ws.receive() == '430["hi"]'
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+            with trio.fail_after(3):
+                while True:
+                    try:
+                        await ws.receive()
+                    except Closed as closed:
+                        assert closed.code == 1001
+                        break
+    assert reasons == [trio_sio.DisconnectReason.SERVER_SHUTTING_DOWN]
+    assert trio.current_time() - start < 3
+    assert not sio.running

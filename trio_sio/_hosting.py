@@ -1,0 +1,69 @@
+"""Serving a Socket.IO server from a Trio program, with hypercorn as the HTTP server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NoReturn
+
+import trio
+
+from ._asgi import ASGIApp, ASGIApplication
+from ._server import Server
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
+__all__ = ["SHUTDOWN_GRACE", "serve_hypercorn"]
+
+#: Longest a graceful shutdown waits for sessions to end before cancelling what is left:
+#: the disconnect handlers' own timeout plus a second for the transports to close.
+SHUTDOWN_GRACE = 1.0
+
+
+async def serve_hypercorn(
+    server: Server,
+    host: str = "127.0.0.1",
+    port: int = 5001,
+    *,
+    app: ASGIApplication | None = None,
+    config: Config | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``server`` over HTTP and WebSocket with hypercorn until cancelled.
+
+    Compatible with ``nursery.start``, which returns the bound URLs (``port=0`` picks a free
+    port)::
+
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(trio_sio.serve_hypercorn, sio, "127.0.0.1", 0)
+            ...
+            nursery.cancel_scope.cancel()  # graceful shutdown, then stop
+
+    Args:
+        app: the ASGI application to serve (default: ``ASGIApp(server)``), for static files
+            or another application beside Socket.IO.
+        config: a hypercorn ``Config``; ``bind`` is set from ``host`` and ``port``, and its
+            WebSocket message limit is lowered to the server's ``max_payload``.
+
+    On cancellation every session is closed with ``"server shutting down"`` (disconnect
+    handlers run, within ``disconnect_handler_timeout``) before the listener goes away.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = config or Config()
+    config.bind = [f"{host}:{port}"]
+    config.websocket_max_message_size = min(
+        config.websocket_max_message_size, server.engine.options.max_payload
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        urls: list[str] = await nursery.start(serve, app or ASGIApp(server), config)
+        task_status.started(urls)
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = (
+                    trio.current_time() + server.disconnect_handler_timeout + SHUTDOWN_GRACE
+                )
+                await server.shutdown()
