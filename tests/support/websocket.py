@@ -3,6 +3,7 @@ always closed (trio-websocket 0.12 leaves its socket open when the server closes
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -59,7 +60,10 @@ class WebSocket:
             self._pending.extend(self.conn.events())
             if self._pending:
                 break
-            data = await self.stream.receive_some(65536)
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:  # reset by the server: no close frame
+                data = b""
             self.conn.receive_data(data or None)
         return self._pending.pop(0)
 
@@ -86,7 +90,8 @@ class WebSocket:
             elif isinstance(event, ev.CloseConnection):
                 self.close_code = event.code
                 if self.conn.state is wsproto.ConnectionState.REMOTE_CLOSING:
-                    await self._flush(event.response())
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await self._flush(event.response())  # the server may be gone already
                 raise Closed(event.code)
 
     async def close(self, code: int = 1000) -> None:
