@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 import trio_sio
@@ -35,13 +36,9 @@ async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
             assert await ws.receive() == '430["hi"]'
             start = trio.current_time()
             nursery.cancel_scope.cancel()
-            with trio.fail_after(3):
-                while True:
-                    try:
-                        await ws.receive()
-                    except Closed as closed:
-                        assert closed.code == 1001
-                        break
+            with trio.fail_after(3), pytest.raises(Closed) as closed:
+                await ws.receive()
+            assert closed.value.code == 1001
     assert reasons == [trio_sio.DisconnectReason.SERVER_SHUTTING_DOWN]
     assert trio.current_time() - start < 3
     assert not sio.running
