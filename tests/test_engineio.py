@@ -509,3 +509,45 @@ async def test_sessions_end_with_the_server_and_leave_no_tasks() -> None:
             assert e.engine.statistics().sessions == 2
         await e.post(sid, "1")
         await settled(e)
+
+
+async def test_slow_post_body_times_out() -> None:  # P3
+    async with serve_engine(http_read_timeout=0.3) as e:
+        sid = await e.handshake()
+        async with connect(e.url) as conn:
+            await conn.send_head(
+                "POST", e.target(f"EIO=4&transport=polling&sid={sid}"), content_length=100
+            )
+            await conn.send_body(b"4")  # then nothing more
+            with trio.fail_after(3):
+                response = await conn.read_response()
+        assert response.status == 408
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_overlapping_posts_close_the_session() -> None:  # P5
+    async with serve_engine(http_read_timeout=5) as e:
+        sid = await e.handshake()
+        async with connect(e.url) as first:
+            await first.send_head(
+                "POST", e.target(f"EIO=4&transport=polling&sid={sid}"), content_length=10
+            )
+            await first.send_body(b"4")  # still being delivered...
+            await trio.sleep(0.1)
+            second = await e.post(sid, "4x")  # ...when a second POST arrives
+        assert second.status == 400
+        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_max_sessions_answers_503_and_recovers() -> None:  # H9
+    async with serve_engine(max_sessions=2) as e:
+        sids = [await e.handshake(), await e.handshake()]
+        refused = await request(e.url, "GET", e.target("EIO=4&transport=polling"))
+        assert refused.status == 503
+        await e.post(sids[0], "1")
+        await e.handler.wait_closed(sids[0])
+        await e.echo_ok_polling()

@@ -43,6 +43,8 @@ class EngineOptions:
             queue. A broadcast that finds a session's queue full disconnects that session
             (reason ``"slow consumer"``) instead of growing it.
         max_sessions: most sessions at once; handshakes beyond it are answered 503.
+        http_read_timeout: longest a polling POST may take to deliver its body; a body that
+            dribbles in slower is answered 408 and its session closed.
     """
 
     ping_interval: float = 25.0
@@ -60,6 +62,7 @@ class EngineOptions:
     outbound_queue_packets: int = 4096
     outbound_queue_bytes: int = 4 * 1024 * 1024
     max_sessions: int | None = None
+    http_read_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("ping_interval", "ping_timeout", "upgrade_timeout"):

@@ -208,7 +208,11 @@ class EngineServer:
                     raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
                 return self._text_response(request, payload, cors)
             if request.method == "POST":
-                return await self._post(request, session, cors)
+                try:
+                    with session.posting():
+                        return await self._post(request, session, cors)
+                except ProtocolError:
+                    raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
             raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Bad method")
         except HandshakeError as exc:
             return self._error(exc, cors)
@@ -235,20 +239,22 @@ class EngineServer:
             session.close(DisconnectReason.TRANSPORT_ERROR)
             raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid content")
         assert request.read_body is not None
+        raw = None
         try:
-            raw = await request.read_body(self.options.max_payload)
+            with trio.move_on_after(self.options.http_read_timeout):
+                raw = await request.read_body(self.options.max_payload)
         except BodyTooLarge:
             session.close(DisconnectReason.TRANSPORT_ERROR)
             return HttpResponse(413, b"Payload Too Large", cors)
+        if raw is None:
+            session.close(DisconnectReason.TRANSPORT_ERROR)
+            return HttpResponse(408, b"Request Timeout", cors)
         try:
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             session.close(DisconnectReason.PARSE_ERROR)
             raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid UTF-8") from None
-        try:
-            await session.post(body)
-        except ProtocolError:
-            raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
+        await session.post(body)
         return HttpResponse(200, b"ok", [("Content-Type", "text/html"), *cors])
 
     def _cors_headers(self, origin: str | None) -> list[tuple[str, str]]:

@@ -12,8 +12,10 @@ packets in, and are released as soon as the session closes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -313,16 +315,29 @@ class Session:
             raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
         return NOOP_PAYLOAD
 
-    async def post(self, body: str) -> None:
-        """Serve a long-polling POST: decode the payload and deliver its packets in order.
+    @contextlib.contextmanager
+    def posting(self) -> Iterator[None]:
+        """Hold for the whole of a long-polling POST, its body's arrival included.
 
         Raises:
-            ProtocolError: overlapping POSTs or a malformed payload (the session is closed).
+            ProtocolError: another POST is in progress (the session is closed).
         """
         if self._post_active:
             self._terminate(DisconnectReason.TRANSPORT_ERROR)
             raise ProtocolError("overlapping POST requests")
         self._post_active = True
+        try:
+            yield
+        finally:
+            self._post_active = False
+
+    async def post(self, body: str) -> None:
+        """Deliver a long-polling POST's payload, packet by packet, in order (call it
+        within :meth:`posting`).
+
+        Raises:
+            ProtocolError: a malformed payload (the session is closed).
+        """
         try:
             packets = decode_payload(body, max_packets=self._options.max_packets_per_payload)
             for packet in packets:
@@ -334,8 +349,6 @@ class Session:
         except ProtocolError as exc:
             self._fail(exc)
             raise
-        finally:
-            self._post_active = False
 
     # --- WebSocket -----------------------------------------------------------------------
 
