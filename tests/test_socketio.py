@@ -550,3 +550,36 @@ async def test_pending_acks_are_bounded() -> None:  # R2
 
     async with running(sio), open_client(sio) as client:
         assert await client.call("flood") == "more than 10 acknowledgements pending"
+
+
+async def test_event_flood_stops_reading_instead_of_buffering() -> None:  # R3
+    sio = trio_sio.Server(handler_queue_size=16)
+    gate = trio.Event()
+    handled: list[int] = []
+
+    @sio.on("n")
+    async def n(sock: trio_sio.Socket, i: int) -> None:
+        await gate.wait()
+        handled.append(i)
+
+    async with running(sio), open_client(sio) as client, trio.open_nursery() as nursery:
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for i in range(1000):
+                await client.emit("n", i)
+                sent += 1
+
+        nursery.start_soon(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        (sock,) = await sio.fetch_sockets()
+        # One event in its handler, 16 queued, the transport's small buffer full, and the
+        # client's sends blocked: nothing grows with the flood.
+        assert sock.statistics().queued_events == 16
+        assert sent < 100
+        gate.set()
+        with trio.fail_after(5):
+            while len(handled) < 1000:
+                await trio.sleep(0.01)
+        assert handled == list(range(1000))
