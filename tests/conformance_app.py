@@ -3,10 +3,14 @@
 Run it with ``hypercorn -k trio --bind 127.0.0.1:PORT tests/conformance_app.py:app``; the
 official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the project's own
 client tests drive it from outside.
+
+With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
+adapter, so several copies of it (and Node servers) form one cluster.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import trio
@@ -14,12 +18,24 @@ import trio
 import trio_sio
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
 
+
+def _cluster_options() -> dict[str, Any]:
+    """The Redis adapter when ``TRIO_SIO_REDIS_URL`` is set; the in-memory one otherwise."""
+    url = os.environ.get("TRIO_SIO_REDIS_URL")
+    if not url:
+        return {}
+    from trio_sio.adapters.redis import RedisAdapter
+
+    return {"adapter_factory": RedisAdapter.factory(url)}
+
+
 sio = trio_sio.Server(
     ping_interval=0.3,
     ping_timeout=0.2,
     max_payload=1_000_000,
     connect_timeout=1.0,
     cors_allowed_origins="*",
+    **_cluster_options(),
 )
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")

@@ -32,12 +32,13 @@ with only this node's part (``nodes=None``).
 
 Back-pressure: inbound messages pass through a queue bounded both in messages
 (:attr:`~RedisAdapterOptions.inbound_queue_size`) and in bytes
-(:attr:`~RedisAdapterOptions.inbound_queue_bytes`), filled by a task that does nothing else.
-When it is full, new messages are dropped and counted in
-:attr:`RedisAdapterStatistics.dropped_overflow`: a flood from Redis costs missed cluster
-messages, never unbounded memory or a stalled server. (Redis itself disconnects a subscriber
-that stops reading, by its ``client-output-buffer-limit pubsub``.) Outbound, broadcasts wait
-while the publishing queue is full, so a fast emitter runs at Redis's pace.
+(:attr:`~RedisAdapterOptions.inbound_queue_bytes`), filled by a task that does nothing else
+(so coredis's own read buffers, which have no bound, stay drained). When it is full, new
+messages are dropped and counted in :attr:`RedisAdapterStatistics.dropped_overflow`: a flood
+from Redis costs missed cluster messages, never unbounded memory or a stalled server. (Redis
+itself disconnects a subscriber that stops reading, by its ``client-output-buffer-limit
+pubsub``.) Outbound, broadcasts wait while the publishing queue is full, so a fast emitter runs
+at Redis's pace.
 
 Hostile or broken input: a message larger than :attr:`~RedisAdapterOptions.max_message_size`,
 that does not decode (only msgpack and JSON are decoded: never pickle), that nests deeper than
@@ -47,8 +48,12 @@ who can ``PUBLISH`` on the Redis server can still send valid events to every cli
 Redis as you would the servers.
 
 Not implemented: the sharded adapter (``createShardedAdapter``, Redis 7 ``SPUBLISH``), Redis
-Cluster and Sentinel, the connection-state-recovery session store, and the requester side of
-the deprecated ``SOCKETS`` request (``allSockets()``); every request type is answered.
+Cluster and Sentinel, Node's ``parser`` option (only its default, msgpack as notepack.io writes
+it), the connection-state-recovery session store, and sending the ``SOCKETS`` request and the
+single-socket join/leave/disconnect requests (Node's 8.x adapter sends none of them either).
+Every request type 0-9 is answered or consumed. The ``compress`` and ``timeout`` flags of a
+broadcast are ignored (acknowledgements are collected for ``ack_timeout``); acknowledgements of
+other nodes' clients carry only their first argument, as in Node's protocol.
 """
 
 from __future__ import annotations
