@@ -147,7 +147,82 @@ class _Registry:
         return register
 
 
-class Namespace(_Registry):
+class _Targets:
+    """Broadcasts and server-wide operations on every socket of one namespace (for
+    :class:`Namespace`, and for :class:`~trio_sio.Server` on namespace ``/``)."""
+
+    @property
+    def _namespace(self) -> Namespace:
+        raise NotImplementedError
+
+    # --- broadcasting and server-side operations ----------------------------------------
+
+    def to(self, *rooms: str) -> BroadcastOperator:
+        """Target the sockets in ``rooms``."""
+        return self._namespace._all_sockets.to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str) -> BroadcastOperator:
+        """Target every socket except those in ``rooms``."""
+        return self._namespace._all_sockets.except_(*rooms)
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """Target everyone, dropping the packet for clients that are behind."""
+        return self._namespace._all_sockets.volatile
+
+    @property
+    def local(self) -> BroadcastOperator:
+        """Target this node's sockets only."""
+        return self._namespace._all_sockets.local
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Send an event to every socket of the namespace."""
+        await self._namespace._all_sockets.emit(event, *args)
+
+    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
+        """Send an event to every socket, collecting acknowledgements."""
+        return await self._namespace._all_sockets.emit_with_ack(event, *args)
+
+    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
+        """Every socket of the namespace."""
+        return await self._namespace._all_sockets.fetch_sockets()
+
+    async def sockets_join(self, *rooms: str) -> None:
+        """Make every socket join ``rooms``."""
+        await self._namespace._all_sockets.sockets_join(*rooms)
+
+    async def sockets_leave(self, *rooms: str) -> None:
+        """Make every socket leave ``rooms``."""
+        await self._namespace._all_sockets.sockets_leave(*rooms)
+
+    async def disconnect_sockets(self, *, close: bool = False) -> None:
+        """Disconnect every socket of the namespace."""
+        await self._namespace._all_sockets.disconnect_sockets(close=close)
+
+    async def close_room(self, room: str) -> None:
+        """Make every socket leave ``room``, which then no longer exists."""
+        await self.in_(room).sockets_leave(room)
+
+    # --- server-side events between the servers of a cluster -----------------------------
+
+    async def server_side_emit(self, event: str, *args: Any) -> None:
+        """Send an event to the other servers of the cluster (their :meth:`on_server_event`
+        handlers), not to clients. Without a cluster adapter there is nobody to send to."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        await self._namespace.adapter.server_side_emit(event, args)
+
+    async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
+        """Send an event to the other servers and gather their answers: one per server, as
+        many as arrived before the adapter's deadline (the result says who did not answer)."""
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"{event!r} is a reserved event name")
+        return await self._namespace.adapter.server_side_emit_with_ack(event, args)
+
+
+class Namespace(_Registry, _Targets):
     """One namespace: handlers, connected sockets, and the adapter with its rooms.
 
     Attributes:
@@ -170,80 +245,18 @@ class Namespace(_Registry):
     def _next_ack_id(self) -> int:
         return next(self._ack_ids)
 
+    @property
+    def _all_sockets(self) -> BroadcastOperator:
+        return BroadcastOperator(self)
+
     def _notify_outgoing(self, socket: Socket, packet: SocketPacket) -> None:
         outgoing = self.handlers.any_outgoing
         if outgoing is not None:
             outgoing(socket, *packet.data)
 
-    # --- broadcasting and server-side operations ----------------------------------------
-
     @property
-    def _all(self) -> BroadcastOperator:
-        return BroadcastOperator(self)
-
-    def to(self, *rooms: str) -> BroadcastOperator:
-        """Target the sockets in ``rooms``."""
-        return self._all.to(*rooms)
-
-    in_ = to
-
-    def except_(self, *rooms: str) -> BroadcastOperator:
-        """Target every socket except those in ``rooms``."""
-        return self._all.except_(*rooms)
-
-    @property
-    def volatile(self) -> BroadcastOperator:
-        """Target everyone, dropping the packet for clients that are behind."""
-        return self._all.volatile
-
-    @property
-    def local(self) -> BroadcastOperator:
-        """Target this node's sockets only."""
-        return self._all.local
-
-    async def emit(self, event: str, *args: Any) -> None:
-        """Send an event to every socket of the namespace."""
-        await self._all.emit(event, *args)
-
-    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
-        """Send an event to every socket, collecting acknowledgements."""
-        return await self._all.emit_with_ack(event, *args)
-
-    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
-        """Every socket of the namespace."""
-        return await self._all.fetch_sockets()
-
-    async def sockets_join(self, *rooms: str) -> None:
-        """Make every socket join ``rooms``."""
-        await self._all.sockets_join(*rooms)
-
-    async def sockets_leave(self, *rooms: str) -> None:
-        """Make every socket leave ``rooms``."""
-        await self._all.sockets_leave(*rooms)
-
-    async def disconnect_sockets(self, *, close: bool = False) -> None:
-        """Disconnect every socket of the namespace."""
-        await self._all.disconnect_sockets(close=close)
-
-    async def close_room(self, room: str) -> None:
-        """Make every socket leave ``room``, which then no longer exists."""
-        await self.in_(room).sockets_leave(room)
-
-    # --- server-side events between the servers of a cluster -----------------------------
-
-    async def server_side_emit(self, event: str, *args: Any) -> None:
-        """Send an event to the other servers of the cluster (their :meth:`on_server_event`
-        handlers), not to clients. Without a cluster adapter there is nobody to send to."""
-        if event in RESERVED_EVENTS:
-            raise ValueError(f"{event!r} is a reserved event name")
-        await self.adapter.server_side_emit(event, args)
-
-    async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
-        """Send an event to the other servers and gather their answers: one per server, as
-        many as arrived before the adapter's deadline (the result says who did not answer)."""
-        if event in RESERVED_EVENTS:
-            raise ValueError(f"{event!r} is a reserved event name")
-        return await self.adapter.server_side_emit_with_ack(event, args)
+    def _namespace(self) -> Namespace:
+        return self
 
 
 class ParentNamespace(_Registry):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import trio
 
 from ._adapter import Adapter
-from ._broadcast import AckCollector, BroadcastOperator
 from ._engine import (
     AllowRequest,
     CorsOrigins,
@@ -24,7 +23,7 @@ from ._engine import (
     WebSocketConnection,
 )
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason
-from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry
+from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry, _Targets
 from ._protocol import (
     Decoder,
     JsonCodec,
@@ -40,7 +39,7 @@ from ._protocol import (
 from ._socket import Socket
 
 if TYPE_CHECKING:
-    from .adapters._cluster import ClusterReplies, RemoteSocket
+    pass
 
 __all__ = ["Server", "ServerStatistics"]
 
@@ -67,7 +66,7 @@ class ServerStatistics:
     queued_bytes: int
 
 
-class Server(_Registry):
+class Server(_Registry, _Targets):
     """A Socket.IO v5 server.
 
     Register handlers with the decorators (on namespace ``/`` here, on others via
@@ -198,59 +197,9 @@ class Server(_Registry):
                 return parent.child(name)
         return None
 
-    # --- namespace "/" shortcuts ---------------------------------------------------------
-
-    def to(self, *rooms: str) -> BroadcastOperator:
-        """Target the sockets of ``/`` in ``rooms``."""
-        return self.main.to(*rooms)
-
-    in_ = to
-
-    def except_(self, *rooms: str) -> BroadcastOperator:
-        """Target the sockets of ``/`` not in ``rooms``."""
-        return self.main.except_(*rooms)
-
     @property
-    def volatile(self) -> BroadcastOperator:
-        """Target ``/``, dropping the packet for clients that are behind."""
-        return self.main.volatile
-
-    @property
-    def local(self) -> BroadcastOperator:
-        """Target this node's sockets of ``/``."""
-        return self.main.local
-
-    async def emit(self, event: str, *args: Any) -> None:
-        """Send an event to every socket of ``/``."""
-        await self.main.emit(event, *args)
-
-    async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
-        """Send an event to every socket of ``/``, collecting acknowledgements."""
-        return await self.main.emit_with_ack(event, *args)
-
-    async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
-        """Every socket of ``/``."""
-        return await self.main.fetch_sockets()
-
-    async def sockets_join(self, *rooms: str) -> None:
-        """Make every socket of ``/`` join ``rooms``."""
-        await self.main.sockets_join(*rooms)
-
-    async def sockets_leave(self, *rooms: str) -> None:
-        """Make every socket of ``/`` leave ``rooms``."""
-        await self.main.sockets_leave(*rooms)
-
-    async def disconnect_sockets(self, *, close: bool = False) -> None:
-        """Disconnect every socket of ``/``."""
-        await self.main.disconnect_sockets(close=close)
-
-    async def server_side_emit(self, event: str, *args: Any) -> None:
-        """Send an event to the other servers of the cluster (namespace ``/``)."""
-        await self.main.server_side_emit(event, *args)
-
-    async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
-        """Send an event to the other servers of the cluster and gather their answers."""
-        return await self.main.server_side_emit_with_ack(event, *args)
+    def _namespace(self) -> Namespace:
+        return self.main
 
     # --- lifetime and hosting ------------------------------------------------------------
 
