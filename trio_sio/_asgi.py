@@ -225,11 +225,14 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _send_response(send: Send, response: HttpResponse) -> None:
+async def _send_response(
+    send: Send, response: HttpResponse, *, content_length: int | None = None
+) -> None:
     headers = [
         (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
     ]
-    headers.append((b"content-length", str(len(response.body)).encode()))
+    length = len(response.body) if content_length is None else content_length
+    headers.append((b"content-length", str(length).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
@@ -240,7 +243,7 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
     if content_type.startswith("text/") or content_type == "application/javascript":
         content_type += "; charset=utf-8"
     response = HttpResponse(200, b"" if head else body, [("Content-Type", content_type)])
-    await _send_response(send, response)
+    await _send_response(send, response, content_length=len(body))
 
 
 class _AsgiWebSocket:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -55,11 +55,33 @@ async def serve_hypercorn(
     config.websocket_max_message_size = min(
         config.websocket_max_message_size, server.engine.options.max_payload
     )
+    # Shutdown goes in order: first the sessions close (clients get close frames, handlers
+    # run) while hypercorn still carries their connections, then hypercorn stops, then the
+    # server's nursery. So both run shielded from the caller's cancellation, and are stopped
+    # explicitly, each within its deadline.
+    # hypercorn types its ASGI callables with its own TypedDicts; ours are plain mappings.
+    asgi_app: Any = app or ASGIApp(server)
+    http_stopped = trio.Event()
+    server_scope = trio.CancelScope(shield=True)
+
+    async def run_server(*, task_status: trio.TaskStatus[None]) -> None:
+        with server_scope:
+            await server.run(task_status=task_status)
+
+    async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        with trio.CancelScope(shield=True):
+            await serve(
+                asgi_app,
+                config,
+                shutdown_trigger=http_stopped.wait,
+                task_status=task_status,
+            )
+
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        urls: list[str] = await nursery.start(serve, app or ASGIApp(server), config)
-        task_status.started(urls)
+        await nursery.start(run_server)
         try:
+            urls: list[str] = await nursery.start(run_http)
+            task_status.started(urls)
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True) as scope:
@@ -67,3 +89,5 @@ async def serve_hypercorn(
                     trio.current_time() + server.disconnect_handler_timeout + SHUTDOWN_GRACE
                 )
                 await server.shutdown()
+            http_stopped.set()
+            server_scope.cancel()

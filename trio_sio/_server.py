@@ -73,19 +73,29 @@ class Server(_Registry, _Targets):
     :meth:`of`), then serve it: under hypercorn with :class:`~trio_sio.ASGIApp`, or inside
     your own Trio program with ``await nursery.start(sio.run)`` plus a host.
 
-    Engine.IO settings (times in seconds, sizes in bytes):
-        ping_interval, ping_timeout: heartbeat; a dead or stuck client is dropped within
-            their sum.
+    Times are in seconds, sizes in bytes. The arguments up to ``max_sessions`` are Engine.IO
+    settings, the others Socket.IO's.
+
+    Args:
+        ping_interval: how often the server pings each client.
+        ping_timeout: how long a client has to answer a ping: a dead or stuck client is
+            dropped within ``ping_interval + ping_timeout``.
         upgrade_timeout: time allowed to upgrade from long-polling to WebSocket.
         max_payload: largest polling body / WebSocket message (the client learns it).
         transports: ``("polling", "websocket")`` by default.
         cors_allowed_origins: ``None`` = same origin only (default, also for WebSocket),
             ``"*"``, a list of origins, or a predicate.
-        cors_credentials, cookie, allow_request, http_compression: as their names say.
-        outbound_queue_packets, outbound_queue_bytes: per-client outbound bound; a client
-            whose queue a broadcast finds full is disconnected ("slow consumer").
-
-    Socket.IO settings:
+        cors_credentials: send ``Access-Control-Allow-Credentials: true``.
+        cookie: name of a cookie carrying the session id, or ``None`` (default) for none.
+        allow_request: async hook that may refuse a handshake (answered 403).
+        http_compression: compress long-polling responses for clients that accept it, from
+            ``compression_threshold`` bytes on.
+        http_read_timeout: longest a polling POST may take to deliver its body (then 408).
+        max_packets_per_payload: most packets one polling POST may carry.
+        outbound_queue_packets: per-client outbound bound in packets; a client whose queue
+            a broadcast finds full is disconnected ("slow consumer").
+        outbound_queue_bytes: the same bound in bytes.
+        max_sessions: most sessions at once; handshakes beyond it are answered 503.
         connect_timeout: close a connection that joins no namespace within this time.
         max_attachments: most binary attachments per packet.
         max_concurrent_handlers: event handlers running at once per socket. With the default,
@@ -113,6 +123,9 @@ class Server(_Registry, _Targets):
         cookie: str | None = None,
         allow_request: AllowRequest | None = None,
         http_compression: bool = True,
+        compression_threshold: int = 1024,
+        http_read_timeout: float = 10.0,
+        max_packets_per_payload: int = 1000,
         outbound_queue_packets: int = 4096,
         outbound_queue_bytes: int = 4 * 1024 * 1024,
         max_sessions: int | None = None,
@@ -139,6 +152,9 @@ class Server(_Registry, _Targets):
             cookie=cookie,
             allow_request=allow_request,
             http_compression=http_compression,
+            compression_threshold=compression_threshold,
+            http_read_timeout=http_read_timeout,
+            max_packets_per_payload=max_packets_per_payload,
             outbound_queue_packets=outbound_queue_packets,
             outbound_queue_bytes=outbound_queue_bytes,
             max_sessions=max_sessions,
