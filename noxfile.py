@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
-    session.run("mypy", "--strict", "trio_sio", "examples")
+    session.run("mypy", "--strict", "trio_sio", "examples", "benchmarks")
 
 
 @nox.session
@@ -39,3 +39,13 @@ def docs(session: nox.Session) -> None:
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "build/docs", *session.posargs
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark trio_sio against python-socketio (uvicorn, hypercorn-asyncio), Node's socket.io
+    and a bare hypercorn-trio floor; writes benchmarks/RESULTS.md (~15 min on 2 cores; not run
+    in CI). Arguments go to benchmarks/run.py, e.g. ``nox -s bench -- --smoke``."""
+    session.install("-e", ".", "python-socketio==5.18.1", "uvicorn[standard]==0.54.0", "py-spy")
+    session.run("npm", "ci", "--prefix", "tests/js", "--no-audit", "--no-fund", external=True)
+    session.run("python", "benchmarks/run.py", *session.posargs)

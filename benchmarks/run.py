@@ -1,0 +1,882 @@
+"""Benchmark trio_sio against python-socketio (uvicorn, hypercorn-asyncio), Node's socket.io
+and a bare hypercorn-trio "floor", in one run, on this machine (issue 7).
+
+    python benchmarks/run.py                      # the full run; writes benchmarks/RESULTS.md
+    python benchmarks/run.py --smoke --servers trio_sio --output /tmp/r.md   # seconds
+
+Needs Node.js and ``npm ci --prefix tests/js`` (socket.io, socket.io-client, ws), and in this
+Python: trio_sio, hypercorn, python-socketio, uvicorn (with uvloop, httptools and websockets for
+its fastest setup: ``pip install 'uvicorn[standard]'``).
+
+How it measures:
+
+* every server runs its fixture (``benchmarks/*_app.py``, ``benchmarks/js/node_server.mjs``),
+  which behaves the same on namespace ``/``: ``echo``, ``join`` and ``bcast``;
+* each fixture is first checked once with the official socket.io-client
+  (``benchmarks/js/sanity.mjs``);
+* the load generator (``benchmarks/js/loadgen.mjs``) speaks the wire protocol directly, much
+  more cheaply per message than any server, and reads the server's CPU time and RSS from
+  ``/proc`` at the edges of its measurement window;
+* rounds are interleaved: in each round every scenario group runs once on every server (in a
+  rotated order), each time in a fresh server process; with two or more CPUs the server is
+  pinned to one and the load generator to another (``taskset``);
+* the table gives the median of the rounds and, for trio_sio against each peer, the median of
+  the per-round ratios (rounds are paired, so this cancels slow drifts of the machine).
+
+All traffic goes to 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+JS = BENCH / "js"
+NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
+DEFAULT_OUTPUT = BENCH / "RESULTS.md"
+HOST = "127.0.0.1"
+
+#: Seconds a server may take to start answering.
+SERVER_START_TIMEOUT = 30.0
+#: Seconds a server may take to exit after SIGTERM before it is killed.
+SERVER_STOP_TIMEOUT = 3.0
+
+Result = dict[str, Any]
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+def _uvicorn_fast_flags() -> list[str]:
+    """uvicorn's fastest setup when its optional accelerators are installed."""
+    flags: list[str] = []
+    for module, flag in (("uvloop", "--loop=uvloop"), ("httptools", "--http=httptools")):
+        if _installed(module):
+            flags.append(flag)
+    if _installed("websockets"):
+        flags.append("--ws=websockets")
+    return flags
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server under test: how to start it on a port."""
+
+    key: str
+    label: str
+    argv: Callable[[int], list[str]]
+
+
+def _hypercorn(worker: str, app: str) -> Callable[[int], list[str]]:
+    # -w 0 serves in this process (the default, -w 1, forks a worker through
+    # multiprocessing): the same worker code, one pid to measure. --backlog 2048 as uvicorn
+    # (hypercorn's default, 100, drops SYNs during the connection ramps).
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "-k",
+            worker,
+            "-w",
+            "0",
+            "--backlog",
+            "2048",
+            "-b",
+            f"{HOST}:{port}",
+            app,
+        ]
+
+    return argv
+
+
+def _uvicorn(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        "benchmarks",
+        "psio_app:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--backlog",
+        "2048",
+        *_uvicorn_fast_flags(),
+    ]
+
+
+def _node(port: int) -> list[str]:
+    return ["node", str(JS / "node_server.mjs"), str(port)]
+
+
+SERVERS: dict[str, ServerSpec] = {
+    spec.key: spec
+    for spec in (
+        ServerSpec(
+            "trio_sio",
+            "trio_sio (hypercorn -k trio)",
+            _hypercorn("trio", "benchmarks/trio_sio_app.py:app"),
+        ),
+        ServerSpec("psio_uvicorn", "python-socketio (uvicorn)", _uvicorn),
+        ServerSpec(
+            "psio_hypercorn",
+            "python-socketio (hypercorn -k asyncio)",
+            _hypercorn("asyncio", "benchmarks/psio_app.py:app"),
+        ),
+        ServerSpec("node", "Node socket.io", _node),
+        ServerSpec(
+            "floor",
+            "floor (bare hypercorn -k trio)",
+            _hypercorn("trio", "benchmarks/floor_app.py:app"),
+        ),
+    )
+}
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number a scenario reports; ``higher`` says which direction is better."""
+
+    key: str
+    label: str
+    higher: bool
+    digits: int = 0
+
+
+ECHO_METRICS = (
+    Metric("acksPerSec", "acks/s", higher=True),
+    Metric("cpuUsPerAck", "server CPU µs/ack", higher=False, digits=1),
+    Metric("p50Ms", "p50 ms", higher=False, digits=2),
+    Metric("p99Ms", "p99 ms", higher=False, digits=2),
+)
+BCAST_METRICS = (
+    Metric("deliveriesPerSec", "deliveries/s", higher=True),
+    Metric("cpuUsPerDelivery", "server CPU µs/delivery", higher=False, digits=2),
+    Metric("lastDeliveryMs", "time to last delivery, ms", higher=False, digits=1),
+)
+CONNECT_METRICS = (
+    Metric("handshakesPerSec", "handshakes/s", higher=True),
+    Metric("cpuUsPerHandshake", "server CPU µs/handshake", higher=False),
+    Metric("rssPerConnKiB", "RSS KiB/connection", higher=False, digits=1),
+    Metric("connected", "connections reached", higher=True),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measurement: a load generator configuration and the metrics it yields."""
+
+    key: str
+    title: str
+    group: str
+    config: dict[str, Any]
+    metrics: tuple[Metric, ...]
+    headline: tuple[str, ...]
+
+    def timeout(self) -> float:
+        return float(self.config.get("timeout", 120))
+
+
+def scenarios(smoke: bool, *, conn_time_limit: float) -> list[Scenario]:
+    """The scenarios of issue 7, full size or (``smoke``) tiny and short.
+
+    Sized so that the full run (5 servers, 3 rounds) takes about a quarter of an hour on a
+    2-core machine: measurement windows of 2 s after 0.5 s of warm-up; broadcasts of one
+    16-byte event, repeated for 2 s (at least 3 times) after one warm-up broadcast; connection
+    ramps bounded by ``conn_time_limit`` (a server too slow to reach 10,000 in that time is
+    reported with the count it reached).
+    """
+
+    def size(full: int, tiny: int) -> int:
+        return tiny if smoke else full
+
+    warmup, duration = (0.3, 0.6) if smoke else (0.5, 2.0)
+    echo_clients = size(100, 10)
+    bcast_small, bcast_large = size(1000, 20), size(5000, 50)
+    conn = size(10_000, 40)
+    polling_clients = size(200, 10)
+    echo = {"warmup": warmup, "duration": duration, "timeout": 60}
+    bcast = {"scenario": "bcast", "n": 1, "size": 16, "duration": duration, "minRepeats": 3}
+    ramp = {
+        "concurrency": size(64, 8),
+        "timeLimit": conn_time_limit,
+        "timeout": conn_time_limit + 60,
+    }
+    return [
+        Scenario(
+            "echo_1",
+            "echo, 1 WebSocket client",
+            "echo",
+            {"scenario": "echo", "clients": 1, **echo},
+            ECHO_METRICS,
+            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
+        ),
+        Scenario(
+            "echo_100",
+            f"echo, {echo_clients} WebSocket clients",
+            "echo",
+            {"scenario": "echo", "clients": echo_clients, **echo},
+            ECHO_METRICS,
+            ("acksPerSec", "cpuUsPerAck", "p99Ms"),
+        ),
+        Scenario(
+            "poll_echo",
+            f"long-polling echo, {polling_clients} clients",
+            "echo",
+            {"scenario": "poll_echo", "clients": polling_clients, **echo},
+            ECHO_METRICS,
+            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
+        ),
+        Scenario(
+            "bcast_1000",
+            f"broadcast to {bcast_small} clients in one room",
+            "bcast",
+            {"clients": bcast_small, **bcast},
+            BCAST_METRICS,
+            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+        ),
+        Scenario(
+            "bcast_5000",
+            f"broadcast to {bcast_large} clients in one room",
+            "bcast",
+            {"clients": bcast_large, **bcast},
+            BCAST_METRICS,
+            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+        ),
+        Scenario(
+            "conn_ws",
+            f"ramp to {conn} idle WebSocket connections",
+            "conn_ws",
+            {"scenario": "connect", "transport": "websocket", "clients": conn, **ramp},
+            CONNECT_METRICS,
+            ("handshakesPerSec", "cpuUsPerHandshake", "rssPerConnKiB"),
+        ),
+        Scenario(
+            "conn_upgrade",
+            f"ramp to {conn} idle connections by polling, then upgrade",
+            "conn_upgrade",
+            {"scenario": "connect", "transport": "upgrade", "clients": conn, **ramp},
+            CONNECT_METRICS,
+            ("handshakesPerSec", "cpuUsPerHandshake", "rssPerConnKiB"),
+        ),
+    ]
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """CPUs for the server and the load generator (None: not pinned)."""
+
+    server: int | None
+    loadgen: int | None
+
+    def prefix(self, cpu: int | None) -> list[str]:
+        return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def choose_pinning(enabled: bool) -> Pinning:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2 or shutil.which("taskset") is None:
+        return Pinning(None, None)
+    return Pinning(cpus[0], cpus[1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(port: int) -> bool:
+    connection = http.client.HTTPConnection(HOST, port, timeout=2)
+    try:
+        connection.request("GET", "/socket.io/?EIO=4&transport=polling")
+        response = connection.getresponse()
+        body = response.read()
+        return response.status == 200 and body[:1] == b"0"
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+@dataclass
+class RunningServer:
+    spec: ServerSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@contextlib.contextmanager
+def running_server(spec: ServerSpec, pinning: Pinning, logs: Path) -> Iterator[RunningServer]:
+    """A fresh server process, answering on a free port, stopped on exit."""
+    port = free_port()
+    argv = pinning.prefix(pinning.server) + spec.argv(port)
+    log = logs / f"{spec.key}-{port}.log"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = RunningServer(spec, port, process, log)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not _answers(port):
+            if process.poll() is not None:
+                raise RuntimeError(f"{spec.key} exited at start:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{spec.key} did not answer in {SERVER_START_TIMEOUT}s")
+            time.sleep(0.1)
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process this script started (and its process group, which it leads)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(SERVER_STOP_TIMEOUT)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_node(argv: Sequence[str], timeout: float) -> Result:
+    """Run a Node script that prints one JSON line; return it (``ok`` false on any failure)."""
+    try:
+        completed = subprocess.run(
+            list(argv), cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f}s"}
+    lines = completed.stdout.strip().splitlines()
+    try:
+        result: Result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {
+            "ok": False,
+            "error": f"exit {completed.returncode}, no result; stderr: {completed.stderr[-500:]}",
+        }
+    return result
+
+
+def run_loadgen(server: RunningServer, scenario: Scenario, pinning: Pinning) -> Result:
+    config = dict(scenario.config)
+    config.setdefault("timeout", 120)
+    config.update(url=server.url, serverPid=server.process.pid, clkTck=os.sysconf("SC_CLK_TCK"))
+    argv = [*pinning.prefix(pinning.loadgen), "node", str(JS / "loadgen.mjs"), json.dumps(config)]
+    return run_node(argv, timeout=scenario.timeout() + 15)
+
+
+def sanity_check(server: RunningServer) -> Result:
+    return run_node(["node", str(JS / "sanity.mjs"), server.url], timeout=30)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    servers: list[ServerSpec]
+    scenarios: list[Scenario]
+    rounds: int
+    #: scenario key -> server key -> one result per round
+    runs: dict[str, dict[str, list[Result]]] = field(default_factory=dict)
+    sanity: dict[str, Result] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    def add(self, scenario: Scenario, server: ServerSpec, result: Result) -> None:
+        self.runs.setdefault(scenario.key, {}).setdefault(server.key, []).append(result)
+
+    def values(self, scenario: str, server: str, metric: str) -> list[float]:
+        """The metric's value in each round (NaN where that round failed)."""
+        return [
+            float(r[metric]) if r.get("ok") and r.get(metric) is not None else float("nan")
+            for r in self.runs.get(scenario, {}).get(server, [])
+        ]
+
+    def median(self, scenario: str, server: str, metric: str) -> float:
+        values = [v for v in self.values(scenario, server, metric) if v == v]
+        return statistics.median(values) if values else float("nan")
+
+    def ratio(self, scenario: str, server: str, peer: str, metric: str) -> float:
+        """Median over rounds of (server / peer) in the same round."""
+        ratios = [
+            a / b
+            for a, b in zip(
+                self.values(scenario, server, metric),
+                self.values(scenario, peer, metric),
+                strict=False,  # a server that failed its sanity check has no rounds
+            )
+            if a == a and b == b and b != 0
+        ]
+        return statistics.median(ratios) if ratios else float("nan")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def raise_open_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log(f"warning: open-file limit {target} < {needed}; the connection ramps may stop short")
+
+
+def run(
+    servers: list[ServerSpec],
+    chosen: list[Scenario],
+    rounds: int,
+    pinning: Pinning,
+    logs: Path,
+) -> Results:
+    results = Results(servers, chosen, rounds)
+    started = time.monotonic()
+    for spec in servers:
+        with running_server(spec, pinning, logs) as server:
+            results.sanity[spec.key] = outcome = sanity_check(server)
+        log(f"sanity {spec.key}: {'ok' if outcome.get('ok') else outcome.get('error')}")
+    groups: dict[str, list[Scenario]] = {}
+    for scenario in chosen:
+        groups.setdefault(scenario.group, []).append(scenario)
+    for round_index in range(rounds):
+        for group in groups.values():
+            shift = round_index % len(servers)
+            for spec in servers[shift:] + servers[:shift]:
+                if not results.sanity[spec.key].get("ok"):
+                    continue
+                with running_server(spec, pinning, logs) as server:
+                    for scenario in group:
+                        result = run_loadgen(server, scenario, pinning)
+                        results.add(scenario, spec, result)
+                        log(
+                            f"round {round_index + 1}/{rounds} {scenario.key} {spec.key}: "
+                            f"{summary(scenario, result)}"
+                        )
+    results.elapsed = time.monotonic() - started
+    return results
+
+
+def summary(scenario: Scenario, result: Result) -> str:
+    if not result.get("ok"):
+        return f"FAILED {result.get('error', '')[:300]}"
+    parts = []
+    for metric in scenario.metrics:
+        value = result.get(metric.key)
+        if isinstance(value, int | float):
+            parts.append(f"{metric.label} {value:.{metric.digits}f}")
+    share = result.get("loadgenCpuShare")
+    if isinstance(share, int | float):
+        parts.append(f"loadgen CPU {share:.0%}")
+    share = result.get("serverCpuShare")
+    if isinstance(share, int | float):
+        parts.append(f"server CPU {share:.0%}")
+    share = result.get("serverSysShare")
+    if isinstance(share, int | float):
+        parts.append(f"of which kernel {share:.0%}")
+    return ", ".join(parts)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _node_version(name: str) -> str:
+    try:
+        data = json.loads((NODE_MODULES / name / "package.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "not installed"
+    return str(data.get("version", "?"))
+
+
+def _command_output(argv: list[str]) -> str:
+    try:
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=10, check=False, cwd=ROOT
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def code_version() -> tuple[str, str]:
+    """trio_sio's commit, and a digest of its uncommitted changes ("" when there are none)."""
+    commit = _command_output(["git", "rev-parse", "--short", "HEAD"])
+    diff = _command_output(["git", "diff", "HEAD", "--", "trio_sio"])
+    untracked = _command_output(
+        ["git", "ls-files", "--others", "--exclude-standard", "--", "trio_sio"]
+    )
+    changes = diff + untracked
+    return commit, hashlib.sha256(changes.encode()).hexdigest()[:12] if changes else ""
+
+
+def machine_description() -> list[str]:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = "?"
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.1f} GiB"
+    commit, dirty = code_version()
+    python_packages = [
+        "trio-sio",
+        "trio",
+        "hypercorn",
+        "h11",
+        "wsproto",
+        "python-socketio",
+        "python-engineio",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "websockets",
+    ]
+    return [
+        f"- CPUs: {os.cpu_count()} x {model}; memory {memory}",
+        f"- kernel: {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()} ({sys.executable}); "
+        f"Node {_command_output(['node', '--version'])}",
+        "- Python packages: " + ", ".join(f"{name} {_version(name)}" for name in python_packages),
+        "- npm packages (tests/js): "
+        + ", ".join(
+            f"{name} {_node_version(name)}"
+            for name in ("socket.io", "engine.io", "socket.io-client", "ws")
+        ),
+        f"- trio_sio at commit {commit}"
+        + (f" with uncommitted changes (digest {dirty})" if dirty else ""),
+    ]
+
+
+def _fmt(value: float, digits: int) -> str:
+    if value != value:
+        return "—"
+    if digits == 0 and abs(value) >= 10_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float) -> str:
+    return "—" if value != value else f"{value:.2f}x"
+
+
+def report(
+    results: Results, *, argv: list[str], pinning: Pinning, smoke: bool, machine: list[str]
+) -> str:
+    servers = results.servers
+    lines = [
+        "# Benchmark results" + (" (smoke run: tiny sizes, not a measurement)" if smoke else ""),
+        "",
+        f"Generated by `{shlex.join(['python', *argv])}` in {results.elapsed / 60:.1f} min; "
+        f"{results.rounds} interleaved round(s), a fresh server process per scenario group, "
+        "medians of the rounds.",
+        "",
+        "## Machine",
+        "",
+        *machine,
+        "- pinning: "
+        + (
+            f"server on CPU {pinning.server}, load generator on CPU {pinning.loadgen} (taskset)"
+            if pinning.server is not None
+            else "none"
+        ),
+        "",
+        "## Servers (started from the repository root; PORT is a free port)",
+        "",
+    ]
+    for spec in servers:
+        command = shlex.join(spec.argv(0)).replace(f"{HOST}:0", f"{HOST}:PORT")
+        command = command.replace(sys.executable, "python").replace("--port 0", "--port PORT")
+        if spec.key == "node":
+            command = command.replace(f"{JS}/", "benchmarks/js/").replace(" 0", " PORT")
+        sanity = results.sanity.get(spec.key, {})
+        verdict = "passed" if sanity.get("ok") else f"FAILED: {sanity.get('error')}"
+        lines.append(f"- **{spec.label}**: `{command}` — socket.io-client check {verdict}")
+    lines += [
+        "",
+        "Load generator: `node benchmarks/js/loadgen.mjs '<json config>'` (raw Engine.IO/Socket.IO "
+        "over `ws` and `node:http`; no permessage-deflate offered), one per scenario; it reads the "
+        "server's CPU time (utime+stime) and RSS from /proc at the edges of its window.",
+        "",
+        "Scenario configurations (the load generator's JSON, plus url/serverPid/clkTck):",
+        "",
+        *(f"- `{s.key}`: `{json.dumps(s.config)}`" for s in results.scenarios),
+        "",
+        "How to read: the machine may be shared, so absolute rates move between runs; quote "
+        "the ratios (paired per round) and the CPU cost per unit (server utime+stime in the "
+        "window / units). *server CPU busy* below 100% means something else limited the "
+        "server: the load generator (*loadgen CPU* near 100%), a closed loop's latency, or "
+        "another process on the server's core. *of it in kernel* is stime / (utime+stime).",
+        "",
+        "## Results (medians)",
+        "",
+    ]
+    for scenario in results.scenarios:
+        lines += [f"### {scenario.title}", ""]
+        header = [
+            "server",
+            *(m.label for m in scenario.metrics),
+            "server CPU busy",
+            "of it in kernel",
+            "loadgen CPU",
+        ]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for spec in servers:
+            row = [spec.label]
+            for metric in scenario.metrics:
+                row.append(_fmt(results.median(scenario.key, spec.key, metric.key), metric.digits))
+            for share in ("serverCpuShare", "serverSysShare", "loadgenCpuShare"):
+                value = results.median(scenario.key, spec.key, share)
+                row.append("—" if value != value else f"{value:.0%}")
+            failures = [
+                r.get("error", "")
+                for r in results.runs.get(scenario.key, {}).get(spec.key, [])
+                if not r.get("ok")
+            ]
+            if failures:
+                row[0] += f" ({len(failures)} failed run(s))"
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    lines += ratio_tables(results)
+    lines += targets(results)
+    failures = [
+        f"- {scenario.key} / {server}: {result.get('error', '')[:400]}"
+        for scenario in results.scenarios
+        for server, runs in results.runs.get(scenario.key, {}).items()
+        for result in runs
+        if not result.get("ok")
+    ]
+    if failures:
+        lines += ["## Failed runs", "", *failures, ""]
+    lines += [
+        "Profiles (py-spy) of trio_sio under echo_100 and bcast_1000: "
+        "`python benchmarks/profile.py SCENARIO`; notes in [PROFILE.md](PROFILE.md).",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def ratio_tables(results: Results) -> list[str]:
+    peers = [s for s in results.servers if s.key != "trio_sio"]
+    if not peers or "trio_sio" not in {s.key for s in results.servers}:
+        return []
+    lines = [
+        "## trio_sio against each peer",
+        "",
+        "Median over rounds of trio_sio's value divided by the peer's in the same round. For a "
+        "rate (/s) above 1x means trio_sio is faster; for a cost (CPU µs per unit, latency, "
+        "KiB per connection) below 1x means trio_sio is cheaper.",
+        "",
+        "| scenario | metric | " + " | ".join(f"vs {p.label}" for p in peers) + " |",
+        "|---|---|" + "---|" * len(peers),
+    ]
+    for scenario in results.scenarios:
+        for key in scenario.headline:
+            metric = next(m for m in scenario.metrics if m.key == key)
+            cells = [_ratio(results.ratio(scenario.key, "trio_sio", p.key, key)) for p in peers]
+            lines.append(f"| {scenario.title} | {metric.label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def targets(results: Results) -> list[str]:
+    keys = {s.key for s in results.servers}
+    lines = ["## Issue 7 targets (hypercorn mode)", ""]
+    if "floor" in keys and "trio_sio" in keys:
+        for scenario, rate, cost in (
+            ("echo_100", "acksPerSec", "cpuUsPerAck"),
+            ("bcast_1000", "deliveriesPerSec", "cpuUsPerDelivery"),
+            ("bcast_5000", "deliveriesPerSec", "cpuUsPerDelivery"),
+        ):
+            speed = results.ratio(scenario, "trio_sio", "floor", rate)
+            price = results.ratio(scenario, "trio_sio", "floor", cost)
+            if speed != speed or price != price:
+                continue  # not measured in this run
+            lines.append(
+                f"- {scenario}: trio_sio ≥ 0.8x the floor's rate: {_ratio(speed)} — "
+                f"{'met' if speed >= 0.8 else 'missed'}; at most 1.25x its CPU per unit: "
+                f"{_ratio(price)} — {'met' if price <= 1.25 else 'missed'}"
+            )
+    if "trio_sio" in keys:
+        small = results.median("bcast_1000", "trio_sio", "cpuUsPerDelivery")
+        large = results.median("bcast_5000", "trio_sio", "cpuUsPerDelivery")
+        if small == small and large == large:
+            growth = large / small
+            verdict = "met" if growth <= 1.2 else "missed"
+            lines.append(
+                f"- broadcast CPU per delivery, 5,000 vs 1,000 clients within 20%: "
+                f"{_ratio(growth)} — {verdict}"
+            )
+    if "psio_uvicorn" in keys and "trio_sio" in keys:
+        ours = results.median("conn_ws", "trio_sio", "rssPerConnKiB")
+        theirs = results.median("conn_ws", "psio_uvicorn", "rssPerConnKiB")
+        if ours == ours and theirs == theirs:
+            verdict = "met" if ours <= theirs else "missed"
+            lines.append(
+                f"- RSS per idle WebSocket connection ≤ python-socketio's (uvicorn): "
+                f"{ours:.1f} vs {theirs:.1f} KiB — {verdict}"
+            )
+    return [*lines, ""]
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def check_prerequisites() -> str | None:
+    """Why the benchmark cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not on PATH"
+    for package in ("ws", "socket.io", "socket.io-client"):
+        if not (NODE_MODULES / package / "package.json").is_file():
+            return f"{package} missing in tests/js/node_modules: run npm ci --prefix tests/js"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated, from {', '.join(SERVERS)} (default: all)",
+    )
+    parser.add_argument("--scenarios", default="", help="comma-separated scenario keys")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a second each")
+    parser.add_argument(
+        "--conn-time-limit",
+        type=float,
+        default=20.0,
+        help="seconds allowed to each connection ramp (default 20)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    parser.add_argument("--logs", type=Path, default=None, help="server logs (default: a tmp dir)")
+    args = parser.parse_args(argv)
+
+    problem = check_prerequisites()
+    if problem is not None:
+        print(f"cannot benchmark: {problem}", file=sys.stderr)
+        return 2
+    unknown = [key for key in args.servers.split(",") if key not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers: {unknown}")
+    servers = [SERVERS[key] for key in args.servers.split(",")]
+    chosen = scenarios(args.smoke, conn_time_limit=args.conn_time_limit)
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        missing = set(wanted) - {s.key for s in chosen}
+        if missing:
+            parser.error(f"unknown scenarios: {sorted(missing)}")
+        chosen = [s for s in chosen if s.key in wanted]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    largest = max((int(s.config["clients"]) for s in chosen), default=0)
+    raise_open_file_limit(largest + 1024)  # per process: server, load generator
+    pinning = choose_pinning(not args.no_pin)
+    with contextlib.ExitStack() as stack:
+        logs = args.logs or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        logs.mkdir(parents=True, exist_ok=True)
+        machine = machine_description()  # before the run: the code measured
+        version = code_version()
+        results = run(servers, chosen, args.rounds, pinning, logs)
+    if code_version() != version:
+        machine.append(
+            f"- **warning: trio_sio changed during the run** (now {code_version()[0]}); "
+            "rounds may have measured different code"
+        )
+
+    shown_argv = ["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]
+    args.output.write_text(
+        report(results, argv=shown_argv, pinning=pinning, smoke=args.smoke, machine=machine)
+    )
+    log(f"wrote {args.output} ({results.elapsed / 60:.1f} min)")
+    if args.json is not None:
+        raw = {
+            "sanity": results.sanity,
+            "runs": results.runs,
+            "elapsed": results.elapsed,
+            "pinning": [pinning.server, pinning.loadgen],
+        }
+        args.json.write_text(json.dumps(raw, indent=1))
+    failed = [s for s, r in results.sanity.items() if not r.get("ok")]
+    failed += [
+        f"{scenario}/{server}"
+        for scenario, by_server in results.runs.items()
+        for server, runs in by_server.items()
+        if any(not r.get("ok") for r in runs)
+    ]
+    if failed:
+        log(f"failures: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The benchmark fixture on trio_sio (issue 7): the same behaviour as every peer's fixture.
+
+Run it from the repository root with::
+
+    hypercorn -k trio benchmarks/trio_sio_app.py:app
+
+Namespace ``/``:
+
+* ``echo(*args)`` acknowledges with its arguments;
+* ``join(room)`` joins ``room`` and acknowledges with ``room``;
+* ``bcast({"room": r, "n": n, "size": s})`` emits ``m(i, "x" * s)`` for ``i`` in ``0..n-1`` to
+  room ``r``, then acknowledges with ``n``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio_sio
+
+sio = trio_sio.Server(
+    # Any browser origin may connect: the load generator sends no Origin header, but a page
+    # used to look at the fixture by hand would.
+    cors_allowed_origins="*",
+    # Everything else is the default, on purpose: the benchmark measures what users get.
+    # The default outbound bound (4096 packets / 4 MiB per client) is already generous for
+    # the broadcast scenario, which keeps at most one ``bcast`` (n <= a few hundred small
+    # packets) in flight per recipient; raising it would only hide a slow-consumer drop,
+    # which the load generator would report as missing deliveries.
+)
+
+
+@sio.on("echo")
+async def echo(sock: trio_sio.Socket, *args: Any) -> tuple[Any, ...]:
+    return args
+
+
+@sio.on("join")
+async def join(sock: trio_sio.Socket, room: str) -> str:
+    sock.join(room)
+    return room
+
+
+@sio.on("bcast")
+async def bcast(sock: trio_sio.Socket, spec: dict[str, Any]) -> int:
+    room: str = spec["room"]
+    n: int = spec["n"]
+    payload = "x" * spec["size"]
+    target = sio.to(room)
+    for i in range(n):
+        await target.emit("m", i, payload)
+    return n
+
+
+app = trio_sio.ASGIApp(sio)
