@@ -122,9 +122,14 @@ class Adapter:
     def broadcast_local(self, packet: SocketPacket, opts: BroadcastOptions) -> int:
         """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it."""
         outgoing = self.encode(packet)
+        notify = self.namespace.handlers.any_outgoing
+        volatile = opts.volatile
         delivered = 0
+        # The per-recipient cost of a broadcast is this loop body: keep it to a queue append.
         for socket in self.select(opts):
-            if socket._deliver(outgoing, packet, volatile=opts.volatile):
+            if notify is not None:
+                notify(socket, *packet.data)
+            if socket.session.offer(outgoing, volatile=volatile):
                 delivered += 1
         return delivered
 

@@ -104,6 +104,8 @@ class Socket:
         self.id = secrets.token_urlsafe(15)
         self.namespace = namespace
         self._client = client
+        #: The Engine.IO session carrying this socket (shared by its other namespaces).
+        self.session: Session = client.session
         session = client.session
         request = session.request
         self.handshake = Handshake(
@@ -128,11 +130,6 @@ class Socket:
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.namespace.name}>"
-
-    @property
-    def session(self) -> Session:
-        """The Engine.IO session carrying this socket (shared by its other namespaces)."""
-        return self._client.session
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -386,8 +383,14 @@ class Socket:
         ok, result = await self._run_handler(handler, (self, *args))
         if ok and packet.id is not None and self.connected:
             reply = SocketPacket(PacketType.ACK, self.namespace.name, _ack_args(result), packet.id)
+            encoded = self._encode(reply)
             with contextlib.suppress(Disconnected):
-                await self.session.send(self._encode(reply))
+                try:
+                    # The handler has just run (and checkpointed): queue without another
+                    # trip through the scheduler unless the queue is full.
+                    self.session.send_nowait(encoded)
+                except trio.WouldBlock:
+                    await self.session.send(encoded)
 
     async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
         try:
