@@ -355,24 +355,15 @@ class Session:
     async def run_websocket(self, ws: WebSocketConnection) -> None:
         """Serve this session over ``ws`` until either ends.
 
-        The reader and writer run in the session's nursery; the caller (the host's task for
-        this connection) only waits for them, then closes the WebSocket.
+        The reader and the writer are tasks of the session's nursery; whichever ends first
+        closes the session, which cancels the other. The caller (the host's task for this
+        connection) only waits for that, then closes the WebSocket.
         """
-        finished = trio.Event()
-
-        async def transport() -> None:
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_websocket, ws)
-                    await self._read_websocket(ws)
-                    nursery.cancel_scope.cancel()
-            finally:
-                finished.set()
-
         if self.state is SessionState.CLOSED:
             return
-        self.nursery.start_soon(transport)
-        await finished.wait()
+        self.nursery.start_soon(self._read_websocket, ws)
+        self.nursery.start_soon(self._write_websocket, ws)
+        await self._closed.wait()
         await ws.close(self._ws_close_code)
 
     async def _read_websocket(self, ws: WebSocketConnection) -> None:
