@@ -142,6 +142,10 @@ def _node(port: int) -> list[str]:
     return ["node", str(JS / "node_server.mjs"), str(port)]
 
 
+def _native(port: int) -> list[str]:
+    return [sys.executable, "benchmarks/trio_sio_app.py", "--native", "--port", str(port)]
+
+
 SERVERS: dict[str, ServerSpec] = {
     spec.key: spec
     for spec in (
@@ -150,6 +154,7 @@ SERVERS: dict[str, ServerSpec] = {
             "trio_sio (hypercorn -k trio)",
             _hypercorn("trio", "benchmarks/trio_sio_app.py:app"),
         ),
+        ServerSpec("trio_sio_native", "trio_sio (native Trio host)", _native),
         ServerSpec("psio_uvicorn", "python-socketio (uvicorn)", _uvicorn),
         ServerSpec(
             "psio_hypercorn",

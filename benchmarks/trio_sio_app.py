@@ -2,7 +2,8 @@
 
 Run it from the repository root with::
 
-    hypercorn -k trio benchmarks/trio_sio_app.py:app
+    hypercorn -k trio benchmarks/trio_sio_app.py:app     # the ASGI host
+    python benchmarks/trio_sio_app.py --native --port PORT  # the native Trio host
 
 Namespace ``/``:
 
@@ -14,7 +15,11 @@ Namespace ``/``:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 from typing import Any
+
+import trio
 
 import trio_sio
 
@@ -53,3 +58,25 @@ async def bcast(sock: trio_sio.Socket, spec: dict[str, Any]) -> int:
 
 
 app = trio_sio.ASGIApp(sio)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python benchmarks/trio_sio_app.py --native --port PORT``: the native host."""
+    parser = argparse.ArgumentParser(description="the trio_sio benchmark fixture")
+    parser.add_argument("--native", action="store_true", help="serve on the native Trio host")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    if not args.native:
+        parser.error("only --native can be served this way; use hypercorn for `app`")
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(trio_sio.serve_native, sio, "127.0.0.1", args.port)
+            print(f"serving on {' '.join(urls)}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run)
+
+
+if __name__ == "__main__":
+    main()

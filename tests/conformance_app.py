@@ -1,6 +1,7 @@
 """The conformance fixture: the app described in ``shared/conformance/CONTRACT.md``, exactly.
 
-Run it with ``hypercorn -k trio --bind 127.0.0.1:PORT tests/conformance_app.py:app``; the
+Run it with ``hypercorn -k trio --bind 127.0.0.1:PORT tests/conformance_app.py:app``, or on
+the native Trio host with ``python tests/conformance_app.py --native --port PORT``; the
 official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the project's own
 client tests drive it from outside.
 
@@ -10,6 +11,7 @@ adapter, so several copies of it (and Node servers) form one cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -114,3 +116,34 @@ echo = EngineServer(
 )
 
 app = trio_sio.ASGIApp(sio, other_asgi_app=trio_sio.ASGIApp(echo, path="engine.io"))
+
+
+async def serve_native(port: int, *, task_status: trio.TaskStatus[list[str]]) -> None:
+    """Both endpoints on the native host (``/socket.io/`` and ``/engine.io/``), on 127.0.0.1."""
+    await trio_sio.serve_native(
+        sio, "127.0.0.1", port, endpoints={"engine.io": echo}, task_status=task_status
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/conformance_app.py --native --port PORT``: serve on the native host."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--native", action="store_true", help="serve on the native Trio host")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    if not args.native:
+        parser.error("only --native can be served this way; use hypercorn for `app`")
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(serve_native, args.port)
+            print(f"serving on {' '.join(urls)}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,9 +2,10 @@
 
 ``conformance_url``: base URL (``http://127.0.0.1:PORT``) of a server running the fixture app of
 ``../shared/conformance/CONTRACT.md`` (Socket.IO at ``/socket.io/``, Engine.IO echo at
-``/engine.io/``). By default it serves ``tests/conformance_app.py``'s ``app`` in-process with
-hypercorn's Trio worker; with ``TRIO_SIO_EXTERNAL_URL`` set it uses that server instead (for
-example a Node reference server, to check the harness itself).
+``/engine.io/``). By default it serves ``tests/conformance_app.py`` in-process, once on each
+host: its ``app`` with hypercorn's Trio worker, and the same servers on the native Trio host.
+With ``TRIO_SIO_EXTERNAL_URL`` set it uses that server instead, once (for example a Node
+reference server, to check the harness itself).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -27,6 +29,12 @@ MAX_PAYLOAD = 1_000_000
 
 def load_conformance_app() -> object:
     """Import a fresh copy of tests/conformance_app.py and return its ASGI ``app``."""
+    app: object = load_conformance_module().app
+    return app
+
+
+def load_conformance_module() -> Any:
+    """Import a fresh copy of tests/conformance_app.py (its servers are not shared)."""
     if not CONFORMANCE_APP.is_file():
         raise FileNotFoundError(
             f"{CONFORMANCE_APP} does not exist; set {EXTERNAL_URL_ENV}=http://host:port "
@@ -37,16 +45,29 @@ def load_conformance_app() -> object:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app: object = module.app
-    return app
+    return module
 
 
-@pytest.fixture
-async def conformance_url() -> AsyncIterator[str]:
-    """Base URL of the fixture app, served for the duration of one test."""
+#: The hosts the fixture app is served on; every test using ``conformance_url`` runs on each.
+HOSTS = ["hypercorn", "native"]
+
+
+@pytest.fixture(params=HOSTS)
+async def conformance_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Base URL of the fixture app, served for the duration of one test, on each host."""
     external = os.environ.get(EXTERNAL_URL_ENV)
     if external:
+        if request.param != HOSTS[0]:
+            pytest.skip(f"{EXTERNAL_URL_ENV} is set: the external server is tested once")
         yield external.rstrip("/")
+        return
+
+    if request.param == "native":
+        module = load_conformance_module()
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(module.serve_native, 0)
+            yield urls[0]
+            nursery.cancel_scope.cancel()
         return
 
     from hypercorn.config import Config
@@ -57,7 +78,7 @@ async def conformance_url() -> AsyncIterator[str]:
     config.bind = ["127.0.0.1:0"]
     config.websocket_max_message_size = MAX_PAYLOAD
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve, app, config)
+        urls = await nursery.start(serve, app, config)
         http_urls = [url for url in urls if url.startswith("http://")]
         assert http_urls, f"hypercorn bound no plain-HTTP address: {urls}"
         yield http_urls[0]

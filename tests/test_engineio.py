@@ -551,3 +551,22 @@ async def test_max_sessions_answers_503_and_recovers() -> None:  # H9
         await e.post(sids[0], "1")
         await e.handler.wait_closed(sids[0])
         await e.echo_ok_polling()
+
+
+async def test_origin_with_control_characters_is_never_echoed() -> None:  # H7
+    async with serve_engine(cors_allowed_origins="*") as e:
+        async with connect(e.url) as conn:
+            # h11 (the test client) refuses to send such a header, so write it by hand.
+            await conn.stream.send_all(
+                b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\n"
+                + f"Host: {conn.host}\r\n".encode()
+                + b"Origin: http://a.example\x01evil\r\n\r\n"
+            )
+            data = b""
+            with trio.fail_after(5):
+                while b"\r\n\r\n" not in data:
+                    data += await conn.stream.receive_some(65536)
+        assert data.startswith((b"HTTP/1.1 400", b"HTTP/1.1 403"))
+        assert b"evil" not in data
+        assert b"access-control-allow-origin" not in data.lower()
+        await bystanders_ok(e)

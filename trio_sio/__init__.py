@@ -22,6 +22,8 @@ from ._errors import DisconnectReason as DisconnectReason
 from ._hosting import serve_hypercorn as serve_hypercorn
 from ._namespace import Namespace as Namespace
 from ._namespace import ParentNamespace as ParentNamespace
+from ._native import NativeConfig as NativeConfig
+from ._native import serve_native as serve_native
 from ._protocol import ProtocolError as ProtocolError
 from ._server import Server as Server
 from ._server import ServerStatistics as ServerStatistics
@@ -40,6 +42,7 @@ __all__ = [
     "Disconnected",
     "Handshake",
     "Namespace",
+    "NativeConfig",
     "ParentNamespace",
     "ProtocolError",
     "Server",
@@ -47,6 +50,7 @@ __all__ = [
     "Socket",
     "SocketStatistics",
     "serve_hypercorn",
+    "serve_native",
 ]
 
 __version__ = "0.1.0.dev0"

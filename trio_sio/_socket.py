@@ -122,9 +122,12 @@ class Socket:
         self.disconnect_reason: DisconnectReason | None = None
         self._nursery: trio.Nursery | None = None
         server = namespace.server
-        self._events_in, self._events_out = trio.open_memory_channel[SocketPacket](
-            server.handler_queue_size
-        )
+        # Not ``open_memory_channel[SocketPacket](...)``: subscripting builds a generic alias
+        # on every call, which showed up in the handshake profile.
+        events: tuple[
+            trio.MemorySendChannel[SocketPacket], trio.MemoryReceiveChannel[SocketPacket]
+        ] = trio.open_memory_channel(server.handler_queue_size)
+        self._events_in, self._events_out = events
         self._pending_acks: dict[int, _AckWaiter] = {}
         self._rooms_at_disconnect: frozenset[str] | None = None
 

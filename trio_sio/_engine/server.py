@@ -20,6 +20,7 @@ from .._protocol import (
     StdlibJson,
     Transport,
     encode_open_packet,
+    has_invalid_header_char,
     parse_query,
     validate_request,
 )
@@ -176,6 +177,9 @@ class EngineServer:
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one long-polling request (or a CORS preflight)."""
         origin = request.headers.get("origin")
+        if origin is not None and has_invalid_header_char(origin):
+            # Never echoed back, whatever the CORS setting (catalogue H7).
+            return self._error(HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid origin"), None)
         if origin is not None and not self.options.origin_allowed(origin, request):
             return self._error(HandshakeError(EngineErrorCode.FORBIDDEN), None)
         cors = self._cors_headers(origin)

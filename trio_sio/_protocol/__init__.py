@@ -18,6 +18,7 @@ from .engineio import (
     decode_payload,
     encode_open_packet,
     encode_payload,
+    has_invalid_header_char,
     parse_query,
     validate_request,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "encode_open_packet",
     "encode_packet",
     "encode_payload",
+    "has_invalid_header_char",
     "parse_query",
     "validate_request",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "decode_payload",
     "encode_open_packet",
     "encode_payload",
+    "has_invalid_header_char",
     "parse_query",
     "validate_request",
 ]
@@ -193,7 +194,8 @@ def parse_query(raw: bytes | str) -> dict[str, str]:
     return query
 
 
-def _has_invalid_header_char(value: str) -> bool:
+def has_invalid_header_char(value: str) -> bool:
+    """Whether ``value`` holds characters an HTTP header value may not (RFC 9110)."""
     # RFC 7230 field-value: visible ASCII, space, tab and obs-text; no other control characters.
     return any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
 
@@ -220,7 +222,7 @@ def validate_request(
         raise HandshakeError(EngineErrorCode.UNKNOWN_TRANSPORT)
     if query.get("EIO") != "4":
         raise HandshakeError(EngineErrorCode.UNSUPPORTED_PROTOCOL_VERSION)
-    if origin is not None and _has_invalid_header_char(origin):
+    if origin is not None and has_invalid_header_char(origin):
         raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid origin header")
     sid = query.get("sid")
     if sid is not None:

@@ -1,0 +1,54 @@
+"""Settings of the native host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["NativeConfig"]
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """Limits and timeouts of :func:`~trio_sio.serve_native`. Times in seconds, sizes in bytes.
+
+    Attributes:
+        request_timeout: longest a client may take to send a request's head (from its first
+            byte), and a TLS handshake; then ``408`` and the connection is closed. (A polling
+            POST's body has the Engine.IO server's own ``http_read_timeout``.)
+        keep_alive_timeout: how long an idle keep-alive connection is kept open.
+        send_timeout: longest writing one HTTP response may take (a client that stops reading
+            is dropped then).
+        max_header_bytes: largest request head (request line and headers); beyond it ``431``.
+        websocket_close_timeout: how long the closing handshake may take (our close frame out,
+            the peer's back); then the TCP connection is closed anyway.
+        websocket_max_message_size: largest WebSocket message; ``None`` means the endpoint's
+            ``max_payload``. Checked from frame headers before anything is buffered (close
+            code 1009).
+        websocket_compression: accept ``permessage-deflate`` when a client offers it. Off by
+            default: it costs a compressor per connection (hundreds of KiB) and CPU per
+            recipient. Decompressed messages are bounded by the same message limit.
+        compression_threshold: with compression on, smaller messages are sent uncompressed.
+        receive_size: bytes asked of the socket per read.
+    """
+
+    request_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    send_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    websocket_close_timeout: float = 2.0
+    websocket_max_message_size: int | None = None
+    websocket_compression: bool = False
+    compression_threshold: int = 1024
+    receive_size: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "request_timeout",
+            "keep_alive_timeout",
+            "send_timeout",
+            "websocket_close_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_header_bytes <= 0 or self.receive_size <= 0:
+            raise ValueError("max_header_bytes and receive_size must be positive")

@@ -1,0 +1,571 @@
+"""One HTTP/1.1 connection of the native host: h11 on a Trio stream.
+
+h11 parses the requests; the responses, always with a ``Content-Length``, are written by hand
+(h11's writer costs as much as its parser). Requests on a connection are handled one at a
+time, in order (pipelined requests wait in the parser's buffer, as HTTP/1.1 requires). A
+connection is kept alive only when both sides finished the previous exchange cleanly;
+anything else (a body we did not read, an error, a WebSocket) ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import h11
+import trio
+
+from .._engine import BodyTooLarge, HttpRequest, HttpResponse
+from .._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
+from ._config import NativeConfig
+from ._io import raw_socket, recv_nowait, recv_raw, send_raw
+from ._websocket import NativeWebSocket
+
+__all__ = ["Endpoint", "HttpConnection", "Mount", "Router"]
+
+logger = logging.getLogger("trio_sio")
+
+_DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError)
+# Exported by h11 at run time, though missing from its __all__.
+_MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+#: Stands in for the HTTP parser of a connection that became a WebSocket.
+_SWITCHED = h11.Connection(h11.SERVER)
+_HEAD_END = re.compile(rb"\n\r?\n")
+#: Largest body of a request outside the endpoints that is read (and dropped) to keep the
+#: connection; beyond it the connection closes after the answer.
+_DISCARD_LIMIT = 64 * 1024
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class Endpoint(Protocol):
+    """What the native host serves: a :class:`~trio_sio.Server` or an
+    :class:`~trio_sio.engineio.EngineServer`."""
+
+    @property
+    def running(self) -> bool: ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> Any: ...
+
+    async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
+
+    async def handle_websocket(self, request: HttpRequest, ws: Any) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An endpoint at ``/<path>/`` (``prefix`` keeps both slashes)."""
+
+    prefix: str
+    endpoint: Endpoint
+    max_message_size: int
+
+
+@dataclass(frozen=True)
+class Router:
+    """Where requests go: the endpoints, then static files, else 404."""
+
+    mounts: tuple[Mount, ...]
+    static_files: dict[str, Path]
+
+    def mount_for(self, path: str) -> Mount | None:
+        for mount in self.mounts:
+            if path == mount.prefix or path == mount.prefix[:-1]:
+                return mount
+        return None
+
+    def static_file(self, path: str) -> Path | None:
+        file = self.static_files.get(path)
+        if file is not None:
+            return file if file.is_file() else None
+        for url, root in self.static_files.items():
+            base = url.rstrip("/")
+            if root.is_dir() and path.startswith(base + "/"):
+                relative = path[len(base) + 1 :] or "index.html"
+                candidate = (root / relative).resolve()
+                if candidate.is_relative_to(root.resolve()) and candidate.is_file():
+                    return candidate
+        return None
+
+
+class _ClientGone(Exception):
+    """The client closed the connection, or stopped reading or writing for too long."""
+
+
+class _Close(Exception):
+    """End this connection after what was sent."""
+
+
+class HttpConnection:
+    """Serves the requests arriving on one stream until it should close."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        router: Router,
+        config: NativeConfig,
+        *,
+        scheme: str,
+        client: tuple[str, int] | None,
+        track_websocket: Callable[[int], None],
+    ) -> None:
+        self.stream = stream
+        self.router = router
+        self.config = config
+        self.scheme = scheme
+        self.client = client
+        self._max_head = config.max_header_bytes
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        self._reusable = False  # the last response left the connection ready for another
+        self._keep_alive = True  # the client did not ask to close after this request
+        self._track_websocket = track_websocket
+        self._raw = raw_socket(stream)
+        self._has_body = False
+        self._headers: dict[str, str] = {}
+        self._method = ""
+
+    async def serve(self) -> None:
+        """Handle requests until the connection should end; never raises for the client's
+        misbehaviour. Leaves closing the stream to the caller."""
+        try:
+            while True:
+                self._method = ""
+                request = await self._next_request()
+                if request is None:
+                    return
+                self._reusable = False
+                http_request = self._http_request(request)
+                del request  # not kept for the lifetime of a WebSocket
+                await self._dispatch(http_request)
+                del http_request
+                if not self._reusable:
+                    if self.conn.their_state is h11.SEND_BODY:
+                        await self._drain_and_close()
+                    return
+                # Responses are written by hand (h11's writer costs as much as its parser), so
+                # a fresh parser takes over for the next request, with any bytes already here.
+                leftover: bytes = self.conn.trailing_data[0]
+                self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+                if leftover:
+                    self.conn.receive_data(leftover)
+        except (_ClientGone, _Close, *_DISCONNECTED):
+            return
+
+    # --- reading requests --------------------------------------------------------------
+
+    def _receive_nowait(self) -> bytes | None:
+        """Bytes the kernel already has (``b""`` at EOF), or ``None``; always ``None`` on TLS."""
+        raw = self._raw
+        return None if raw is None else recv_nowait(raw, self.config.receive_size)
+
+    async def _receive(self) -> bytes:
+        """Wait for bytes (``b""`` at EOF or when the connection broke)."""
+        raw = self._raw
+        if raw is not None:
+            return await recv_raw(raw, self.config.receive_size)
+        try:
+            return bytes(await self.stream.receive_some(self.config.receive_size))
+        except _DISCONNECTED:
+            return b""
+
+    async def _next_request(self) -> h11.Request | None:
+        """The next request's head; ``None`` when the connection should end.
+
+        An idle connection may wait ``keep_alive_timeout`` for a request to start; from its
+        first byte, the whole head must arrive within ``request_timeout``."""
+        conn = self.conn
+        config = self.config
+        limit = config.max_header_bytes
+        buffered: bytes = conn.trailing_data[0]
+        started = bool(buffered)
+        deadline: float | None = None
+        while True:
+            # h11 bounds incomplete heads only: a complete one arriving in a single read may be
+            # of any size. Refuse a head that does not end within the limit.
+            if len(buffered) > limit and not _HEAD_END.search(buffered, 0, limit + 4):
+                await self._send_error(431)
+                return None
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._send_error(exc.error_status_hint)
+                return None
+            if event is h11.NEED_DATA:
+                data = self._receive_nowait()
+                if data is None:
+                    if deadline is None:
+                        timeout = config.request_timeout if started else config.keep_alive_timeout
+                        deadline = trio.current_time() + timeout
+                    with trio.move_on_at(deadline):
+                        data = await self._receive()
+                    if data is None:  # timed out
+                        if started:
+                            await self._send_error(408)
+                        return None
+                if not data:
+                    return None
+                if not started:
+                    started = True
+                    deadline = trio.current_time() + config.request_timeout
+                conn.receive_data(data)
+                buffered = conn.trailing_data[0]
+                continue
+            if isinstance(event, h11.Request):
+                return event
+            return None  # ConnectionClosed (or PAUSED, which cannot happen here)
+
+    async def read_body(self, limit: int) -> bytes:
+        """The request's body, refusing (``BodyTooLarge``) to read more than ``limit``."""
+        conn = self.conn
+        declared = self._headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge
+        if conn.client_is_waiting_for_100_continue:
+            await self._send_bytes(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                raise _Close from None
+            if event is h11.NEED_DATA:
+                data = await self._receive()
+                if not data:
+                    raise _ClientGone
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Data):
+                total += len(event.data)
+                if total > limit:
+                    raise BodyTooLarge
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+            else:
+                raise _Close
+
+    def _skip_buffered_body(self) -> None:
+        """Consume the rest of a request we answered without reading all of it (always the
+        end of a bodiless GET), as far as it has arrived already."""
+        conn = self.conn
+        try:
+            while conn.their_state is h11.SEND_BODY:
+                if conn.next_event() is h11.NEED_DATA:
+                    return
+        except h11.RemoteProtocolError:
+            return
+
+    async def _discard_body(self, limit: int) -> None:
+        """Read and drop a small request body we have no use for, so that the connection can
+        serve the next request; a larger (or slower) one ends the connection instead."""
+        conn = self.conn
+        total = 0
+        with trio.move_on_after(self.config.request_timeout):
+            while conn.their_state is h11.SEND_BODY and total <= limit:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    return
+                if event is h11.NEED_DATA:
+                    data = await self._receive()
+                    if not data:
+                        return
+                    conn.receive_data(data)
+                elif isinstance(event, h11.Data):
+                    total += len(event.data)
+
+    # --- dispatching -------------------------------------------------------------------
+
+    def _http_request(self, request: h11.Request) -> HttpRequest | None:
+        target = request.target
+        if target[:1] != b"/":
+            if not target.startswith((b"http://", b"https://")):
+                return None
+            parts = urlsplit(target.decode("ascii"))
+            raw_path, query = parts.path or "/", parts.query
+        else:
+            path_bytes, _, query_bytes = target.partition(b"?")
+            raw_path, query = path_bytes.decode("ascii"), query_bytes.decode("latin-1")
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        length, chunked = "content-length" in headers, "transfer-encoding" in headers
+        if length and chunked:
+            return None  # allowed by RFC 9112 but the stuff of request smuggling: refused
+        self._has_body = length or chunked
+        self._keep_alive = request.http_version == b"1.1" and "close" not in (
+            headers.get("connection", "").lower()
+        )
+        # h11 lets control characters through in header values; RFC 9110 does not (H7).
+        if _CONTROL.search(b"".join(value for _, value in request.headers)):
+            return None
+        self._headers = headers
+        self._method = request.method.decode("ascii")
+        return HttpRequest(
+            method=self._method,
+            path=unquote(raw_path),
+            query_string=query,
+            headers=headers,
+            scheme=self.scheme,
+            client=self.client,
+        )
+
+    async def _dispatch(self, http_request: HttpRequest | None) -> None:
+        if http_request is None:
+            await self._send_response(HttpResponse(400, b"Bad Request"), close=True)
+            return
+        if not self._has_body:
+            self._skip_buffered_body()  # the request's end, already here
+        headers = http_request.headers
+        mount = self.router.mount_for(http_request.path)
+        upgrade = headers.get("upgrade")
+        if upgrade is not None and "websocket" in upgrade.lower():
+            if mount is None:
+                await self._send_response(HttpResponse(404, b"Not Found"), close=True)
+                return
+            await self._websocket(http_request, mount)
+            raise _Close
+        if mount is not None:
+            await self._endpoint_http(http_request, mount.endpoint)
+            return
+        method = http_request.method
+        if self.conn.their_state is h11.SEND_BODY:
+            self._skip_buffered_body()
+            if self.conn.their_state is h11.SEND_BODY:
+                await self._discard_body(_DISCARD_LIMIT)
+        if method in ("GET", "HEAD"):
+            file = self.router.static_file(http_request.path)
+            if file is not None:
+                await self._send_file(file, head=method == "HEAD")
+                return
+        await self._send_response(HttpResponse(404, b"Not Found"))
+
+    async def _endpoint_http(self, request: HttpRequest, endpoint: Endpoint) -> None:
+        response: HttpResponse | None = None
+        try:
+            if request.method == "GET" and "sid=" in request.query_string:
+                # A long-poll may wait long: release it if the client goes away meanwhile.
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_disconnect, nursery.cancel_scope)
+                    response = await endpoint.handle_http(request)
+                    nursery.cancel_scope.cancel()
+                if response is None:
+                    raise _ClientGone
+            else:
+                request.read_body = self.read_body
+                # Let requests that became readable together with this one (a long-poll GET
+                # on another connection, say) reach the endpoint first: trio runs a batch of
+                # ready tasks in random order, and clients expect arrival order.
+                await trio.lowlevel.checkpoint()
+                response = await endpoint.handle_http(request)
+        except (_ClientGone, _Close, *_DISCONNECTED):
+            raise
+        except Exception:
+            logger.exception("error while handling %s %s", request.method, request.path)
+            await self._send_response(HttpResponse(500, b"Internal Server Error"), close=True)
+            raise _Close from None
+        await self._send_response(response)
+
+    async def _watch_disconnect(self, scope: trio.CancelScope) -> None:
+        data = await self._receive()
+        if not data:
+            scope.cancel()
+        else:
+            # The client sent its next request already: it is alive. Keep the bytes for later.
+            self.conn.receive_data(data)
+
+    # --- WebSocket ---------------------------------------------------------------------
+
+    async def _websocket(self, request: HttpRequest, mount: Mount) -> None:
+        headers = request.headers
+        # The request must have no body; h11 then waits for our decision about the upgrade.
+        if self.conn.their_state is not _MIGHT_SWITCH_PROTOCOL or request.method != "GET":
+            await self._send_response(HttpResponse(400, b"Bad Request"), close=True)
+            return
+        if headers.get("sec-websocket-version") != "13":
+            response = HttpResponse(426, b"Upgrade Required", [("Sec-WebSocket-Version", "13")])
+            await self._send_response(response, close=True)
+            return
+        connection = headers.get("connection", "").lower()
+        try:
+            if "upgrade" not in connection:
+                raise WebSocketError("missing Connection: upgrade")
+            accept = accept_key(headers.get("sec-websocket-key", ""))
+        except WebSocketError:
+            await self._send_response(HttpResponse(400, b"Bad Request"), close=True)
+            return
+        config = self.config
+        deflate = None
+        if config.websocket_compression:
+            deflate = negotiate_deflate(
+                headers.get("sec-websocket-extensions"), threshold=config.compression_threshold
+            )
+        max_size = config.websocket_max_message_size or mount.max_message_size
+
+        async def accept_response(extra: list[tuple[str, str]]) -> bytes:
+            response_headers = [
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", accept.encode("ascii")),
+            ]
+            if deflate is not None:
+                response_headers.append(
+                    (b"sec-websocket-extensions", deflate.response_header().encode("ascii"))
+                )
+            response_headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in extra]
+            conn = self.conn
+            data = conn.send(h11.InformationalResponse(status_code=101, headers=response_headers))
+            await self._send_bytes(data or b"")
+            leftover: bytes = conn.trailing_data[0]
+            self.conn = _SWITCHED  # the parser is not needed any more
+            return leftover
+
+        async def reject_response(response: HttpResponse) -> None:
+            await self._send_response(response, close=True)
+
+        ws = NativeWebSocket(
+            self.stream,
+            max_message_size=max_size,
+            deflate=deflate,
+            receive_size=config.receive_size,
+            close_timeout=config.websocket_close_timeout,
+            accept_response=accept_response,
+            reject_response=reject_response,
+        )
+        self._track_websocket(1)
+        try:
+            await mount.endpoint.handle_websocket(request, ws)
+            if not ws.accepted and not ws.rejected:
+                await reject_response(HttpResponse(403, b"Forbidden"))
+        finally:
+            try:
+                with trio.CancelScope(shield=True):
+                    await ws.close(1000)
+            finally:
+                self._track_websocket(-1)
+
+    # --- writing responses -------------------------------------------------------------
+
+    async def _send_bytes(self, data: bytes) -> None:
+        raw = self._raw
+        if raw is not None:
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise _ClientGone from None
+            if sent == len(data):
+                return
+            data = data[sent:]
+        with trio.move_on_after(self.config.send_timeout) as scope:
+            try:
+                if raw is not None:
+                    await send_raw(raw, data)
+                else:
+                    await self.stream.send_all(data)
+            except OSError:
+                raise _ClientGone from None
+        if scope.cancelled_caught:
+            raise _ClientGone
+
+    async def _send_response(
+        self,
+        response: HttpResponse,
+        *,
+        head: bool = False,
+        close: bool = False,
+        content_length: int | None = None,
+    ) -> None:
+        """Write ``response``; afterwards the connection is reusable unless it must close."""
+        conn = self.conn
+        if self._reusable or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            raise _Close  # answered already (or switched to WebSocket)
+        if conn.their_state is h11.SEND_BODY:
+            self._skip_buffered_body()
+        # Part of the request still unread, or a client that asked for it: close afterwards.
+        close = close or not self._keep_alive or conn.their_state is not h11.DONE
+        data = _serialize(
+            response,
+            head=head or self._method == "HEAD",
+            close=close,
+            content_length=content_length,
+        )
+        await self._send_bytes(data)
+        self._reusable = not close
+
+    async def _send_error(self, status: int) -> None:
+        """An error response to a request we could not read, then the connection ends."""
+        conn = self.conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        response = HttpResponse(status, _REASONS.get(status, b"Error"))
+        try:
+            await self._send_response(response, close=True)
+        except (h11.LocalProtocolError, _ClientGone, _Close, *_DISCONNECTED):
+            pass
+
+    async def _send_file(self, file: Path, *, head: bool) -> None:
+        path = trio.Path(file)
+        body = b"" if head else await path.read_bytes()
+        size = (await path.stat()).st_size if head else len(body)
+        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type == "application/javascript":
+            content_type += "; charset=utf-8"
+        response = HttpResponse(200, body, [("Content-Type", content_type)])
+        await self._send_response(response, head=head, content_length=size)
+
+    # --- closing -----------------------------------------------------------------------
+
+    async def _drain_and_close(self) -> None:
+        """Before closing with part of a request unread: stop sending, read and discard for
+        a moment, so the client sees our response rather than a connection reset."""
+        stream = self.stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            return
+        with trio.move_on_after(1.0):
+            try:
+                await stream.send_eof()
+                while await stream.receive_some(self.config.receive_size):
+                    pass
+            except (*_DISCONNECTED, OSError):
+                pass
+
+
+def _serialize(
+    response: HttpResponse, *, head: bool, close: bool, content_length: int | None
+) -> bytes:
+    """The response's bytes: status line, headers, ``Content-Length``, body.
+
+    Header names and values come from the endpoint, some echoing the request (CORS); h11
+    parsed those, and the host refused control characters in them, but a line break here
+    would split the response, so it is checked again.
+    """
+    status = response.status
+    body = response.body
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+    for name, value in response.headers:
+        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
+            raise ValueError(f"line break in response header {name!r}")
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    length = len(body) if content_length is None else content_length
+    parts.append(b"content-length: %d\r\n" % length)
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if not head:
+        parts.append(body)
+    return b"".join(parts)
