@@ -42,3 +42,42 @@ async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
     assert reasons == [trio_sio.DisconnectReason.SERVER_SHUTTING_DOWN]
     assert trio.current_time() - start < 3
     assert not sio.running
+
+
+async def _drive_lifespan(app: trio_sio.ASGIApp) -> list[str]:
+    """Run ``app``'s lifespan to the end, as a host would; returns the message types it sent."""
+    to_app, inbox = trio.open_memory_channel[dict[str, Any]](2)
+    sent: list[str] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    await to_app.send({"type": "lifespan.startup"})
+    await to_app.send({"type": "lifespan.shutdown"})
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.receive, send)
+    return sent
+
+
+async def test_other_app_without_lifespan_support_is_fine() -> None:
+    async def no_lifespan(scope: Any, receive: Any, send: Any) -> None:
+        raise TypeError(f"unsupported scope {scope['type']}")
+
+    app = trio_sio.ASGIApp(trio_sio.Server(), other_asgi_app=no_lifespan)
+    assert await _drive_lifespan(app) == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+
+
+async def test_other_app_failing_after_startup_is_not_hidden() -> None:
+    async def fails_at_shutdown(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise RuntimeError("cleanup bug")
+
+    app = trio_sio.ASGIApp(trio_sio.Server(), other_asgi_app=fails_at_shutdown)
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(RuntimeError, match="cleanup bug"), flatten_subgroups=True
+    ):
+        await _drive_lifespan(app)

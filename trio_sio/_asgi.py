@@ -332,7 +332,11 @@ async def _run_lifespan(
     to_app, app_inbox = trio.open_memory_channel[Message](1)
     from_app, events = trio.open_memory_channel[Message](1)
 
+    replied = False
+
     async def send(message: Message) -> None:
+        nonlocal replied
+        replied = True
         await from_app.send(message)
 
     async with trio.open_nursery() as nursery:
@@ -341,6 +345,8 @@ async def _run_lifespan(
             try:
                 await app(scope, app_inbox.receive, send)
             except Exception:
+                if replied:
+                    raise  # it did speak lifespan, then failed: a real error, not a refusal
                 # An app without lifespan support raises on the scope type: that is allowed.
                 await from_app.send({"type": "lifespan.unsupported"})
 
