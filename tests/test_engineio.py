@@ -13,27 +13,12 @@ import pytest
 import trio
 import trio.lowlevel
 
-from support.engineio import EngineFixture, serve_engine
+from support.engineio import bystanders_ok, serve_engine, settled
 from support.http import connect, request
 from support.websocket import Closed
 from trio_sio import DisconnectReason
 
 PAYLOAD_LIMIT = 1_000_000
-
-
-async def settled(fixture: EngineFixture) -> None:
-    """Wait until the server has no session and no session task left."""
-    with trio.fail_after(5):
-        while True:
-            stats = fixture.engine.statistics()
-            if stats.sessions == 0 and stats.session_tasks == 0:
-                return
-            await trio.sleep(0.01)
-
-
-async def bystanders_ok(fixture: EngineFixture) -> None:
-    await fixture.echo_ok_websocket()
-    await fixture.echo_ok_polling()
 
 
 # --- handshake -------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import ssl
 import sys
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import wsproto.events as ev
 from wsproto.frame_protocol import FrameProtocol
 
 import trio_sio
-from support.engineio import EchoHandler, EngineFixture
+from support.engineio import EchoHandler, EngineFixture, bystanders_ok, serve_engine, settled
 from support.http import connect, host_port, request
 from support.websocket import Closed, Rejected, open_websocket
 from trio_sio import DisconnectReason, NativeConfig
@@ -52,50 +51,14 @@ UPGRADE_HEADERS = [
 ]
 
 
-@asynccontextmanager
-async def native_engine(
+def native_engine(
     *,
     config: NativeConfig | None = None,
     static_files: dict[str, Any] | None = None,
     **options: Any,
-) -> AsyncIterator[EngineFixture]:
-    """An Engine.IO echo server at ``/engine.io/`` on the native host, on a free port."""
-    settings: dict[str, Any] = {
-        "ping_interval": 5.0,
-        "ping_timeout": 5.0,
-        "cors_allowed_origins": None,
-    }
-    settings.update(options)
-    handler = EchoHandler()
-    engine = EngineServer(handler, EngineOptions(**settings))
-    serve = partial(
-        trio_sio.serve_native,
-        engine,
-        "127.0.0.1",
-        0,
-        path="engine.io",
-        config=config,
-        static_files=static_files,
-    )
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve)
-        yield EngineFixture(urls[0], engine, handler)
-        nursery.cancel_scope.cancel()
-
-
-async def settled(fixture: EngineFixture) -> None:
-    """Wait until the server has no session and no session task left."""
-    with trio.fail_after(5):
-        while True:
-            stats = fixture.engine.statistics()
-            if stats.sessions == 0 and stats.session_tasks == 0:
-                return
-            await trio.sleep(0.01)
-
-
-async def bystanders_ok(fixture: EngineFixture) -> None:
-    await fixture.echo_ok_websocket()
-    await fixture.echo_ok_polling()
+) -> AbstractAsyncContextManager[EngineFixture]:
+    """The Engine.IO echo fixture of ``support.engineio``, on the native host."""
+    return serve_engine(host="native", native_config=config, static_files=static_files, **options)
 
 
 async def raw_exchange(url: str, data: bytes, *, until_eof: bool = True) -> bytes:

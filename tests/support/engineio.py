@@ -6,6 +6,8 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import trio
 
@@ -95,10 +97,34 @@ class EngineFixture:
         assert (await self.poll(sid)).text == "4bystander"
 
 
+async def settled(fixture: EngineFixture) -> None:
+    """Wait until the server has no session and no session task left."""
+    with trio.fail_after(5):
+        while True:
+            stats = fixture.engine.statistics()
+            if stats.sessions == 0 and stats.session_tasks == 0:
+                return
+            await trio.sleep(0.01)
+
+
+async def bystanders_ok(fixture: EngineFixture) -> None:
+    """Fresh sessions over both transports still get their echo."""
+    await fixture.echo_ok_websocket()
+    await fixture.echo_ok_polling()
+
+
 @asynccontextmanager
 async def serve_engine(
-    *, host_message_limit: int = 1_000_000, **options: object
+    *,
+    host: str = "hypercorn",
+    host_message_limit: int = 1_000_000,
+    native_config: Any = None,
+    static_files: dict[str, Any] | None = None,
+    **options: object,
 ) -> AsyncIterator[EngineFixture]:
+    """An Engine.IO echo server at ``/engine.io/`` on a free loopback port, on ``host``
+    (``"hypercorn"``, with ``host_message_limit`` as its WebSocket limit, or ``"native"``,
+    with ``native_config`` and ``static_files``)."""
     from support.servers import serve_app
 
     settings: dict[str, object] = {
@@ -109,6 +135,22 @@ async def serve_engine(
     settings.update(options)
     handler = EchoHandler()
     engine = EngineServer(handler, EngineOptions(**settings))  # type: ignore[arg-type]
+    if host == "native":
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(
+                partial(
+                    trio_sio.serve_native,
+                    engine,
+                    "127.0.0.1",
+                    0,
+                    path="engine.io",
+                    config=native_config,
+                    static_files=static_files,
+                )
+            )
+            yield EngineFixture(urls[0], engine, handler)
+            nursery.cancel_scope.cancel()
+        return
     app = trio_sio.ASGIApp(engine, path="engine.io")
     async with serve_app(app, max_message_size=host_message_limit) as url:
         yield EngineFixture(url, engine, handler)
