@@ -20,6 +20,9 @@ from trio_sio import DisconnectReason
 
 PAYLOAD_LIMIT = 1_000_000
 
+#: Cases the two hosts must answer identically run on both.
+HOSTS = ["hypercorn", "native"]
+
 
 # --- handshake -------------------------------------------------------------------------
 
@@ -188,8 +191,9 @@ async def test_close_packet_releases_pending_get_with_noop() -> None:
         await settled(e)
 
 
-async def test_overlapping_gets_close_the_session() -> None:  # P4
-    async with serve_engine() as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_overlapping_gets_close_the_session(host: str) -> None:  # P4
+    async with serve_engine(host=host) as e:
         sid = await e.handshake()
         first: list[str] = []
         async with trio.open_nursery() as nursery:
@@ -207,8 +211,9 @@ async def test_overlapping_gets_close_the_session() -> None:  # P4
         await bystanders_ok(e)
 
 
-async def test_oversized_post_gets_413_without_reading_the_body() -> None:  # P1
-    async with serve_engine() as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_oversized_post_gets_413_without_reading_the_body(host: str) -> None:  # P1
+    async with serve_engine(host=host) as e:
         sid = await e.handshake()
         async with connect(e.url) as conn:
             await conn.send_head(
@@ -224,8 +229,9 @@ async def test_oversized_post_gets_413_without_reading_the_body() -> None:  # P1
         await bystanders_ok(e)
 
 
-async def test_chunked_post_growing_past_the_limit_gets_413() -> None:  # P2
-    async with serve_engine() as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_chunked_post_growing_past_the_limit_gets_413(host: str) -> None:  # P2
+    async with serve_engine(host=host) as e:
         sid = await e.handshake()
         async with connect(e.url) as conn:
             await conn.send_head(
@@ -335,8 +341,9 @@ async def test_packets_queued_during_upgrade_arrive_over_the_websocket() -> None
             assert await ws.receive() == "4queued"
 
 
-async def test_abandoned_upgrade_keeps_polling_session() -> None:  # W5
-    async with serve_engine(upgrade_timeout=0.2) as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_abandoned_upgrade_keeps_polling_session(host: str) -> None:  # W5
+    async with serve_engine(host=host, upgrade_timeout=0.2) as e:
         sid = await e.handshake()
         async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
             await ws.send("2probe")
@@ -347,8 +354,9 @@ async def test_abandoned_upgrade_keeps_polling_session() -> None:  # W5
         assert (await e.poll(sid)).text == "4still polling"
 
 
-async def test_second_websocket_for_a_session_is_closed() -> None:  # W6
-    async with serve_engine() as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_second_websocket_for_a_session_is_closed(host: str) -> None:  # W6
+    async with serve_engine(host=host) as e:
         sid = await e.handshake()
         async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
             await ws.send("2probe")
@@ -496,8 +504,9 @@ async def test_sessions_end_with_the_server_and_leave_no_tasks() -> None:
         await settled(e)
 
 
-async def test_slow_post_body_times_out() -> None:  # P3
-    async with serve_engine(http_read_timeout=0.3) as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_slow_post_body_times_out(host: str) -> None:  # P3
+    async with serve_engine(host=host, http_read_timeout=0.3) as e:
         sid = await e.handshake()
         async with connect(e.url) as conn:
             await conn.send_head(

@@ -261,77 +261,6 @@ async def test_websocket_upgrade_elsewhere_is_404() -> None:
 # --- P: long-polling ------------------------------------------------------------------------
 
 
-async def test_oversized_post_gets_413_without_reading_the_body() -> None:  # P1
-    async with native_engine() as e:
-        sid = await e.handshake()
-        async with connect(e.url) as conn:
-            await conn.send_head(
-                "POST",
-                e.target(f"EIO=4&transport=polling&sid={sid}"),
-                content_length=PAYLOAD_LIMIT + 1,
-            )
-            with trio.fail_after(5):
-                response = await conn.read_response()
-        assert response.status == 413
-        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
-        await settled(e)
-        await bystanders_ok(e)
-
-
-async def test_chunked_post_growing_past_the_limit_gets_413() -> None:  # P2
-    async with native_engine() as e:
-        sid = await e.handshake()
-        async with connect(e.url) as conn:
-            await conn.send_head(
-                "POST", e.target(f"EIO=4&transport=polling&sid={sid}"), chunked=True
-            )
-            with trio.fail_after(5):
-                for _ in range(20):
-                    try:
-                        await conn.send_body(b"4" + b"x" * 99_999)
-                    except trio.BrokenResourceError:
-                        break
-                response = await conn.read_response()
-        assert response.status == 413
-        await settled(e)
-        await bystanders_ok(e)
-
-
-async def test_slow_post_body_times_out() -> None:  # P3
-    async with native_engine(http_read_timeout=0.3) as e:
-        sid = await e.handshake()
-        async with connect(e.url) as conn:
-            await conn.send_head(
-                "POST", e.target(f"EIO=4&transport=polling&sid={sid}"), content_length=100
-            )
-            await conn.send_body(b"4")  # then nothing more
-            with trio.fail_after(3):
-                response = await conn.read_response()
-        assert response.status == 408
-        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
-        await settled(e)
-        await bystanders_ok(e)
-
-
-async def test_overlapping_gets_close_the_session() -> None:  # P4
-    async with native_engine() as e:
-        sid = await e.handshake()
-        first: list[str] = []
-        async with trio.open_nursery() as nursery:
-
-            async def poll() -> None:
-                first.append((await e.poll(sid)).text)
-
-            nursery.start_soon(poll)
-            await trio.sleep(0.1)
-            second = await e.poll(sid)
-        assert second.status == 400
-        assert first == ["1"]
-        assert e.handler.closed[sid] is DisconnectReason.TRANSPORT_ERROR
-        await settled(e)
-        await bystanders_ok(e)
-
-
 async def test_long_poll_is_released_when_its_client_goes_away() -> None:
     async with native_engine() as e:
         sid = await e.handshake()
@@ -623,32 +552,6 @@ async def test_upgrade_with_another_protocol_revision_is_refused() -> None:  # W
             assert response.json()["code"] == 5
         assert (await e.post(sid, "4untouched")).text == "ok"
         assert (await e.poll(sid)).text == "4untouched"
-
-
-async def test_abandoned_upgrade_keeps_polling_session() -> None:  # W5
-    async with native_engine(upgrade_timeout=0.2) as e:
-        sid = await e.handshake()
-        async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
-            await ws.send("2probe")
-            assert await ws.receive() == "3probe"
-            with trio.fail_after(2), pytest.raises(Closed):
-                await ws.receive()
-        assert (await e.post(sid, "4still polling")).text == "ok"
-        assert (await e.poll(sid)).text == "4still polling"
-
-
-async def test_second_websocket_for_a_session_is_closed() -> None:  # W6
-    async with native_engine() as e:
-        sid = await e.handshake()
-        async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
-            await ws.send("2probe")
-            assert await ws.receive() == "3probe"
-            await ws.send("5")
-            async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as intruder:
-                with trio.fail_after(2), pytest.raises(Closed):
-                    await intruder.receive()
-            await ws.send("4hello")
-            assert await ws.receive() == "4hello"
 
 
 # --- outbound coalescing --------------------------------------------------------------------
