@@ -588,7 +588,7 @@ async def test_a_batch_of_frames_is_one_write() -> None:
     )
     await ws.accept([])
     frames: list[str | bytes] = ["4one", b"\x00\x01", "4" + "x" * 70_000, "4é"]
-    await ws.send_frames(frames)
+    await ws.send([Outgoing((frame,)) for frame in frames])
     assert writes == 1
     expected = len(encode_messages(frames))
     data = b""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 from urllib.parse import unquote
@@ -22,6 +22,7 @@ from ._engine import (
     HttpResponse,
     WebSocketClosed,
 )
+from ._protocol import Outgoing
 
 __all__ = ["ASGIApp", "Endpoint"]
 
@@ -284,18 +285,26 @@ class _AsgiWebSocket:
         self._closed = True
         raise WebSocketClosed(message.get("code", 1005))
 
-    async def send_frames(self, frames: list[str | bytes]) -> None:
+    async def send(self, items: Sequence[Outgoing]) -> None:
         if self._closed:
             raise WebSocketClosed
         try:
-            for frame in frames:
-                if isinstance(frame, str):
-                    await self._send({"type": "websocket.send", "text": frame})
-                else:
-                    await self._send({"type": "websocket.send", "bytes": frame})
+            for item in items:
+                for frame in item.frames:
+                    if isinstance(frame, str):
+                        await self._send({"type": "websocket.send", "text": frame})
+                    else:
+                        await self._send({"type": "websocket.send", "bytes": frame})
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise WebSocketClosed from exc
+
+    def write_nowait(self, item: Outgoing) -> bool:
+        return False  # ASGI's send is a coroutine: every write goes through the scheduler
+
+    @property
+    def unsent(self) -> bool:
+        return False
 
     async def close(self, code: int = 1000) -> None:
         if self._closed:

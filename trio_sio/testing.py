@@ -15,7 +15,7 @@ Inside :func:`running`, a handler that raises makes the test fail with that exce
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ from ._engine import HttpRequest, HttpResponse, WebSocketClosed
 from ._errors import ConnectionRefused, Disconnected
 from ._protocol import (
     Decoder,
+    Outgoing,
     PacketType,
     SocketPacket,
     StdlibJson,
@@ -80,12 +81,20 @@ class _MemoryWebSocket:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise WebSocketClosed(1000) from None
 
-    async def send_frames(self, frames: list[str | bytes]) -> None:
+    async def send(self, items: Sequence[Outgoing]) -> None:
         try:
-            for frame in frames:
-                await self._to_client.send(frame)
+            for item in items:
+                for frame in item.frames:
+                    await self._to_client.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise WebSocketClosed from None
+
+    def write_nowait(self, item: Outgoing) -> bool:
+        return False
+
+    @property
+    def unsent(self) -> bool:
+        return False
 
     async def close(self, code: int = 1000) -> None:
         if self.close_code is None:

@@ -7,9 +7,11 @@ objects and its WebSocket connections into :class:`WebSocketConnection` objects.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from .._protocol import Outgoing
 
 __all__ = [
     "BodyTooLarge",
@@ -87,10 +89,26 @@ class WebSocketConnection(Protocol):
         """The next message. Raises :class:`WebSocketClosed` once the connection is closed."""
         ...
 
-    async def send_frames(self, frames: list[str | bytes]) -> None:
-        """Send each item as one message, in order (a host may coalesce the writes).
+    async def send(self, items: Sequence[Outgoing]) -> None:
+        """Send the frames of ``items`` as messages, in order (a host may coalesce the writes).
 
         Raises :class:`WebSocketClosed` if the connection is closed."""
+        ...
+
+    def write_nowait(self, item: Outgoing) -> bool:
+        """Write ``item`` at once if that needs no waiting; returns whether it was taken.
+
+        The caller only offers an item when nothing else is being sent, so order holds. A host
+        whose writes always go through the scheduler returns ``False``. When the kernel took
+        only part of the bytes, the rest stays with the connection (:attr:`unsent` is then
+        true) and goes out first on the next :meth:`send`, which the caller makes soon
+        (``send([])`` just flushes).
+        """
+        ...
+
+    @property
+    def unsent(self) -> bool:
+        """Whether bytes that :meth:`write_nowait` took are still waiting for :meth:`send`."""
         ...
 
     async def close(self, code: int = 1000) -> None:

@@ -8,6 +8,7 @@ channel of its own built on :class:`trio.lowlevel.ParkingLot`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -29,6 +30,9 @@ class Outbox:
     * :meth:`get_batch` takes everything queued at once, so a writer can coalesce it.
     * :meth:`finish` accepts a last item and then refuses more: writers drain what is left and
       then see :class:`OutboxClosed`. :meth:`close` drops everything at once.
+    * :attr:`direct`, when set, may write a data item itself instead of queueing it, but only
+      while nothing is queued and the writer is parked (so it holds no batch): order holds,
+      and an idle connection costs its writer no wake-up.
     """
 
     def __init__(self, *, max_packets: int, max_bytes: int) -> None:
@@ -40,8 +44,11 @@ class Outbox:
         self._peak_bytes = 0
         self._finished = False
         self._closed = False
+        self._flush_requested = False
         self._readers = trio.lowlevel.ParkingLot()
         self._writers = trio.lowlevel.ParkingLot()
+        #: Writes an item without waiting and returns True, or returns False to have it queued.
+        self.direct: Callable[[Outgoing], bool] | None = None
 
     @property
     def closed(self) -> bool:
@@ -63,6 +70,15 @@ class Outbox:
         """
         if self._closed or self._finished:
             raise OutboxClosed
+        direct = self.direct
+        if (
+            direct is not None
+            and self._readers
+            and not self._data
+            and not self._control
+            and direct(item)
+        ):
+            return
         if not self.has_room(item):
             raise trio.WouldBlock
         self._data.append(item)
@@ -102,6 +118,12 @@ class Outbox:
         self._control.append(item)
         self._readers.unpark_all()
 
+    def wake_writer(self) -> None:
+        """Have the writer's next :meth:`get_batch` return, with an empty batch if nothing is
+        queued (so it flushes what a :attr:`direct` write left unsent)."""
+        self._flush_requested = True
+        self._readers.unpark_all()
+
     def finish(self, last: Outgoing | None = None) -> None:
         """Refuse further items; queue ``last`` (for example a close packet) after the data."""
         if self._closed or self._finished:
@@ -124,7 +146,8 @@ class Outbox:
 
     def get_batch_nowait(self, *, max_packets: int | None = None) -> list[Outgoing]:
         """Take everything queued (or, with ``max_packets``, as many items as fit in that
-        many packets, at least one), control packets first.
+        many packets, at least one), control packets first; empty only after
+        :meth:`wake_writer`.
 
         Raises:
             trio.WouldBlock: nothing is queued.
@@ -135,7 +158,11 @@ class Outbox:
         if not self._control and not self._data:
             if self._finished:
                 raise OutboxClosed
+            if self._flush_requested:
+                self._flush_requested = False
+                return []
             raise trio.WouldBlock
+        self._flush_requested = False
         if max_packets is None:
             batch = list(self._control)
             batch.extend(self._data)

@@ -16,6 +16,7 @@ from .._protocol import (
     EngineErrorCode,
     HandshakeError,
     JsonCodec,
+    Outgoing,
     ProtocolError,
     StdlibJson,
     Transport,
@@ -327,7 +328,7 @@ class EngineServer:
             return
         try:
             await ws.accept([])
-            await ws.send_frames([self._open_packet(session)])
+            await ws.send([Outgoing((self._open_packet(session),))])
         except WebSocketClosed:
             session.close(DisconnectReason.TRANSPORT_CLOSE)
             return

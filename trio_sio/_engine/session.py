@@ -47,6 +47,7 @@ PING = Outgoing.control(EnginePacketType.PING)
 NOOP_PAYLOAD = EnginePacketType.NOOP.value
 CLOSE_PAYLOAD = EnginePacketType.CLOSE.value
 _CLOSE = Outgoing.control(EnginePacketType.CLOSE)
+_PROBE_ANSWER = Outgoing.control(EnginePacketType.PONG, "probe")
 
 #: How long a GET that arrives during an upgrade waits for it to settle (engine.io: 100 ms).
 UPGRADE_CHECK_INTERVAL = 0.1
@@ -119,6 +120,7 @@ class Session:
         self._poll_scope: trio.CancelScope | None = None
         self._poll_reply_on_close = CLOSE_PAYLOAD
         self._post_active = False
+        self._websocket: WebSocketConnection | None = None
         self._ws_close_code = 1000
 
     def __repr__(self) -> str:
@@ -361,10 +363,22 @@ class Session:
         """
         if self.state is SessionState.CLOSED:
             return
+        self._websocket = ws
+        self.outbox.direct = self._write_nowait
         self.nursery.start_soon(self._read_websocket, ws)
         self.nursery.start_soon(self._write_websocket, ws)
         await self._closed.wait()
         await ws.close(self._ws_close_code)
+
+    def _write_nowait(self, item: Outgoing) -> bool:
+        # The outbox's direct path: only called while the writer is parked with nothing queued.
+        ws = self._websocket
+        assert ws is not None
+        if not ws.write_nowait(item):
+            return False
+        if ws.unsent:
+            self.outbox.wake_writer()
+        return True
 
     async def _read_websocket(self, ws: WebSocketConnection) -> None:
         max_payload = self._options.max_payload
@@ -390,8 +404,7 @@ class Session:
     async def _write_websocket(self, ws: WebSocketConnection) -> None:
         try:
             while True:
-                batch = await self.outbox.get_batch()
-                await ws.send_frames([frame for item in batch for frame in item.frames])
+                await ws.send(await self.outbox.get_batch())
         except OutboxClosed:
             # Graceful close finished draining (or the session is gone).
             self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
@@ -420,7 +433,7 @@ class Session:
                 while not upgraded:
                     frame = await ws.receive()
                     if frame == "2probe":
-                        await ws.send_frames(["3probe"])
+                        await ws.send([_PROBE_ANSWER])
                         self._probed = True
                         if self._poll_scope is not None:
                             # Release the pending GET with a noop soon (engine.io's "check"),

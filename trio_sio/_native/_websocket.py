@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from .._engine import HttpResponse, WebSocketClosed
+from .._protocol import Outgoing
 from .._protocol.websocket import (
     OP_PONG,
     Close,
@@ -41,10 +42,14 @@ class NativeWebSocket:
     connection, which owns the h11 state; this object takes over the stream once the
     handshake is accepted.
 
-    One task reads (:meth:`receive`) while another writes (:meth:`send_frames`); writes,
-    including the pongs and close frames the reader sends, are serialised by a lock. A write
-    that fails or is cancelled leaves the stream in an unknown state, so nothing more is
-    written on it (not even a close frame).
+    One task reads (:meth:`receive`) while another writes (:meth:`send`); writes, including
+    the pongs and close frames the reader sends, are serialised by a lock. A write that fails
+    or is cancelled leaves the stream in an unknown state, so nothing more is written on it
+    (not even a close frame).
+
+    :meth:`write_nowait` lets a broadcast write straight into an idle connection's socket from
+    the broadcasting task: one ``send`` syscall of bytes shared by every recipient, instead of
+    waking this connection's writer task (a trip through the scheduler per recipient).
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class NativeWebSocket:
         self._finished = False  # close() ran
         self._unyielded = 0  # messages returned in a row without waiting
         self._raw = raw_socket(stream)
+        self._tail = b""  # what the kernel did not take of a write_nowait, sent first next
 
     # --- handshake ---------------------------------------------------------------------
 
@@ -106,6 +112,9 @@ class NativeWebSocket:
         try:
             if self._write_broken:
                 raise WebSocketClosed(CloseCode.ABNORMAL)
+            if self._tail:
+                data = self._tail + data
+                self._tail = b""
             self._write_broken = True
             try:
                 if self._raw is not None:
@@ -118,11 +127,41 @@ class NativeWebSocket:
         finally:
             lock.release()
 
-    async def send_frames(self, frames: list[str | bytes]) -> None:
-        """All ``frames`` (one message each) in one write."""
+    async def send(self, items: Sequence[Outgoing]) -> None:
+        """The frames of all ``items`` in one write."""
         if self._close_sent or not self.accepted:
             raise WebSocketClosed(CloseCode.ABNORMAL)
-        await self._write(encode_messages(frames, self._deflate))
+        if self._deflate is None:
+            data = b"".join([item.websocket_bytes() for item in items])
+        else:
+            data = encode_messages([f for item in items for f in item.frames], self._deflate)
+        await self._write(data)
+
+    def write_nowait(self, item: Outgoing) -> bool:
+        """Write ``item`` now if the socket takes it without waiting (see the class)."""
+        raw = self._raw
+        if (
+            raw is None
+            or self._deflate is not None  # the compressor's state belongs to the writer
+            or self._tail
+            or self._close_sent
+            or self._write_broken
+            or self._send_lock.locked()
+            or not self.accepted
+        ):
+            return False
+        data = item.websocket_bytes()
+        try:
+            sent = raw.send(data)
+        except OSError:  # BlockingIOError, or broken: the writer finds out which
+            return False
+        if sent < len(data):
+            self._tail = data[sent:]
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._tail)
 
     async def _send_close(self, code: int) -> None:
         if self._close_sent or self._write_broken:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from .codec import JsonCodec
 from .errors import EngineErrorCode, HandshakeError, ProtocolError
+from .websocket import encode_messages
 
 __all__ = [
     "RECORD_SEPARATOR",
@@ -117,20 +118,22 @@ class Outgoing:
     """Engine.IO packets to send, encoded once and shared by every recipient.
 
     A broadcast builds one ``Outgoing`` and hands the same object to every session: the
-    WebSocket frames are computed here once, the long-polling text lazily on first use and
-    then cached, so the per-recipient cost is a queue append.
+    message frames are computed here once; the long-polling text and the WebSocket wire bytes
+    lazily on first use and then cached, so the per-recipient cost is a queue append (or one
+    ``send`` syscall of bytes shared by every recipient).
 
     Attributes:
         frames: one WebSocket frame per packet (``str`` for text, ``bytes`` for binary).
         nbytes: approximate size, for the per-session byte budget.
     """
 
-    __slots__ = ("_polling", "frames", "nbytes")
+    __slots__ = ("_polling", "_websocket", "frames", "nbytes")
 
     def __init__(self, frames: tuple[str | bytes, ...]) -> None:
         self.frames = frames
         self.nbytes = sum(len(frame) for frame in frames)
         self._polling: tuple[str, ...] | None = None
+        self._websocket: bytes | None = None
 
     @classmethod
     def message(cls, *parts: str | bytes) -> Outgoing:
@@ -151,6 +154,13 @@ class Outgoing:
                 for frame in self.frames
             )
         return pieces
+
+    def websocket_bytes(self) -> bytes:
+        """The packets as uncompressed WebSocket messages, ready for the wire."""
+        data = self._websocket
+        if data is None:
+            data = self._websocket = encode_messages(self.frames)
+        return data
 
     def __repr__(self) -> str:
         return f"Outgoing({self.frames!r})"
