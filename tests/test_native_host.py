@@ -442,6 +442,31 @@ async def test_slow_consumer_is_disconnected_and_its_memory_bounded() -> None:  
         await bystanders_ok(e)
 
 
+async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message() -> None:
+    # A broadcast writes straight into an idle connection's socket; once the socket buffer
+    # is full the kernel takes only part of a message, the rest waits for the writer, and
+    # later messages queue behind it.
+    async with native_engine() as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            session = e.engine.get_session(sid)
+            assert session is not None
+            connection = session._websocket
+            assert connection is not None
+            messages = [f"4{i:04d}" + "x" * 20_000 for i in range(120)]
+            partial_writes = 0
+            for message in messages:
+                assert session.offer(Outgoing.message(message[1:]))
+                partial_writes += connection.unsent
+            assert partial_writes >= 1, "the socket buffer never filled: the test proves nothing"
+            with trio.fail_after(10):
+                received = [await ws.receive() for _ in messages]
+            assert received == messages
+            await ws.send("4still here")
+            assert await ws.receive() == "4still here"
+        await settled(e)
+
+
 def negotiated_extensions(ws: Any) -> list[Any]:
     """The extensions the server accepted, as the wsproto client sees them."""
     return list(ws.conn.connection._proto.extensions)
