@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import sys
 import tracemalloc
@@ -452,11 +453,18 @@ async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(
             session = e.engine.get_session(sid)
             assert session is not None
             connection = session._websocket
-            assert connection is not None
-            messages = [f"4{i:04d}" + "x" * 20_000 for i in range(120)]
+            assert isinstance(connection, NativeWebSocket)
+            assert connection._raw is not None
+            # A small send buffer (no autotuning) and large messages: the kernel cannot take
+            # a whole one while the client is not reading.
+            connection._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            await trio.testing.wait_all_tasks_blocked()  # the session's writer is parked
+            messages: list[str] = []
             partial_writes = 0
-            for message in messages:
+            while len(messages) < 12 and (partial_writes == 0 or len(messages) < 3):
+                message = f"4{len(messages):04d}" + "x" * 300_000
                 assert session.offer(Outgoing.message(message[1:]))
+                messages.append(message)
                 partial_writes += connection.unsent
             assert partial_writes >= 1, "the socket buffer never filled: the test proves nothing"
             with trio.fail_after(10):
