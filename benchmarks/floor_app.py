@@ -11,7 +11,9 @@ hypercorn's per-message path plus the least Python around it:
 
 * one session object per client, with a queue and a writer (a broadcast never waits for a
   client, and a WebSocket's frames are written by one task, in order);
-* JSON decoding of events and encoding of acks, the same fixture behaviour as every peer.
+* JSON decoding of events and encoding of acks, the same fixture behaviour as every peer;
+* the garbage-collector setting trio_sio's server applies when it starts (``tune_gc``), so
+  that the comparison is of code, not of collector settings.
 
 Comparing trio_sio with it shows how much of trio_sio's cost is trio_sio's own code.
 """
@@ -25,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
+
+from trio_sio.engineio import tune_gc
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -229,6 +233,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})

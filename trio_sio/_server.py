@@ -96,6 +96,8 @@ class Server(_Registry, _Targets):
             a broadcast finds full is disconnected ("slow consumer").
         outbound_queue_bytes: the same bound in bytes.
         max_sessions: most sessions at once; handshakes beyond it are answered 503.
+        tune_gc: raise CPython's young-generation collection threshold when the server
+            starts, unless the program set its own (see :func:`trio_sio.engineio.tune_gc`).
         connect_timeout: close a connection that joins no namespace within this time.
         max_attachments: most binary attachments per packet.
         max_concurrent_handlers: event handlers running at once per socket. With the default,
@@ -129,6 +131,7 @@ class Server(_Registry, _Targets):
         outbound_queue_packets: int = 4096,
         outbound_queue_bytes: int = 4 * 1024 * 1024,
         max_sessions: int | None = None,
+        tune_gc: bool = True,
         connect_timeout: float = 45.0,
         max_attachments: int = 10,
         max_concurrent_handlers: int = 1,
@@ -158,6 +161,7 @@ class Server(_Registry, _Targets):
             outbound_queue_packets=outbound_queue_packets,
             outbound_queue_bytes=outbound_queue_bytes,
             max_sessions=max_sessions,
+            tune_gc=tune_gc,
         )
         self.json: JsonCodec = json or StdlibJson()
         self.engine = EngineServer(

@@ -11,6 +11,7 @@ from ._engine import (
     EngineStatistics,
     Session,
     SessionState,
+    tune_gc,
 )
 from ._protocol import EnginePacketType, Outgoing, Transport
 
@@ -24,4 +25,5 @@ __all__ = [
     "Session",
     "SessionState",
     "Transport",
+    "tune_gc",
 ]

@@ -1,5 +1,6 @@
 """The Engine.IO v4 runtime: sessions, transports and the server that owns them."""
 
+from .gc_tuning import tune_gc
 from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
 from .options import AllowRequest, CorsOrigins, EngineOptions
 from .outbox import Outbox, OutboxClosed
@@ -22,4 +23,5 @@ __all__ = [
     "SessionState",
     "WebSocketClosed",
     "WebSocketConnection",
+    "tune_gc",
 ]

@@ -45,6 +45,9 @@ class EngineOptions:
         max_sessions: most sessions at once; handshakes beyond it are answered 503.
         http_read_timeout: longest a polling POST may take to deliver its body; a body that
             dribbles in slower is answered 408 and its session closed.
+        tune_gc: when the server starts, raise CPython's young-generation collection
+            threshold (700 -> 50,000), unless the program set thresholds of its own; see
+            :func:`trio_sio.engineio.tune_gc`.
     """
 
     ping_interval: float = 25.0
@@ -63,6 +66,7 @@ class EngineOptions:
     outbound_queue_bytes: int = 4 * 1024 * 1024
     max_sessions: int | None = None
     http_read_timeout: float = 10.0
+    tune_gc: bool = True
 
     def __post_init__(self) -> None:
         for name in ("ping_interval", "ping_timeout", "upgrade_timeout"):

@@ -25,6 +25,7 @@ from .._protocol import (
     parse_query,
     validate_request,
 )
+from .gc_tuning import tune_gc
 from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
 from .options import EngineOptions
 from .session import EngineHandler, Session
@@ -88,6 +89,8 @@ class EngineServer:
         ``"server shutting down"``. Use with ``nursery.start``."""
         if self._nursery is not None:
             raise RuntimeError("this Engine.IO server is already running")
+        if self.options.tune_gc:
+            tune_gc()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
