@@ -130,6 +130,7 @@ class HttpConnection:
         self._keep_alive = True  # the client did not ask to close after this request
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
+        self._maybe_more = True  # see _receive_nowait
         self._has_body = False
         self._headers: dict[str, str] = {}
         self._method = ""
@@ -164,15 +165,24 @@ class HttpConnection:
     # --- reading requests --------------------------------------------------------------
 
     def _receive_nowait(self) -> bytes | None:
-        """Bytes the kernel already has (``b""`` at EOF), or ``None``; always ``None`` on TLS."""
+        """Bytes the kernel already has (``b""`` at EOF), or ``None``; always ``None`` on TLS,
+        and without trying after a read that did not fill the buffer (the kernel most likely
+        has nothing more, and asking costs a syscall that fails)."""
         raw = self._raw
-        return None if raw is None else recv_nowait(raw, self.config.receive_size)
+        if raw is None or not self._maybe_more:
+            return None
+        data = recv_nowait(raw, self.config.receive_size)
+        if data is not None:
+            self._maybe_more = len(data) == self.config.receive_size
+        return data
 
     async def _receive(self) -> bytes:
         """Wait for bytes (``b""`` at EOF or when the connection broke)."""
         raw = self._raw
         if raw is not None:
-            return await recv_raw(raw, self.config.receive_size)
+            data = await recv_raw(raw, self.config.receive_size)
+            self._maybe_more = len(data) == self.config.receive_size
+            return data
         try:
             return bytes(await self.stream.receive_some(self.config.receive_size))
         except _DISCONNECTED:

@@ -82,6 +82,9 @@ class NativeWebSocket:
         self._unyielded = 0  # messages returned in a row without waiting
         self._raw = raw_socket(stream)
         self._tail = b""  # what the kernel did not take of a write_nowait, sent first next
+        # Whether the kernel may hold more bytes already. After a read that did not fill the
+        # buffer it most likely does not, and trying anyway costs a syscall that fails.
+        self._maybe_more = True
 
     # --- handshake ---------------------------------------------------------------------
 
@@ -187,10 +190,14 @@ class NativeWebSocket:
             raw = self._raw
             if raw is None:
                 return bytes(await self._stream.receive_some(self._receive_size)), True
-            data = recv_nowait(raw, self._receive_size)
-            if data is not None:
-                return data, waited
-            return await recv_raw(raw, self._receive_size), True
+            if self._maybe_more:
+                data = recv_nowait(raw, self._receive_size)
+                if data is not None:
+                    self._maybe_more = len(data) == self._receive_size
+                    return data, waited
+            data = await recv_raw(raw, self._receive_size)
+            self._maybe_more = len(data) == self._receive_size
+            return data, True
         except (*_DISCONNECTED, OSError):
             return b"", True
         finally:
