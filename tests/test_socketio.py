@@ -475,6 +475,33 @@ async def test_connect_timeout_closes_idle_connections(
         await settled(sio)
 
 
+async def test_each_session_gets_its_own_connect_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One timer for the whole server: deadlines of sessions opened at different times, and a
+    # client that joined a namespace in time is left alone.
+    from trio_sio._engine import HttpRequest
+    from trio_sio.testing import _MemoryWebSocket
+
+    sio = make_server(connect_timeout=3)
+    closed_after: list[float] = []
+    start = trio.current_time()
+
+    async def engine_only_session(delay: float) -> None:
+        await trio.sleep(delay)
+        ws = _MemoryWebSocket()
+        request = HttpRequest("GET", "/socket.io/", "EIO=4&transport=websocket", {})
+        await sio.handle_websocket(request, ws)
+        closed_after.append(trio.current_time() - start)
+
+    async with running(sio), open_client(sio) as joined:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine_only_session, 0)
+            nursery.start_soon(engine_only_session, 1.5)
+        assert [round(t, 1) for t in closed_after] == [3.0, 4.5]
+        assert await joined.call("echo", "still here") == "still here"
+
+
 async def test_catch_all_packet_middleware_and_outgoing_hooks() -> None:
     sio = make_server()
     incoming: list[tuple[str, tuple[Any, ...]]] = []

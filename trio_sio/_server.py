@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -178,6 +180,7 @@ class Server(_Registry, _Targets):
         self._namespaces: dict[str, Namespace] = {}
         self._parents: list[ParentNamespace] = []
         self._nursery: trio.Nursery | None = None
+        self._connect_deadlines = _ConnectDeadlines()
         self.main = self.of("/")
         self.handlers = self.main.handlers
 
@@ -238,6 +241,7 @@ class Server(_Registry, _Targets):
                 for namespace in self.namespaces.values():
                     await nursery.start(namespace.adapter.run)
                 await nursery.start(self.engine.run)
+                nursery.start_soon(self._connect_deadlines.run)
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
@@ -289,7 +293,7 @@ class Server(_Registry, _Targets):
     def on_open(self, session: Session) -> None:
         """Engine.IO hook: a session opened."""
         client = session.app_state = _Client(self, session)
-        session.nursery.start_soon(client.enforce_connect_timeout)
+        self._connect_deadlines.add(client, self.connect_timeout)
 
     async def on_message(self, session: Session, data: str | bytes) -> None:
         """Engine.IO hook: a message arrived."""
@@ -301,6 +305,36 @@ class Server(_Registry, _Targets):
         client: _Client | None = session.app_state
         if client is not None:
             client.close(reason)
+
+
+class _ConnectDeadlines:
+    """Closes the sessions that join no namespace within ``connect_timeout``.
+
+    One task for the whole server rather than a timer task per session: the timeout is the
+    same for every session, so deadlines arrive in order and a queue is enough. The queue
+    holds weak references: a session that ends early is not kept alive until its deadline.
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[float, weakref.ref[_Client]]] = deque()
+        self._added = trio.lowlevel.ParkingLot()
+
+    def add(self, client: _Client, timeout: float) -> None:
+        self._queue.append((trio.current_time() + timeout, weakref.ref(client)))
+        if self._added:
+            self._added.unpark_all()
+
+    async def run(self) -> NoReturn:
+        queue = self._queue
+        while True:
+            while not queue:
+                await self._added.park()
+            deadline, ref = queue[0]
+            await trio.sleep_until(deadline)
+            queue.popleft()
+            client = ref()
+            if client is not None and not client.joined:
+                client.session.close(DisconnectReason.FORCED_CLOSE)
 
 
 class _Client:
@@ -319,14 +353,7 @@ class _Client:
         self.connecting: set[str] = set()
         self.dropped_events = 0
         self.unknown_acks = 0
-        self._connect_deadline = trio.CancelScope()
-
-    async def enforce_connect_timeout(self) -> None:
-        """Close the session if it joins no namespace in time (cancelled on first connect)."""
-        with self._connect_deadline:
-            await trio.sleep(self.server.connect_timeout)
-            if not self.sockets:
-                self.session.close(DisconnectReason.FORCED_CLOSE)
+        self.joined = False  # a namespace accepted it (then the connect timeout is over)
 
     async def receive(self, data: str | bytes) -> None:
         decoder = self.decoder
@@ -359,7 +386,9 @@ class _Client:
             if name in self.sockets or name in self.connecting:
                 raise ProtocolError("namespace already connected", name)
             self.connecting.add(name)
-            self.session.nursery.start_soon(self._connect, name, packet.data)
+            self.session.nursery.start_soon(
+                self._connect, name, packet.data, name="trio_sio.connect"
+            )
         elif packet_type is PacketType.DISCONNECT:
             socket = self.sockets.get(packet.namespace)
             if socket is not None:
@@ -394,8 +423,8 @@ class _Client:
                 return
             if self.session.state is not SessionState.OPEN:
                 return
-            self._connect_deadline.cancel()
-            await self.session.nursery.start(socket._run)
+            self.joined = True
+            await self.session.nursery.start(socket._run, name="trio_sio.socket")
         finally:
             self.connecting.discard(name)
 

@@ -331,6 +331,8 @@ class Socket:
                 except Disconnected:
                     self._close(self._client.session.close_reason or DisconnectReason.FORCED_CLOSE)
                 task_status.started()
+                # The status holds the starter's nursery and task: not for this task's lifetime.
+                del task_status
                 handlers = namespace.handlers
                 if handlers.connect is not None:
                     await self._run_handler(handlers.connect, (self, self.handshake.auth))

@@ -7,7 +7,6 @@ channel of its own built on :class:`trio.lowlevel.ParkingLot`.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -38,8 +37,10 @@ class Outbox:
     def __init__(self, *, max_packets: int, max_bytes: int) -> None:
         self.max_packets = max_packets
         self.max_bytes = max_bytes
-        self._control: deque[Outgoing] = deque()
-        self._data: deque[Outgoing] = deque()
+        # Lists rather than deques: an idle session's empty deque costs 760 bytes, a list 56,
+        # and a writer takes whole lanes at once anyway.
+        self._control: list[Outgoing] = []
+        self._data: list[Outgoing] = []
         self._queued_bytes = 0
         self._peak_bytes = 0
         self._finished = False
@@ -164,21 +165,25 @@ class Outbox:
             raise trio.WouldBlock
         self._flush_requested = False
         if max_packets is None:
-            batch = list(self._control)
-            batch.extend(self._data)
-            self._control.clear()
-            self._data.clear()
+            batch, self._data = self._data, []
+            if self._control:
+                batch[:0] = self._control
+                self._control.clear()
             self._queued_bytes = 0
         else:
             batch = []
             packets = 0
             for lane in (self._control, self._data):
-                while lane and (not batch or packets + len(lane[0].frames) <= max_packets):
-                    item = lane.popleft()
+                taken = 0
+                for item in lane:
+                    if batch and packets + len(item.frames) > max_packets:
+                        break
                     packets += len(item.frames)
                     batch.append(item)
+                    taken += 1
                     if lane is self._data:
                         self._queued_bytes -= item.nbytes
+                del lane[:taken]
         if self._writers:
             self._writers.unpark_all()
         return batch

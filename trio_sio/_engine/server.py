@@ -159,7 +159,7 @@ class EngineServer:
         session = Session(self, sid, transport, request)
         self._sessions[sid] = session
         try:
-            await self._nursery.start(session.run)
+            await self._nursery.start(session.run, name="trio_sio.session")
         except BaseException:
             self._forget(session)
             raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -112,11 +113,11 @@ class Session:
         self._options = options
         self._nursery: trio.Nursery | None = None
         self._heartbeat_scope = trio.CancelScope()
-        self._pong = trio.Event()
+        self._pong_at = -math.inf  # when the last ping was answered
         self._closed = trio.Event()
         self._upgrading = False
         self._probed = False
-        self._upgrade_settled = trio.Event()
+        self._upgrade_settled: trio.Event | None = None  # set once an upgrade ends
         self._poll_scope: trio.CancelScope | None = None
         self._poll_reply_on_close = CLOSE_PAYLOAD
         self._post_active = False
@@ -231,6 +232,8 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
+                # The status holds the starter's nursery and task: not for this task's lifetime.
+                del task_status
                 self._server.handler.on_open(self)
                 with self._heartbeat_scope:
                     await self._heartbeat()
@@ -253,17 +256,18 @@ class Session:
         timeout = self._options.ping_timeout
         # Deadlines are computed from when each ping was due, not from when this task woke
         # up, so scheduling latency never stretches the timeout the client was promised.
+        # A pong needs no wake-up of its own: the reader notes when it came, and this task
+        # looks when the timeout runs out, then sleeps until the next ping (interval after
+        # the pong, as in engine.io).
         ping_due = trio.current_time() + interval
         while True:
             await trio.sleep_until(ping_due)
-            self._pong = trio.Event()
             self.outbox.put_control(PING)
-            with trio.move_on_at(ping_due + timeout):
-                await self._pong.wait()
-                ping_due = trio.current_time() + interval
-                continue
-            self._terminate(DisconnectReason.PING_TIMEOUT)
-            return
+            await trio.sleep_until(ping_due + timeout)
+            if self._pong_at < ping_due:  # no answer to this ping
+                self._terminate(DisconnectReason.PING_TIMEOUT)
+                return
+            ping_due = self._pong_at + interval
 
     async def _receive(self, packet: EnginePacket) -> None:
         """Handle one packet from the client, whichever transport brought it."""
@@ -271,7 +275,7 @@ class Session:
         if packet_type is EnginePacketType.MESSAGE:
             await self._server.handler.on_message(self, packet.data)
         elif packet_type is EnginePacketType.PONG:
-            self._pong.set()
+            self._pong_at = trio.current_time()
         elif packet_type is EnginePacketType.CLOSE:
             # The client closes: a pending long-poll is released with a noop, as engine.io does.
             self._terminate(DisconnectReason.TRANSPORT_CLOSE, poll_reply=NOOP_PAYLOAD)
@@ -295,8 +299,10 @@ class Session:
         if self._upgrading and self._probed:
             # Like engine.io's 100 ms "check" during an upgrade: give the WebSocket a moment
             # to finish, so a late GET learns the truth (refused) rather than a noop.
+            settled = self._upgrade_settled
+            assert settled is not None
             with trio.move_on_after(UPGRADE_CHECK_INTERVAL):
-                await self._upgrade_settled.wait()
+                await settled.wait()
             if self.transport is not Transport.POLLING:
                 raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
             return NOOP_PAYLOAD
@@ -365,8 +371,8 @@ class Session:
             return
         self._websocket = ws
         self.outbox.direct = self._write_nowait
-        self.nursery.start_soon(self._read_websocket, ws)
-        self.nursery.start_soon(self._write_websocket, ws)
+        self.nursery.start_soon(self._read_websocket, ws, name="trio_sio.ws_reader")
+        self.nursery.start_soon(self._write_websocket, ws, name="trio_sio.ws_writer")
         await self._closed.wait()
         await ws.close(self._ws_close_code)
 
@@ -426,7 +432,7 @@ class Session:
             await ws.close(1008)
             return
         self._upgrading = True
-        self._upgrade_settled = trio.Event()
+        settled = self._upgrade_settled = trio.Event()
         upgraded = False
         try:
             with trio.move_on_after(self._options.upgrade_timeout):
@@ -453,7 +459,8 @@ class Session:
                 self.transport = Transport.WEBSOCKET
             self._upgrading = False
             self._probed = False
-            self._upgrade_settled.set()
+            self._upgrade_settled = None
+            settled.set()
         if not upgraded:
             await ws.close(1002)
             return

@@ -369,7 +369,9 @@ class HttpConnection:
             if request.method == "GET" and "sid=" in request.query_string:
                 # A long-poll may wait long: release it if the client goes away meanwhile.
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_disconnect, nursery.cancel_scope)
+                    nursery.start_soon(
+                        self._watch_disconnect, nursery.cancel_scope, name="trio_sio.poll_watch"
+                    )
                     response = await endpoint.handle_http(request)
                     nursery.cancel_scope.cancel()
                 if response is None:
