@@ -122,6 +122,7 @@ class Session:
         self._poll_reply_on_close = CLOSE_PAYLOAD
         self._post_active = False
         self._websocket: WebSocketConnection | None = None
+        self._writer_scope: trio.CancelScope | None = None
         self._ws_close_code = 1000
 
     def __repr__(self) -> str:
@@ -217,6 +218,8 @@ class Session:
         finally:
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
             self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -229,27 +232,35 @@ class Session:
         """The session's task: its nursery and heartbeat. Started by the server."""
         self._server._session_task_started()
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                # The status holds the starter's nursery and task: not for this task's lifetime.
-                del task_status
-                self._server.handler.on_open(self)
-                with self._heartbeat_scope:
-                    await self._heartbeat()
-                if self.state is SessionState.CLOSING:
-                    with trio.move_on_after(self._options.ping_timeout):
-                        await self.outbox.wait_drained()
-                self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+            with self._supervisor():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    task_status.started()
+                    # The status holds the starter's nursery and task: not for this task's
+                    # lifetime.
+                    del task_status
+                    self._server.handler.on_open(self)
+                    with self._heartbeat_scope:
+                        await self._heartbeat()
+                    if self.state is SessionState.CLOSING:
+                        with trio.move_on_after(self._options.ping_timeout):
+                            await self.outbox.wait_drained()
+                    self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+        finally:
+            self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
+            self._server._session_task_ended()
+
+    @contextlib.contextmanager
+    def _supervisor(self) -> Iterator[None]:
+        """Whatever breaks in this session's tasks ends this session only (logged once), or,
+        with ``supervise=False``, propagates."""
+        try:
+            yield
         except Exception:
-            # The supervisor: whatever broke in this session ends this session only.
             self._terminate(DisconnectReason.TRANSPORT_ERROR)
             if not self._server.supervise:
                 raise
             logger.exception("session %s failed; closed it", self.sid)
-        finally:
-            self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
-            self._server._session_task_ended()
 
     async def _heartbeat(self) -> None:
         interval = self._options.ping_interval
@@ -361,19 +372,26 @@ class Session:
     # --- WebSocket -----------------------------------------------------------------------
 
     async def run_websocket(self, ws: WebSocketConnection) -> None:
-        """Serve this session over ``ws`` until either ends.
+        """Serve this session over ``ws`` until either ends, then close the WebSocket.
 
-        The reader and the writer are tasks of the session's nursery; whichever ends first
-        closes the session, which cancels the other. The caller (the host's task for this
-        connection) only waits for that, then closes the WebSocket.
+        The reader is a task of the session's nursery; the writer is the caller's own task
+        (the host's task for this connection, which would otherwise only wait), one task less
+        per connection. Whichever ends first closes the session, which cancels the other.
         """
         if self.state is SessionState.CLOSED:
             return
         self._websocket = ws
         self.outbox.direct = self._write_nowait
         self.nursery.start_soon(self._read_websocket, ws, name="trio_sio.ws_reader")
-        self.nursery.start_soon(self._write_websocket, ws, name="trio_sio.ws_writer")
-        await self._closed.wait()
+        # Cancelled when the session ends, for a write stuck on a client that stopped reading.
+        self._writer_scope = trio.CancelScope()
+        try:
+            with self._writer_scope, self._supervisor():
+                await self._write_websocket(ws)
+        except BaseException:
+            # The host cancelled its task (it is shutting down, say): the session goes too.
+            self._terminate(DisconnectReason.TRANSPORT_CLOSE)
+            raise
         await ws.close(self._ws_close_code)
 
     def _write_nowait(self, item: Outgoing) -> bool:
