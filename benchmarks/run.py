@@ -733,25 +733,30 @@ def report(
 
 
 def ratio_tables(results: Results) -> list[str]:
-    peers = [s for s in results.servers if s.key != "trio_sio"]
-    if not peers or "trio_sio" not in {s.key for s in results.servers}:
-        return []
-    lines = [
-        "## trio_sio against each peer",
-        "",
-        "Median over rounds of trio_sio's value divided by the peer's in the same round. For a "
-        "rate (/s) above 1x means trio_sio is faster; for a cost (CPU µs per unit, latency, "
-        "KiB per connection) below 1x means trio_sio is cheaper.",
-        "",
-        "| scenario | metric | " + " | ".join(f"vs {p.label}" for p in peers) + " |",
-        "|---|---|" + "---|" * len(peers),
-    ]
-    for scenario in results.scenarios:
-        for key in scenario.headline:
-            metric = next(m for m in scenario.metrics if m.key == key)
-            cells = [_ratio(results.ratio(scenario.key, "trio_sio", p.key, key)) for p in peers]
-            lines.append(f"| {scenario.title} | {metric.label} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    lines: list[str] = []
+    keys = {s.key for s in results.servers}
+    for subject in ("trio_sio", "trio_sio_native"):
+        peers = [s for s in results.servers if s.key != subject]
+        if subject not in keys or not peers:
+            continue
+        label = SERVERS[subject].label
+        lines += [
+            f"## {label} against each peer",
+            "",
+            "Median over rounds of its value divided by the peer's in the same round. For a "
+            "rate (/s) above 1x means it is faster; for a cost (CPU µs per unit, latency, "
+            "KiB per connection) below 1x means it is cheaper.",
+            "",
+            "| scenario | metric | " + " | ".join(f"vs {p.label}" for p in peers) + " |",
+            "|---|---|" + "---|" * len(peers),
+        ]
+        for scenario in results.scenarios:
+            for key in scenario.headline:
+                metric = next(m for m in scenario.metrics if m.key == key)
+                cells = [_ratio(results.ratio(scenario.key, subject, p.key, key)) for p in peers]
+                lines.append(f"| {scenario.title} | {metric.label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def targets(results: Results) -> list[str]:
@@ -791,7 +796,45 @@ def targets(results: Results) -> list[str]:
                 f"- RSS per idle WebSocket connection ≤ python-socketio's (uvicorn): "
                 f"{ours:.1f} vs {theirs:.1f} KiB — {verdict}"
             )
-    return [*lines, ""]
+    return [*lines, "", *native_targets(results)]
+
+
+def native_targets(results: Results) -> list[str]:
+    """Issue 8's targets: the native host against python-socketio and Node, per-round ratios."""
+    keys = {s.key for s in results.servers}
+    if "trio_sio_native" not in keys:
+        return []
+    lines = ["## Issue 8 targets (native host)", ""]
+    checks = (
+        ("echo_100", "psio_uvicorn", "acksPerSec", 3.0, "python-socketio (uvicorn)"),
+        ("bcast_1000", "node", "deliveriesPerSec", 2.0, "Node"),
+        ("bcast_5000", "node", "deliveriesPerSec", 2.0, "Node"),
+        ("poll_echo", "node", "acksPerSec", 1.0, "Node"),
+        ("conn_ws", "node", "handshakesPerSec", 1.0, "Node"),
+    )
+    for scenario, peer, metric, wanted, name in checks:
+        if peer not in keys:
+            continue
+        ratio = results.ratio(scenario, "trio_sio_native", peer, metric)
+        if ratio != ratio:
+            continue  # not measured in this run
+        line = f"- {scenario}: ≥ {wanted:g}x {name}'s {metric}: {_ratio(ratio)} — " + (
+            "met" if ratio >= wanted else "missed"
+        )
+        if metric == "deliveriesPerSec":
+            cost = results.ratio(scenario, "trio_sio_native", peer, "cpuUsPerDelivery")
+            line += f" (server CPU per delivery: {_ratio(cost)} of {name}'s)"
+        lines.append(line)
+    if "node" in keys:
+        ours = results.median("conn_ws", "trio_sio_native", "rssPerConnKiB")
+        theirs = results.median("conn_ws", "node", "rssPerConnKiB")
+        if ours == ours and theirs == theirs:
+            verdict = "met" if ours < theirs else "missed"
+            lines.append(
+                f"- RSS per idle WebSocket connection below Node's: "
+                f"{ours:.1f} vs {theirs:.1f} KiB — {verdict}"
+            )
+    return [*lines, ""] if len(lines) > 2 else []
 
 
 # --- main -----------------------------------------------------------------------------------
