@@ -250,6 +250,8 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
 class _AsgiWebSocket:
     """:class:`~trio_sio._engine.WebSocketConnection` over an ASGI websocket scope."""
 
+    writes_nowait = False  # every write goes through the scheduler
+
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._scope = scope
         self._receive = receive
@@ -300,7 +302,7 @@ class _AsgiWebSocket:
             raise WebSocketClosed from exc
 
     def write_nowait(self, item: Outgoing) -> bool:
-        return False  # ASGI's send is a coroutine: every write goes through the scheduler
+        return False  # never called: writes_nowait is False
 
     @property
     def unsent(self) -> bool:

@@ -58,6 +58,8 @@ async def running(server: Server, *, raise_handler_errors: bool = True) -> Async
 class _MemoryWebSocket:
     """The server's end of an in-memory WebSocket (a :class:`WebSocketConnection`)."""
 
+    writes_nowait = False  # every write goes through the scheduler
+
     def __init__(self) -> None:
         self.to_server, self._from_client = trio.open_memory_channel[str | bytes](64)
         self._to_client, self.from_server = trio.open_memory_channel[str | bytes](64)

@@ -77,6 +77,10 @@ class HttpResponse:
 class WebSocketConnection(Protocol):
     """A server-side WebSocket as the host provides it."""
 
+    #: Whether :meth:`write_nowait` can ever write; a host whose writes always go through the
+    #: scheduler says no, and is then never asked.
+    writes_nowait: bool
+
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         """Complete the opening handshake."""
         ...
@@ -98,8 +102,8 @@ class WebSocketConnection(Protocol):
     def write_nowait(self, item: Outgoing) -> bool:
         """Write ``item`` at once if that needs no waiting; returns whether it was taken.
 
-        The caller only offers an item when nothing else is being sent, so order holds. A host
-        whose writes always go through the scheduler returns ``False``. When the kernel took
+        The caller only offers an item when nothing else is being sent, so order holds. When
+        the kernel took
         only part of the bytes, the rest stays with the connection (:attr:`unsent` is then
         true) and goes out first on the next :meth:`send`, which the caller makes soon
         (``send([])`` just flushes).

@@ -381,7 +381,8 @@ class Session:
         if self.state is SessionState.CLOSED:
             return
         self._websocket = ws
-        self.outbox.direct = self._write_nowait
+        if ws.writes_nowait:
+            self.outbox.direct = self._write_nowait
         self.nursery.start_soon(self._read_websocket, ws, name="trio_sio.ws_reader")
         # Cancelled when the session ends, for a write stuck on a client that stopped reading.
         self._writer_scope = trio.CancelScope()

@@ -52,6 +52,8 @@ class NativeWebSocket:
     waking this connection's writer task (a trip through the scheduler per recipient).
     """
 
+    writes_nowait = True
+
     def __init__(
         self,
         stream: trio.abc.Stream,
