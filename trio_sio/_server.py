@@ -376,7 +376,9 @@ class _Client:
                 # In flight while the namespace was disconnecting: dropped and counted.
                 self.dropped_events += 1
                 return
-            await socket._enqueue_event(packet)
+            # Waits while the socket's queue is full, which stops reading from the client.
+            if not await socket._events.put(packet):
+                self.dropped_events += 1
         elif packet_type is PacketType.ACK:
             socket = self.sockets.get(packet.namespace)
             if socket is not None:

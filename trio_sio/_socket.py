@@ -428,12 +428,6 @@ class Socket:
 
                 handlers.start_soon(run)
 
-    async def _enqueue_event(self, packet: SocketPacket) -> None:
-        """Queue an incoming event for this socket's handlers (waits while the queue is full,
-        which stops reading from the client)."""
-        if not await self._events.put(packet):
-            self._client.dropped_events += 1
-
     async def _handle_event(self, packet: SocketPacket) -> None:
         event: str = packet.data[0]
         args: list[Any] = packet.data[1:]

@@ -407,6 +407,7 @@ class Session:
 
     async def _read_websocket(self, ws: WebSocketConnection) -> None:
         max_payload = self._options.max_payload
+        on_message = self._server.handler.on_message
         try:
             while True:
                 frame = await ws.receive()
@@ -414,7 +415,11 @@ class Session:
                     self._ws_close_code = 1009
                     self._terminate(DisconnectReason.TRANSPORT_ERROR)
                     return
-                await self._receive(decode_packet(frame))
+                packet = decode_packet(frame)
+                if packet.type is EnginePacketType.MESSAGE:  # the hot path, one call shorter
+                    await on_message(self, packet.data)
+                else:
+                    await self._receive(packet)
         except Disconnected:
             pass  # the session closed while the application handled a message
         except WebSocketClosed as closed:

@@ -131,13 +131,15 @@ class Outgoing:
 
     def __init__(self, frames: tuple[str | bytes, ...]) -> None:
         self.frames = frames
-        self.nbytes = sum(len(frame) for frame in frames)
+        self.nbytes = len(frames[0]) if len(frames) == 1 else sum(len(f) for f in frames)
         self._polling: tuple[str, ...] | None = None
         self._websocket: bytes | None = None
 
     @classmethod
     def message(cls, *parts: str | bytes) -> Outgoing:
         """Message packets: one per part (a Socket.IO packet and its binary attachments)."""
+        if len(parts) == 1 and isinstance(parts[0], str):  # most messages: no attachments
+            return cls(("4" + parts[0],))
         return cls(tuple("4" + part if isinstance(part, str) else part for part in parts))
 
     @classmethod
