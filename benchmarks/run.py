@@ -277,6 +277,14 @@ def scenarios(smoke: bool, *, conn_time_limit: float) -> list[Scenario]:
             ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
         ),
         Scenario(
+            "bcast_1000_x10",
+            f"bursts of 10 events to {bcast_small} clients in one room",
+            "bcast",
+            {"clients": bcast_small, **bcast, "n": 10},
+            BCAST_METRICS,
+            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+        ),
+        Scenario(
             "bcast_5000",
             f"broadcast to {bcast_large} clients in one room",
             "bcast",
@@ -808,6 +816,7 @@ def native_targets(results: Results) -> list[str]:
     checks = (
         ("echo_100", "psio_uvicorn", "acksPerSec", 3.0, "python-socketio (uvicorn)"),
         ("bcast_1000", "node", "deliveriesPerSec", 2.0, "Node"),
+        ("bcast_1000_x10", "node", "deliveriesPerSec", 2.0, "Node"),
         ("bcast_5000", "node", "deliveriesPerSec", 2.0, "Node"),
         ("poll_echo", "node", "acksPerSec", 1.0, "Node"),
         ("conn_ws", "node", "handshakesPerSec", 1.0, "Node"),

@@ -443,10 +443,11 @@ async def test_slow_consumer_is_disconnected_and_its_memory_bounded() -> None:  
         await bystanders_ok(e)
 
 
-async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message() -> None:
-    # A broadcast writes straight into an idle connection's socket; once the socket buffer
-    # is full the kernel takes only part of a message, the rest waits for the writer, and
-    # later messages queue behind it.
+@pytest.mark.parametrize("path", ["broadcast", "single"])
+async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(path: str) -> None:
+    # Writes to an idle connection skip its writer task: a single-target send is written at
+    # once, broadcasts are queued quietly and written together by the server's flusher. When
+    # the kernel takes only part, the rest waits for the writer, ahead of later messages.
     async with native_engine() as e:
         async with e.websocket() as ws:
             sid = await e.open_websocket_session(ws)
@@ -456,17 +457,24 @@ async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(
             assert isinstance(connection, NativeWebSocket)
             assert connection._raw is not None
             # A small send buffer (no autotuning) and large messages: the kernel cannot take
-            # a whole one while the client is not reading.
+            # them whole while the client is not reading.
             connection._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
             await trio.testing.wait_all_tasks_blocked()  # the session's writer is parked
-            messages: list[str] = []
-            partial_writes = 0
-            while len(messages) < 12 and (partial_writes == 0 or len(messages) < 3):
-                message = f"4{len(messages):04d}" + "x" * 300_000
-                assert session.offer(Outgoing.message(message[1:]))
-                messages.append(message)
-                partial_writes += connection.unsent
-            assert partial_writes >= 1, "the socket buffer never filled: the test proves nothing"
+            messages = [f"4{i:04d}" + "x" * 300_000 for i in range(6)]
+            for message in messages:
+                item = Outgoing.message(message[1:])
+                if path == "broadcast":
+                    assert session.offer(item)
+                else:
+                    session.send_nowait(item)
+            if path == "broadcast":
+                # Nothing written yet, and the writer not woken: the flusher does it.
+                assert session.outbox.queued()[0] == len(messages)
+                assert session.outbox.writer_parked
+            else:
+                assert connection.unsent  # the first one went out at once, in part
+            await trio.testing.wait_all_tasks_blocked()
+            assert session.outbox.queued() == (0, 0)
             with trio.fail_after(10):
                 received = [await ws.receive() for _ in messages]
             assert received == messages

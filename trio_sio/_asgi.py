@@ -301,7 +301,7 @@ class _AsgiWebSocket:
             self._closed = True
             raise WebSocketClosed from exc
 
-    def write_nowait(self, item: Outgoing) -> bool:
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
         return False  # never called: writes_nowait is False
 
     @property

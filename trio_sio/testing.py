@@ -91,7 +91,7 @@ class _MemoryWebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise WebSocketClosed from None
 
-    def write_nowait(self, item: Outgoing) -> bool:
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
         return False
 
     @property

@@ -99,13 +99,13 @@ class WebSocketConnection(Protocol):
         Raises :class:`WebSocketClosed` if the connection is closed."""
         ...
 
-    def write_nowait(self, item: Outgoing) -> bool:
-        """Write ``item`` at once if that needs no waiting; returns whether it was taken.
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
+        """Write ``items`` at once, in one write, unless that would have to wait for another
+        write; returns whether they were taken.
 
-        The caller only offers an item when nothing else is being sent, so order holds. When
-        the kernel took
-        only part of the bytes, the rest stays with the connection (:attr:`unsent` is then
-        true) and goes out first on the next :meth:`send`, which the caller makes soon
+        The caller only offers items when nothing else is being sent, so order holds. What the
+        kernel does not take at once stays with the connection (:attr:`unsent` is then true)
+        and goes out first on the next :meth:`send`, which the caller makes soon
         (``send([])`` just flushes).
         """
         ...

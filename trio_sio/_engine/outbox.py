@@ -31,7 +31,8 @@ class Outbox:
       then see :class:`OutboxClosed`. :meth:`close` drops everything at once.
     * :attr:`direct`, when set, may write a data item itself instead of queueing it, but only
       while nothing is queued and the writer is parked (so it holds no batch): order holds,
-      and an idle connection costs its writer no wake-up.
+      and an idle connection costs its writer no wake-up. :meth:`put_quietly` queues without
+      waking the writer, for a caller that writes the queue itself a moment later.
     """
 
     def __init__(self, *, max_packets: int, max_bytes: int) -> None:
@@ -62,6 +63,16 @@ class Outbox:
             self._queued_bytes + item.nbytes <= self.max_bytes or not self._data
         )
 
+    @property
+    def writer_idle(self) -> bool:
+        """Whether the writer is parked with nothing queued (so it holds no batch either)."""
+        return bool(self._readers) and not self._data and not self._control
+
+    @property
+    def writer_parked(self) -> bool:
+        """Whether the writer is parked (it has not been woken since it last took a batch)."""
+        return bool(self._readers)
+
     def put_nowait(self, item: Outgoing) -> None:
         """Queue a data item without waiting.
 
@@ -69,25 +80,35 @@ class Outbox:
             trio.WouldBlock: the item does not fit.
             OutboxClosed: the session is closing or closed.
         """
+        direct = self.direct
+        if direct is not None and self.writer_idle and not self.closed and direct(item):
+            return
+        self.put_quietly(item)
+        if self._readers:
+            self._readers.unpark_all()
+
+    def put_quietly(self, item: Outgoing) -> None:
+        """Queue a data item without waiting and without waking the writer: the caller has
+        arranged for someone to write it soon (see ``Session.offer``).
+
+        Raises:
+            trio.WouldBlock: the item does not fit.
+            OutboxClosed: the session is closing or closed.
+        """
         if self._closed or self._finished:
             raise OutboxClosed
-        direct = self.direct
-        if (
-            direct is not None
-            and self._readers
-            and not self._data
-            and not self._control
-            and direct(item)
-        ):
-            return
         if not self.has_room(item):
             raise trio.WouldBlock
         self._data.append(item)
         self._queued_bytes += item.nbytes
         if self._queued_bytes > self._peak_bytes:
             self._peak_bytes = self._queued_bytes
-        if self._readers:
-            self._readers.unpark_all()
+
+    def unget(self, batch: list[Outgoing]) -> None:
+        """Put a batch taken from the data lane back in front of it (a write that could not
+        start after all)."""
+        self._data[:0] = batch
+        self._queued_bytes += sum(item.nbytes for item in batch)
 
     async def put(self, item: Outgoing) -> None:
         """Queue a data item, waiting for room (backpressure for a single producer).

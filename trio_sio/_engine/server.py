@@ -78,6 +78,7 @@ class EngineServer:
         self._nursery: trio.Nursery | None = None
         self._session_tasks = 0
         self._sessions_ended = trio.Event()
+        self._flusher = _Flusher()
         self._upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
 
     # --- lifetime ------------------------------------------------------------------------
@@ -95,7 +96,7 @@ class EngineServer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                await trio.sleep_forever()
+                await self._flusher.run()
         finally:
             self._nursery = None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -339,6 +340,39 @@ class EngineServer:
             session.close(DisconnectReason.TRANSPORT_CLOSE)
             raise
         await session.run_websocket(ws)
+
+
+class _Flusher:
+    """Writes what broadcasts queued for idle WebSocket connections, once per scheduler pass.
+
+    A broadcast that finds a recipient idle queues the packet without waking that recipient's
+    writer and hands the session to the flusher, which runs once the broadcasting task lets
+    others run: all that a burst of broadcasts queued for one connection goes out in one
+    ``send``, and idle recipients cost no task switch each. (A single-target send to an idle
+    connection is written at once instead; nothing would join it.)
+    """
+
+    def __init__(self) -> None:
+        self._sessions: list[Session] = []
+        self._added = trio.lowlevel.ParkingLot()
+
+    def add(self, session: Session) -> None:
+        self._sessions.append(session)
+        if self._added:
+            self._added.unpark_all()
+
+    async def run(self) -> NoReturn:
+        while True:
+            if not self._sessions:
+                await self._added.park()
+            sessions, self._sessions = self._sessions, []
+            for session in sessions:
+                try:
+                    session._flush_deferred()
+                except Exception:
+                    if not session._survive_failure():
+                        raise
+            await trio.lowlevel.checkpoint()
 
 
 class _Unavailable(Exception):

@@ -122,6 +122,7 @@ class Session:
         self._poll_reply_on_close = CLOSE_PAYLOAD
         self._post_active = False
         self._websocket: WebSocketConnection | None = None
+        self._flush_pending = False  # queued for the server's flusher
         self._writer_scope: trio.CancelScope | None = None
         self._ws_close_code = 1000
 
@@ -168,11 +169,23 @@ class Session:
 
         Returns whether the item was queued.
         """
-        if volatile and self.outbox.queued()[0]:
+        outbox = self.outbox
+        # Behind: something is queued that is not just this pass's broadcasts for the flusher.
+        if volatile and outbox.queued()[0] and not self._flush_pending:
             self.dropped_volatile += 1
             return False
         try:
-            self.outbox.put_nowait(item)
+            if self._flush_pending:
+                outbox.put_quietly(item)
+            elif outbox.direct is not None and outbox.writer_idle:
+                # An idle connection that can be written without waiting: rather than a
+                # write per broadcast, queue quietly and let the server's flusher write
+                # everything that arrives before it runs (a burst of broadcasts) at once.
+                outbox.put_quietly(item)
+                self._flush_pending = True
+                self._server._flusher.add(self)
+            else:
+                outbox.put_nowait(item)
         except trio.WouldBlock:
             packets, nbytes = self.outbox.queued()
             logger.warning(
@@ -257,10 +270,17 @@ class Session:
         try:
             yield
         except Exception:
-            self._terminate(DisconnectReason.TRANSPORT_ERROR)
-            if not self._server.supervise:
+            if not self._survive_failure():
                 raise
-            logger.exception("session %s failed; closed it", self.sid)
+
+    def _survive_failure(self) -> bool:
+        """Close this session after an exception in its code (being handled now): log it and
+        return ``True``, or return ``False`` with ``supervise=False`` (the caller re-raises)."""
+        self._terminate(DisconnectReason.TRANSPORT_ERROR)
+        if not self._server.supervise:
+            return False
+        logger.exception("session %s failed; closed it", self.sid)
+        return True
 
     async def _heartbeat(self) -> None:
         interval = self._options.ping_interval
@@ -397,13 +417,32 @@ class Session:
 
     def _write_nowait(self, item: Outgoing) -> bool:
         # The outbox's direct path: only called while the writer is parked with nothing queued.
+        return self._write_batch_nowait([item])
+
+    def _write_batch_nowait(self, batch: list[Outgoing]) -> bool:
         ws = self._websocket
         assert ws is not None
-        if not ws.write_nowait(item):
+        if not ws.write_nowait(batch):
             return False
         if ws.unsent:
             self.outbox.wake_writer()
         return True
+
+    def _flush_deferred(self) -> None:
+        """Write what broadcasts queued for this idle connection since the flusher last ran,
+        in one write (called by the server's flusher; see :meth:`offer`)."""
+        self._flush_pending = False
+        outbox = self.outbox
+        if not outbox.writer_parked or outbox.closed:
+            return  # something woke the writer meanwhile: it takes the queue
+        batch = outbox.get_batch_nowait()  # not empty: offer() queued it
+        ws = self._websocket
+        assert ws is not None
+        if not ws.write_nowait(batch):
+            outbox.unget(batch)
+            outbox.wake_writer()
+        elif ws.unsent:
+            outbox.wake_writer()
 
     async def _read_websocket(self, ws: WebSocketConnection) -> None:
         max_payload = self._options.max_payload

@@ -47,9 +47,9 @@ class NativeWebSocket:
     or is cancelled leaves the stream in an unknown state, so nothing more is written on it
     (not even a close frame).
 
-    :meth:`write_nowait` lets a broadcast write straight into an idle connection's socket from
-    the broadcasting task: one ``send`` syscall of bytes shared by every recipient, instead of
-    waking this connection's writer task (a trip through the scheduler per recipient).
+    :meth:`write_nowait` lets another task write into an idle connection's socket (the
+    broadcast flusher, or a task sending to this client alone): one ``send`` syscall, instead
+    of waking this connection's writer task (a trip through the scheduler per recipient).
     """
 
     writes_nowait = True
@@ -142,8 +142,8 @@ class NativeWebSocket:
             data = encode_messages([f for item in items for f in item.frames], self._deflate)
         await self._write(data)
 
-    def write_nowait(self, item: Outgoing) -> bool:
-        """Write ``item`` now if the socket takes it without waiting (see the class)."""
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
+        """Write ``items`` now unless another write is under way (see the class)."""
         raw = self._raw
         if (
             raw is None
@@ -155,11 +155,14 @@ class NativeWebSocket:
             or not self.accepted
         ):
             return False
-        data = item.websocket_bytes()
+        if len(items) == 1:
+            data = items[0].websocket_bytes()
+        else:
+            data = b"".join([item.websocket_bytes() for item in items])
         try:
             sent = raw.send(data)
-        except OSError:  # BlockingIOError, or broken: the writer finds out which
-            return False
+        except OSError:  # BlockingIOError, or broken: the writer sends it or finds out which
+            sent = 0
         if sent < len(data):
             self._tail = data[sent:]
         return True
