@@ -300,8 +300,9 @@ async def test_websocket_echoes_text_and_binary() -> None:
         assert await ws.receive() == b"\x01\x02\x03"
 
 
-async def test_upgrade_from_polling_releases_the_pending_get() -> None:
-    async with serve_engine() as e:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_upgrade_from_polling_releases_the_pending_get(host: str) -> None:
+    async with serve_engine(host=host) as e:
         sid = await e.handshake()
         released: list[str] = []
         poll_done = trio.Event()

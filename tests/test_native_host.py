@@ -554,34 +554,6 @@ def _long_frame(payload: bytes, *, rsv1: bool = False) -> bytes:
 # --- the upgrade ----------------------------------------------------------------------------
 
 
-async def test_upgrade_from_polling_releases_the_pending_get() -> None:
-    async with native_engine() as e:
-        sid = await e.handshake()
-        released: list[str] = []
-        poll_done = trio.Event()
-        async with trio.open_nursery() as nursery:
-
-            async def poll() -> None:
-                released.append((await e.poll(sid)).text)
-                poll_done.set()
-
-            nursery.start_soon(poll)
-            await trio.sleep(0.05)
-            async with e.websocket(f"EIO=4&transport=websocket&sid={sid}") as ws:
-                await ws.send("2probe")
-                assert await ws.receive() == "3probe"
-                with trio.fail_after(2):
-                    await poll_done.wait()
-                assert released == ["6"]
-                await ws.send("5")
-                await ws.send("4after upgrade")
-                assert await ws.receive() == "4after upgrade"
-                assert (await e.poll(sid)).status == 400  # P9
-                assert (await e.post(sid, "4x")).status == 400
-                await ws.send("4still here")
-                assert await ws.receive() == "4still here"
-
-
 async def test_upgrade_with_another_protocol_revision_is_refused() -> None:  # W4
     async with native_engine() as e:
         sid = await e.handshake()
