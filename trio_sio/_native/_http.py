@@ -25,7 +25,7 @@ import trio
 from .._engine import BodyTooLarge, HttpRequest, HttpResponse
 from .._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from ._config import NativeConfig
-from ._io import raw_socket, recv_nowait, recv_raw, send_raw
+from ._io import Reader, raw_socket, send_raw
 from ._websocket import NativeWebSocket
 
 __all__ = ["Endpoint", "HttpConnection", "Mount", "Router"]
@@ -130,7 +130,7 @@ class HttpConnection:
         self._keep_alive = True  # the client did not ask to close after this request
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
-        self._maybe_more = True  # see _receive_nowait
+        self._reader = Reader(stream, config.receive_size)
         self._has_body = False
         self._headers: dict[str, str] = {}
         self._method = ""
@@ -164,30 +164,6 @@ class HttpConnection:
 
     # --- reading requests --------------------------------------------------------------
 
-    def _receive_nowait(self) -> bytes | None:
-        """Bytes the kernel already has (``b""`` at EOF), or ``None``; always ``None`` on TLS,
-        and without trying after a read that did not fill the buffer (the kernel most likely
-        has nothing more, and asking costs a syscall that fails)."""
-        raw = self._raw
-        if raw is None or not self._maybe_more:
-            return None
-        data = recv_nowait(raw, self.config.receive_size)
-        if data is not None:
-            self._maybe_more = len(data) == self.config.receive_size
-        return data
-
-    async def _receive(self) -> bytes:
-        """Wait for bytes (``b""`` at EOF or when the connection broke)."""
-        raw = self._raw
-        if raw is not None:
-            data = await recv_raw(raw, self.config.receive_size)
-            self._maybe_more = len(data) == self.config.receive_size
-            return data
-        try:
-            return bytes(await self.stream.receive_some(self.config.receive_size))
-        except _DISCONNECTED:
-            return b""
-
     async def _next_request(self) -> h11.Request | None:
         """The next request's head; ``None`` when the connection should end.
 
@@ -211,13 +187,13 @@ class HttpConnection:
                 await self._send_error(exc.error_status_hint)
                 return None
             if event is h11.NEED_DATA:
-                data = self._receive_nowait()
+                data = self._reader.receive_nowait()
                 if data is None:
                     if deadline is None:
                         timeout = config.request_timeout if started else config.keep_alive_timeout
                         deadline = trio.current_time() + timeout
                     with trio.move_on_at(deadline):
-                        data = await self._receive()
+                        data = await self._reader.receive()
                     if data is None:  # timed out
                         if started:
                             await self._send_error(408)
@@ -252,7 +228,7 @@ class HttpConnection:
             except h11.RemoteProtocolError:
                 raise _Close from None
             if event is h11.NEED_DATA:
-                data = await self._receive()
+                data = await self._reader.receive()
                 if not data:
                     raise _ClientGone
                 conn.receive_data(data)
@@ -290,7 +266,7 @@ class HttpConnection:
                 except h11.RemoteProtocolError:
                     return
                 if event is h11.NEED_DATA:
-                    data = await self._receive()
+                    data = await self._reader.receive()
                     if not data:
                         return
                     conn.receive_data(data)
@@ -392,7 +368,7 @@ class HttpConnection:
         await self._send_response(response)
 
     async def _watch_disconnect(self, scope: trio.CancelScope) -> None:
-        data = await self._receive()
+        data = await self._reader.receive()
         if not data:
             scope.cancel()
         else:

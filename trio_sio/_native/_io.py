@@ -13,7 +13,9 @@ import socket
 
 import trio
 
-__all__ = ["raw_socket", "recv_nowait", "recv_raw", "send_raw"]
+__all__ = ["Reader", "raw_socket", "send_raw"]
+
+_DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -27,7 +29,7 @@ def raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
     return None
 
 
-def recv_nowait(raw: socket.socket, size: int) -> bytes | None:
+def _recv_nowait(raw: socket.socket, size: int) -> bytes | None:
     """What the kernel has for us now (``b""`` at EOF or on error), or ``None`` if nothing."""
     try:
         return raw.recv(size)
@@ -37,13 +39,44 @@ def recv_nowait(raw: socket.socket, size: int) -> bytes | None:
         return b""
 
 
-async def recv_raw(raw: socket.socket, size: int) -> bytes:
-    """Wait until the socket is readable, then read (``b""`` at EOF or on error)."""
-    while True:
-        await trio.lowlevel.wait_readable(raw)
-        data = recv_nowait(raw, size)
+class Reader:
+    """Reads a Trio stream ``size`` bytes at a time, trying the kernel first on plain TCP."""
+
+    __slots__ = ("_maybe_more", "_raw", "_size", "_stream")
+
+    def __init__(self, stream: trio.abc.Stream, size: int) -> None:
+        self._stream = stream
+        self._raw = raw_socket(stream)
+        self._size = size
+        # Whether the kernel may hold more already. After a read that did not fill the buffer
+        # it most likely does not, and asking anyway costs a system call that fails.
+        self._maybe_more = True
+
+    def receive_nowait(self) -> bytes | None:
+        """Bytes the kernel already has (``b""`` at EOF or on error), or ``None``: nothing
+        yet, probably nothing yet, or not a plain TCP stream."""
+        raw = self._raw
+        if raw is None or not self._maybe_more:
+            return None
+        data = _recv_nowait(raw, self._size)
         if data is not None:
-            return data
+            self._maybe_more = len(data) == self._size
+        return data
+
+    async def receive(self) -> bytes:
+        """Wait for bytes (``b""`` at EOF or when the connection broke)."""
+        raw = self._raw
+        try:
+            if raw is None:
+                return bytes(await self._stream.receive_some(self._size))
+            while True:
+                await trio.lowlevel.wait_readable(raw)
+                data = _recv_nowait(raw, self._size)
+                if data is not None:
+                    self._maybe_more = len(data) == self._size
+                    return data
+        except _DISCONNECTED:
+            return b""
 
 
 async def send_raw(raw: socket.socket, data: bytes) -> None:

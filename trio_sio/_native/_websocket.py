@@ -22,7 +22,7 @@ from .._protocol.websocket import (
     encode_frame,
     encode_messages,
 )
-from ._io import raw_socket, recv_nowait, recv_raw, send_raw
+from ._io import Reader, raw_socket, send_raw
 
 __all__ = ["NativeWebSocket"]
 
@@ -68,7 +68,6 @@ class NativeWebSocket:
         self._stream = stream
         self._decoder = WebSocketDecoder(max_message_size=max_message_size, deflate=deflate)
         self._deflate = deflate
-        self._receive_size = receive_size
         self._close_timeout = close_timeout
         self._accept_response = accept_response
         self._reject_response = reject_response
@@ -84,9 +83,7 @@ class NativeWebSocket:
         self._unyielded = 0  # messages returned in a row without waiting
         self._raw = raw_socket(stream)
         self._tail = b""  # what the kernel did not take of a write_nowait, sent first next
-        # Whether the kernel may hold more bytes already. After a read that did not fill the
-        # buffer it most likely does not, and trying anyway costs a syscall that fails.
-        self._maybe_more = True
+        self._reader = Reader(stream, receive_size)
 
     # --- handshake ---------------------------------------------------------------------
 
@@ -192,19 +189,10 @@ class NativeWebSocket:
             await lock.acquire()
             waited = True
         try:
-            raw = self._raw
-            if raw is None:
-                return bytes(await self._stream.receive_some(self._receive_size)), True
-            if self._maybe_more:
-                data = recv_nowait(raw, self._receive_size)
-                if data is not None:
-                    self._maybe_more = len(data) == self._receive_size
-                    return data, waited
-            data = await recv_raw(raw, self._receive_size)
-            self._maybe_more = len(data) == self._receive_size
-            return data, True
-        except (*_DISCONNECTED, OSError):
-            return b"", True
+            data = self._reader.receive_nowait()
+            if data is not None:
+                return data, waited
+            return await self._reader.receive(), True
         finally:
             lock.release()
 
