@@ -384,12 +384,12 @@ class _Client:
             if socket is not None:
                 socket._resolve_ack(packet.id, packet.data)
         elif packet_type is PacketType.CONNECT:
-            name = packet.namespace
-            if name in self.sockets or name in self.connecting:
-                raise ProtocolError("namespace already connected", name)
-            self.connecting.add(name)
+            namespace_name = packet.namespace
+            if namespace_name in self.sockets or namespace_name in self.connecting:
+                raise ProtocolError("namespace already connected", namespace_name)
+            self.connecting.add(namespace_name)
             self.session.nursery.start_soon(
-                self._connect, name, packet.data, name="trio_sio.connect"
+                self._connect, namespace_name, packet.data, name="trio_sio.connect"
             )
         elif packet_type is PacketType.DISCONNECT:
             socket = self.sockets.get(packet.namespace)

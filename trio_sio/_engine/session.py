@@ -436,12 +436,8 @@ class Session:
         if not outbox.writer_parked or outbox.closed:
             return  # something woke the writer meanwhile: it takes the queue
         batch = outbox.get_batch_nowait()  # not empty: offer() queued it
-        ws = self._websocket
-        assert ws is not None
-        if not ws.write_nowait(batch):
-            outbox.unget(batch)
-            outbox.wake_writer()
-        elif ws.unsent:
+        if not self._write_batch_nowait(batch):
+            outbox.unget(batch)  # another write is under way: the writer takes it after all
             outbox.wake_writer()
 
     async def _read_websocket(self, ws: WebSocketConnection) -> None:
