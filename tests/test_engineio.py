@@ -471,9 +471,12 @@ async def test_pong_flood_is_harmless() -> None:  # E4
 # --- slow consumers, shutdown and leaks -------------------------------------------------
 
 
-async def test_slow_consumer_is_disconnected_and_its_memory_bounded() -> None:  # W3
+@pytest.mark.parametrize("host", HOSTS)
+async def test_slow_consumer_is_disconnected_and_its_memory_bounded(host: str) -> None:  # W3
     queue_bytes = 256 * 1024
-    async with serve_engine(outbound_queue_bytes=queue_bytes, outbound_queue_packets=64) as e:
+    async with serve_engine(
+        host=host, outbound_queue_bytes=queue_bytes, outbound_queue_packets=64
+    ) as e:
         from trio_sio.engineio import Outgoing
 
         async with e.websocket() as ws:

@@ -1,4 +1,5 @@
-"""Embedding: serve_hypercorn inside a Trio program, port 0, graceful shutdown by cancelling."""
+"""Embedding: serve_hypercorn and serve_native inside a Trio program, port 0, graceful shutdown
+by cancelling."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import pytest
 import trio
 
 import trio_sio
+from support.http import connect
 from support.websocket import Closed, open_websocket
 
 
-async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
+async def receive_until_closed(ws: Any) -> None:
+    while True:
+        await ws.receive()
+
+
+@pytest.mark.parametrize(
+    "serve", [trio_sio.serve_hypercorn, trio_sio.serve_native], ids=["hypercorn", "native"]
+)
+async def test_serve_reports_its_port_and_shuts_down_gracefully(serve: Any) -> None:
     sio = trio_sio.Server()
     reasons: list[trio_sio.DisconnectReason] = []
 
@@ -25,20 +35,34 @@ async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
         reasons.append(reason)
 
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(trio_sio.serve_hypercorn, sio, "127.0.0.1", 0)
+        server_scope = trio.CancelScope()
+
+        async def serve_until_cancelled(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            with server_scope:
+                await serve(sio, "127.0.0.1", 0, task_status=task_status)
+
+        urls: list[str] = await nursery.start(serve_until_cancelled)
         url = next(u for u in urls if u.startswith("http://"))
+        assert url.startswith("http://127.0.0.1:")
+        assert not url.endswith(":0")
         ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        async with open_websocket(ws_url) as ws:
-            await ws.receive()
-            await ws.send("40")
-            await ws.receive()
-            await ws.send('420["echo","hi"]')
-            assert await ws.receive() == '430["hi"]'
-            start = trio.current_time()
-            nursery.cancel_scope.cancel()
-            with trio.fail_after(3), pytest.raises(Closed) as closed:
+        async with connect(url) as idle:  # an idle keep-alive connection does not block
+            response = await idle.request("GET", "/socket.io/?EIO=4&transport=polling")
+            assert response.status == 200
+            async with open_websocket(ws_url) as ws:
                 await ws.receive()
-            assert closed.value.code == 1001
+                await ws.send("40")
+                await ws.receive()
+                await ws.send('420["echo","hi"]')
+                assert await ws.receive() == '430["hi"]'
+                start = trio.current_time()
+                server_scope.cancel()
+                with trio.fail_after(3), pytest.raises(Closed) as closed:
+                    await receive_until_closed(ws)
+                assert closed.value.code == 1001
+        with trio.fail_after(3):
+            while sio.running:
+                await trio.sleep(0.01)
     assert reasons == [trio_sio.DisconnectReason.SERVER_SHUTTING_DOWN]
     assert trio.current_time() - start < 3
     assert not sio.running

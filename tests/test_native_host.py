@@ -421,28 +421,6 @@ async def test_invalid_engineio_packets_close_the_session(packet: str) -> None: 
         await bystanders_ok(e)
 
 
-async def test_slow_consumer_is_disconnected_and_its_memory_bounded() -> None:  # W3
-    queue_bytes = 256 * 1024
-    async with native_engine(outbound_queue_bytes=queue_bytes, outbound_queue_packets=64) as e:
-        async with e.websocket() as ws:
-            sid = await e.open_websocket_session(ws)
-            session = e.engine.get_session(sid)
-            assert session is not None
-            chunk = Outgoing.message("4" + "x" * 16_000)
-            offered = 0
-            with trio.fail_after(10):
-                # The client never reads: TCP buffers fill, then the outbox, then the policy.
-                while session.offer(chunk):
-                    offered += 1
-                    await trio.lowlevel.checkpoint()
-            assert e.handler.closed[sid] is DisconnectReason.SLOW_CONSUMER
-            assert session.outbox.peak_bytes <= queue_bytes
-            assert offered > 0
-        # Unlike under hypercorn, the stuck write itself is cancelled: nothing is left behind.
-        await settled(e)
-        await bystanders_ok(e)
-
-
 @pytest.mark.parametrize("path", ["broadcast", "single"])
 async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(path: str) -> None:
     # Writes to an idle connection skip its writer task: a single-target send is written at
@@ -720,56 +698,6 @@ async def test_tls_garbage_instead_of_a_handshake_is_harmless() -> None:
 
 
 # --- embedding and shutdown -----------------------------------------------------------------
-
-
-async def receive_until_closed(ws: Any) -> None:
-    while True:
-        await ws.receive()
-
-
-async def test_serve_reports_its_port_and_shuts_down_gracefully() -> None:
-    sio = trio_sio.Server()
-    reasons: list[trio_sio.DisconnectReason] = []
-
-    @sio.on("echo")
-    async def echo(sock: trio_sio.Socket, *args: Any) -> tuple[Any, ...]:
-        return args
-
-    @sio.on_disconnect
-    async def gone(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
-        await trio.sleep(0.1)  # async cleanup still runs during shutdown
-        reasons.append(reason)
-
-    async with trio.open_nursery() as nursery:
-        server_scope = trio.CancelScope()
-
-        async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
-            with server_scope:
-                await trio_sio.serve_native(sio, "127.0.0.1", 0, task_status=task_status)
-
-        urls = await nursery.start(serve)
-        assert urls[0].startswith("http://127.0.0.1:")
-        assert not urls[0].endswith(":0")
-        ws_url = urls[0].replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
-        async with connect(urls[0]) as idle:  # an idle keep-alive connection does not block
-            response = await idle.request("GET", "/socket.io/?EIO=4&transport=polling")
-            assert response.status == 200
-            async with open_websocket(ws_url) as ws:
-                await ws.receive()
-                await ws.send("40")
-                await ws.receive()
-                await ws.send('420["echo","hi"]')
-                assert await ws.receive() == '430["hi"]'
-                start = trio.current_time()
-                server_scope.cancel()
-                with trio.fail_after(3), pytest.raises(Closed) as closed:
-                    await receive_until_closed(ws)
-                assert closed.value.code == 1001
-        with trio.fail_after(3):
-            while sio.running:
-                await trio.sleep(0.01)
-    assert reasons == [trio_sio.DisconnectReason.SERVER_SHUTTING_DOWN]
-    assert trio.current_time() - start < 3
 
 
 async def test_an_already_running_server_is_not_stopped() -> None:
