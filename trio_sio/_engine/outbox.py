@@ -47,8 +47,11 @@ class Outbox:
         self._finished = False
         self._closed = False
         self._flush_requested = False
-        self._readers = trio.lowlevel.ParkingLot()
-        self._writers = trio.lowlevel.ParkingLot()
+        # The transport's writer, parked in get_batch (one at a time: a slot, not a parking
+        # lot, whose dictionary would cost every idle session half a kilobyte).
+        self._taker: trio.lowlevel.Task | None = None
+        # Producers waiting for room, made when the first one has to.
+        self._producers: trio.lowlevel.ParkingLot | None = None
         #: Writes an item without waiting and returns True, or returns False to have it queued.
         self.direct: Callable[[Outgoing], bool] | None = None
 
@@ -66,12 +69,12 @@ class Outbox:
     @property
     def writer_idle(self) -> bool:
         """Whether the writer is parked with nothing queued (so it holds no batch either)."""
-        return bool(self._readers) and not self._data and not self._control
+        return self._taker is not None and not self._data and not self._control
 
     @property
     def writer_parked(self) -> bool:
         """Whether the writer is parked (it has not been woken since it last took a batch)."""
-        return bool(self._readers)
+        return self._taker is not None
 
     def put_nowait(self, item: Outgoing) -> None:
         """Queue a data item without waiting.
@@ -84,8 +87,7 @@ class Outbox:
         if direct is not None and self.writer_idle and not self.closed and direct(item):
             return
         self.put_quietly(item)
-        if self._readers:
-            self._readers.unpark_all()
+        self._wake_taker()
 
     def put_quietly(self, item: Outgoing) -> None:
         """Queue a data item without waiting and without waking the writer: the caller has
@@ -126,7 +128,7 @@ class Outbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while True:
-            await self._writers.park()  # a full checkpoint already
+            await self._wait_for_room()  # a full checkpoint already
             try:
                 self.put_nowait(item)
             except trio.WouldBlock:
@@ -138,13 +140,13 @@ class Outbox:
         if self._closed:
             return
         self._control.append(item)
-        self._readers.unpark_all()
+        self._wake_taker()
 
     def wake_writer(self) -> None:
         """Have the writer's next :meth:`get_batch` return, with an empty batch if nothing is
         queued (so it flushes what a :attr:`direct` write left unsent)."""
         self._flush_requested = True
-        self._readers.unpark_all()
+        self._wake_taker()
 
     def finish(self, last: Outgoing | None = None) -> None:
         """Refuse further items; queue ``last`` (for example a close packet) after the data."""
@@ -154,8 +156,8 @@ class Outbox:
         if last is not None:
             self._data.append(last)
             self._queued_bytes += last.nbytes
-        self._readers.unpark_all()
-        self._writers.unpark_all()
+        self._wake_taker()
+        self._wake_producers()
 
     def close(self) -> None:
         """Drop everything queued and wake every waiter with :class:`OutboxClosed`."""
@@ -163,8 +165,8 @@ class Outbox:
         self._control.clear()
         self._data.clear()
         self._queued_bytes = 0
-        self._readers.unpark_all()
-        self._writers.unpark_all()
+        self._wake_taker()
+        self._wake_producers()
 
     def get_batch_nowait(self, *, max_packets: int | None = None) -> list[Outgoing]:
         """Take everything queued (or, with ``max_packets``, as many items as fit in that
@@ -205,8 +207,7 @@ class Outbox:
                     if lane is self._data:
                         self._queued_bytes -= item.nbytes
                 del lane[:taken]
-        if self._writers:
-            self._writers.unpark_all()
+        self._wake_producers()
         return batch
 
     async def get_batch(self, *, max_packets: int | None = None) -> list[Outgoing]:
@@ -221,7 +222,10 @@ class Outbox:
         while True:
             # Parking is the checkpoint: once woken, take the batch without yielding again
             # (a second trip through the scheduler per wake-up is measurable on fan-out).
-            await self._readers.park()
+            if self._taker is not None:
+                raise trio.BusyResourceError("another task is taking from this outbox")
+            self._taker = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_take)
             try:
                 return self.get_batch_nowait(max_packets=max_packets)
             except trio.WouldBlock:
@@ -230,7 +234,26 @@ class Outbox:
     async def wait_drained(self) -> None:
         """Wait until everything queued has been taken by a writer (or the outbox closed)."""
         while not self._closed and (self._control or self._data):
-            await self._writers.park()
+            await self._wait_for_room()
+
+    def _wake_taker(self) -> None:
+        task = self._taker
+        if task is not None:
+            self._taker = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort_take(self, _: object) -> trio.lowlevel.Abort:
+        self._taker = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _wait_for_room(self) -> None:
+        if self._producers is None:
+            self._producers = trio.lowlevel.ParkingLot()
+        await self._producers.park()
+
+    def _wake_producers(self) -> None:
+        if self._producers:
+            self._producers.unpark_all()
 
     def queued(self) -> tuple[int, int]:
         """``(packets, bytes)`` waiting in the data lane."""

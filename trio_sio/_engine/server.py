@@ -25,6 +25,7 @@ from .._protocol import (
     parse_query,
     validate_request,
 )
+from .alarms import Alarms
 from .gc_tuning import tune_gc
 from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
 from .options import EngineOptions
@@ -79,6 +80,7 @@ class EngineServer:
         self._session_tasks = 0
         self._sessions_ended = trio.Event()
         self._flusher = _Flusher()
+        self._alarms = Alarms()  # the sessions' heartbeats
         self._upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
 
     # --- lifetime ------------------------------------------------------------------------
@@ -94,6 +96,7 @@ class EngineServer:
             tune_gc()
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(self._alarms.run, name="trio_sio.alarms")
                 self._nursery = nursery
                 task_status.started()
                 await self._flusher.run()

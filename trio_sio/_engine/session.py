@@ -112,9 +112,9 @@ class Session:
         self._server = server
         self._options = options
         self._nursery: trio.Nursery | None = None
-        self._heartbeat_scope = trio.CancelScope()
+        self._task: trio.lowlevel.Task | None = None  # the session's task, once it runs
         self._pong_at = -math.inf  # when the last ping was answered
-        self._closed = trio.Event()
+        self._closed: trio.Event | None = None  # made by wait_closed, rarely needed
         self._upgrading = False
         self._probed = False
         self._upgrade_settled: trio.Event | None = None  # set once an upgrade ends
@@ -214,7 +214,8 @@ class Session:
             self.state = SessionState.CLOSING
             self.close_reason = reason
             self.outbox.finish(_CLOSE if self.transport is Transport.POLLING else None)
-            self._heartbeat_scope.cancel()
+            if self._task is not None:
+                self._server._alarms.wake(self._task)  # from the heartbeat to the draining
             return
         self._terminate(reason)
 
@@ -233,10 +234,16 @@ class Session:
                 self._nursery.cancel_scope.cancel()
             if self._writer_scope is not None:
                 self._writer_scope.cancel()
-            self._closed.set()
+            if self._closed is not None:
+                self._closed.set()
 
     async def wait_closed(self) -> None:
         """Wait until the session is closed."""
+        if self.state is SessionState.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed is None:
+            self._closed = trio.Event()
         await self._closed.wait()
 
     # --- the session task ----------------------------------------------------------------
@@ -245,37 +252,32 @@ class Session:
         """The session's task: its nursery and heartbeat. Started by the server."""
         self._server._session_task_started()
         try:
-            with self._supervisor():
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    task_status.started()
-                    # The status holds the starter's nursery and task: not for this task's
-                    # lifetime.
-                    del task_status
-                    self._server.handler.on_open(self)
-                    with self._heartbeat_scope:
-                        await self._heartbeat()
-                    if self.state is SessionState.CLOSING:
-                        with trio.move_on_after(self._options.ping_timeout):
-                            await self.outbox.wait_drained()
-                    self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                # The status holds the starter's nursery and task: not for this task's
+                # lifetime.
+                del task_status
+                self._task = trio.lowlevel.current_task()
+                self._server.handler.on_open(self)
+                await self._heartbeat()
+                if self.state is SessionState.CLOSING:
+                    with trio.move_on_after(self._options.ping_timeout):
+                        await self.outbox.wait_drained()
+                self._terminate(self.close_reason or DisconnectReason.FORCED_CLOSE)
+        except Exception:
+            # (Not a context manager: one would stay allocated for the session's lifetime.)
+            if not self._survive_failure():
+                raise
         finally:
             self._terminate(DisconnectReason.SERVER_SHUTTING_DOWN)
             self._server._session_task_ended()
 
-    @contextlib.contextmanager
-    def _supervisor(self) -> Iterator[None]:
-        """Whatever breaks in this session's tasks ends this session only (logged once), or,
-        with ``supervise=False``, propagates."""
-        try:
-            yield
-        except Exception:
-            if not self._survive_failure():
-                raise
-
     def _survive_failure(self) -> bool:
         """Close this session after an exception in its code (being handled now): log it and
-        return ``True``, or return ``False`` with ``supervise=False`` (the caller re-raises)."""
+        return ``True``, or return ``False`` with ``supervise=False`` (the caller re-raises).
+
+        Whatever breaks in a session's tasks ends that session only, logged once."""
         self._terminate(DisconnectReason.TRANSPORT_ERROR)
         if not self._server.supervise:
             return False
@@ -290,15 +292,24 @@ class Session:
         # A pong needs no wake-up of its own: the reader notes when it came, and this task
         # looks when the timeout runs out, then sleeps until the next ping (interval after
         # the pong, as in engine.io).
+        # It returns when the session stops being open (a graceful close wakes it).
+        sleep_until = self._server._alarms.sleep_until
         ping_due = trio.current_time() + interval
-        while True:
-            await trio.sleep_until(ping_due)
-            self.outbox.put_control(PING)
-            await trio.sleep_until(ping_due + timeout)
+        while self._open():
+            await sleep_until(ping_due)
+            if self._open():
+                self.outbox.put_control(PING)
+                await sleep_until(ping_due + timeout)
+            if not self._open():
+                return
             if self._pong_at < ping_due:  # no answer to this ping
                 self._terminate(DisconnectReason.PING_TIMEOUT)
                 return
             ping_due = self._pong_at + interval
+
+    def _open(self) -> bool:
+        # A method rather than a comparison inline: the state changes while the caller awaits.
+        return self.state is SessionState.OPEN
 
     async def _receive(self, packet: EnginePacket) -> None:
         """Handle one packet from the client, whichever transport brought it."""
@@ -407,8 +418,11 @@ class Session:
         # Cancelled when the session ends, for a write stuck on a client that stopped reading.
         self._writer_scope = trio.CancelScope()
         try:
-            with self._writer_scope, self._supervisor():
+            with self._writer_scope:
                 await self._write_websocket(ws)
+        except Exception:
+            if not self._survive_failure():
+                raise
         except BaseException:
             # The host cancelled its task (it is shutting down, say): the session goes too.
             self._terminate(DisconnectReason.TRANSPORT_CLOSE)
