@@ -52,7 +52,7 @@ class Endpoint(Protocol):
 
 
 class _ClientGone(Exception):
-    """The HTTP client went away while we were reading its request."""
+    """The HTTP client went away before its response."""
 
 
 class ASGIApp:
@@ -138,26 +138,19 @@ class ASGIApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = _request_from_scope(scope)
         if request.method == "GET":
-            # A long-poll may wait for a long time: release it if the client goes away.
-            response: HttpResponse | None = None
-            async with trio.open_nursery() as nursery:
+            # A long-poll watches the connection while it waits.
+            async def wait_disconnected() -> NoReturn:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                raise _ClientGone
 
-                async def answer() -> None:
-                    nonlocal response
-                    response = await self.endpoint.handle_http(request)
-                    nursery.cancel_scope.cancel()
+            request.wait_disconnected = wait_disconnected
+        else:
 
-                nursery.start_soon(answer)
-                await _wait_for_disconnect(receive)
-                nursery.cancel_scope.cancel()
-            if response is not None:
-                await _send_response(send, response)
-            return
+            async def read_body(limit: int) -> bytes:
+                return await _read_body(receive, request.headers, limit)
 
-        async def read_body(limit: int) -> bytes:
-            return await _read_body(receive, request.headers, limit)
-
-        request.read_body = read_body
+            request.read_body = read_body
         try:
             response = await self.endpoint.handle_http(request)
         except _ClientGone:
@@ -219,11 +212,6 @@ async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _send_response(

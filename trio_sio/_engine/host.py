@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
+
+import trio
 
 from .._protocol import Outgoing
 
@@ -47,6 +49,10 @@ class HttpRequest:
         client: the peer's ``(host, port)``, when known.
         read_body: reads the whole body, raising :class:`BodyTooLarge` rather than reading
             more than the given number of bytes.
+        wait_disconnected: waits until the client has gone away, then raises an exception
+            of the host's choosing, which leaves ``handle_http`` for the host to catch. A
+            long-poll waits in it, in the request's own task, until its answer is ready. The
+            default, for hosts that cannot tell, waits forever.
         time: when the request arrived (``time.time()``).
     """
 
@@ -57,6 +63,7 @@ class HttpRequest:
     scheme: str = "http"
     client: tuple[str, int] | None = None
     read_body: Callable[[int], Awaitable[bytes]] | None = None
+    wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
     time: float = field(default_factory=time.time)
 
     @property

@@ -50,6 +50,7 @@ class Outbox:
         # The transport's writer, parked in get_batch (one at a time: a slot, not a parking
         # lot, whose dictionary would cost every idle session half a kilobyte).
         self._taker: trio.lowlevel.Task | None = None
+        self._on_ready: Callable[[], None] | None = None  # see call_when_ready
         # Producers waiting for room, made when the first one has to.
         self._producers: trio.lowlevel.ParkingLot | None = None
         #: Writes an item without waiting and returns True, or returns False to have it queued.
@@ -236,11 +237,21 @@ class Outbox:
         while not self._closed and (self._control or self._data):
             await self._wait_for_room()
 
+    def call_when_ready(self, callback: Callable[[], None] | None) -> None:
+        """Have ``callback`` called once, when :meth:`get_batch` would return, instead of
+        parking in it: for a taker that waits for something else meanwhile (a long-poll
+        watching its connection). ``None`` withdraws it."""
+        self._on_ready = callback
+
     def _wake_taker(self) -> None:
         task = self._taker
         if task is not None:
             self._taker = None
             trio.lowlevel.reschedule(task)
+        callback = self._on_ready
+        if callback is not None:
+            self._on_ready = None
+            callback()
 
     def _abort_take(self, _: object) -> trio.lowlevel.Abort:
         self._taker = None

@@ -215,7 +215,7 @@ class EngineServer:
                 raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
             if request.method == "GET":
                 try:
-                    payload = await session.poll()
+                    payload = await session.poll(request.wait_disconnected)
                 except ProtocolError:
                     raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
                 return self._text_response(request, payload, cors)

@@ -16,8 +16,8 @@ import contextlib
 import enum
 import logging
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
@@ -331,8 +331,14 @@ class Session:
 
     # --- long-polling --------------------------------------------------------------------
 
-    async def poll(self) -> str:
+    async def poll(
+        self, wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
+    ) -> str:
         """Serve a long-polling GET: wait for packets and return them as one payload.
+
+        While it waits, the calling task watches the client with ``wait_disconnected`` (see
+        :class:`HttpRequest`), whose exception ends the poll; the outbox cancels that wait
+        when packets arrive. One task per poll, not a second to watch the connection.
 
         Raises:
             ProtocolError: a second GET while one is pending (the session is closed).
@@ -351,11 +357,24 @@ class Session:
         if self._poll_scope is not None:
             self._terminate(DisconnectReason.TRANSPORT_ERROR)
             raise ProtocolError("overlapping GET requests")
+        outbox = self.outbox
         scope = self._poll_scope = trio.CancelScope()
         try:
             with scope:
-                batch = await self.outbox.get_batch(max_packets=MAX_PACKETS_PER_POLL)
-                return encode_payload(batch)
+                try:
+                    batch = outbox.get_batch_nowait(max_packets=MAX_PACKETS_PER_POLL)
+                except trio.WouldBlock:
+                    outbox.call_when_ready(scope.cancel)
+                    try:
+                        await wait_disconnected()
+                    finally:
+                        outbox.call_when_ready(None)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return encode_payload(batch)
+            # Packets arrived, the session closed, or an upgrade released this request.
+            with contextlib.suppress(trio.WouldBlock):
+                return encode_payload(outbox.get_batch_nowait(max_packets=MAX_PACKETS_PER_POLL))
         except OutboxClosed:
             return self._poll_reply_on_close
         finally:

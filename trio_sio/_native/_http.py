@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
 import h11
@@ -340,25 +340,17 @@ class HttpConnection:
         await self._send_response(HttpResponse(404, b"Not Found"))
 
     async def _endpoint_http(self, request: HttpRequest, endpoint: Endpoint) -> None:
-        response: HttpResponse | None = None
         try:
-            if request.method == "GET" and "sid=" in request.query_string:
-                # A long-poll may wait long: release it if the client goes away meanwhile.
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        self._watch_disconnect, nursery.cancel_scope, name="trio_sio.poll_watch"
-                    )
-                    response = await endpoint.handle_http(request)
-                    nursery.cancel_scope.cancel()
-                if response is None:
-                    raise _ClientGone
+            if request.method == "GET":
+                # A long-poll watches the connection while it waits.
+                request.wait_disconnected = self._wait_disconnected
             else:
                 request.read_body = self.read_body
                 # Let requests that became readable together with this one (a long-poll GET
                 # on another connection, say) reach the endpoint first: trio runs a batch of
                 # ready tasks in random order, and clients expect arrival order.
                 await trio.lowlevel.checkpoint()
-                response = await endpoint.handle_http(request)
+            response = await endpoint.handle_http(request)
         except (_ClientGone, _Close, *_DISCONNECTED):
             raise
         except Exception:
@@ -367,13 +359,13 @@ class HttpConnection:
             raise _Close from None
         await self._send_response(response)
 
-    async def _watch_disconnect(self, scope: trio.CancelScope) -> None:
+    async def _wait_disconnected(self) -> NoReturn:
         data = await self._reader.receive()
         if not data:
-            scope.cancel()
-        else:
-            # The client sent its next request already: it is alive. Keep the bytes for later.
-            self.conn.receive_data(data)
+            raise _ClientGone
+        # The client sent its next request already: it is alive. Keep the bytes for later.
+        self.conn.receive_data(data)
+        await trio.sleep_forever()
 
     # --- WebSocket ---------------------------------------------------------------------
 
