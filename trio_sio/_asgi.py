@@ -21,6 +21,7 @@ from ._engine import (
     HttpRequest,
     HttpResponse,
     WebSocketClosed,
+    decode_headers,
 )
 from ._protocol import Outgoing
 
@@ -180,9 +181,7 @@ class ASGIApp:
 
 
 def _request_from_scope(scope: Scope) -> HttpRequest:
-    headers: dict[str, str] = {}
-    for name, value in scope.get("headers", ()):
-        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    headers = decode_headers(scope.get("headers", ()))
     client = scope.get("client")
     scheme = str(scope.get("scheme") or "http")
     return HttpRequest(

@@ -401,18 +401,21 @@ class Socket:
                 handlers = namespace.handlers
                 if handlers.connect is not None:
                     await self._run_handler(handlers.connect, (self, self.handshake.auth))
-                await self._process_events()
+                limiter = namespace.server.max_concurrent_handlers
+                if limiter > 1:
+                    await self._process_events_concurrently(limiter)
+                else:
+                    # In order, one at a time, the default: inline rather than in a coroutine
+                    # of its own, which every idle socket would keep.
+                    events = self._events
+                    while (packet := await events.get()) is not None:
+                        await self._handle_event(packet)
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
             await self._run_disconnect_handlers()
 
-    async def _process_events(self) -> None:
-        limiter = self.namespace.server.max_concurrent_handlers
+    async def _process_events_concurrently(self, limiter: int) -> None:
         events = self._events
-        if limiter == 1:
-            while (packet := await events.get()) is not None:
-                await self._handle_event(packet)
-            return
         # A semaphore, not a CapacityLimiter: the token is taken here, released by the
         # handler's task.
         capacity = trio.Semaphore(limiter)

@@ -1,7 +1,14 @@
 """The Engine.IO v4 runtime: sessions, transports and the server that owns them."""
 
 from .gc_tuning import tune_gc
-from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
+from .host import (
+    BodyTooLarge,
+    HttpRequest,
+    HttpResponse,
+    WebSocketClosed,
+    WebSocketConnection,
+    decode_headers,
+)
 from .options import AllowRequest, CorsOrigins, EngineOptions
 from .outbox import Outbox, OutboxClosed
 from .server import EngineServer, EngineStatistics
@@ -23,5 +30,6 @@ __all__ = [
     "SessionState",
     "WebSocketClosed",
     "WebSocketConnection",
+    "decode_headers",
     "tune_gc",
 ]

@@ -7,7 +7,7 @@ objects and its WebSocket connections into :class:`WebSocketConnection` objects.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -21,7 +21,37 @@ __all__ = [
     "HttpResponse",
     "WebSocketClosed",
     "WebSocketConnection",
+    "decode_headers",
 ]
+
+#: Header names decoded once for every request rather than anew for each: a session keeps its
+#: handshake's headers (``Socket.handshake``), and a string per name per idle connection adds
+#: up. A fixed table, so what clients send cannot grow it.
+_COMMON_NAMES = {
+    name.encode("ascii"): name
+    for name in (
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "host",
+        "origin",
+        "pragma",
+        "referer",
+        "sec-websocket-extensions",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+        "sec-websocket-version",
+        "upgrade",
+        "user-agent",
+        "x-forwarded-for",
+    )
+}
 
 
 class BodyTooLarge(Exception):
@@ -70,6 +100,19 @@ class HttpRequest:
     def url(self) -> str:
         """The request's path and query, as the client sent them."""
         return self.path + ("?" + self.query_string if self.query_string else "")
+
+
+def decode_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Raw header pairs as :attr:`HttpRequest.headers` has them: names in lower case, the
+    first occurrence of a repeated name, Latin-1 decoded."""
+    headers: dict[str, str] = {}
+    common = _COMMON_NAMES
+    for raw_name, raw_value in pairs:
+        lowered = raw_name.lower()
+        name = common.get(lowered) or lowered.decode("latin-1")
+        if name not in headers:
+            headers[name] = raw_value.decode("latin-1")
+    return headers
 
 
 @dataclass

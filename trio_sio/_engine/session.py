@@ -13,6 +13,7 @@ packets in, and are released as soon as the session closes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import math
@@ -101,7 +102,11 @@ class Session:
         options = server.options
         self.sid = sid
         self.transport = transport
-        self.request = request
+        # Without the host's callables for reading and watching that request: they would keep
+        # its connection's objects alive for as long as the session.
+        self.request = dataclasses.replace(
+            request, read_body=None, wait_disconnected=trio.sleep_forever
+        )
         self.state = SessionState.OPEN
         self.close_reason: DisconnectReason | None = None
         self.app_state: Any = None
@@ -260,7 +265,24 @@ class Session:
                 del task_status
                 self._task = trio.lowlevel.current_task()
                 self._server.handler.on_open(self)
-                await self._heartbeat()
+                # The heartbeat, written out here rather than in a coroutine of its own that
+                # every idle session would keep. Deadlines are computed from when each ping
+                # was due, not from when this task woke up, so scheduling latency never
+                # stretches the timeout the client was promised. A pong needs no wake-up of
+                # its own: the reader notes when it came, and this task looks when the
+                # timeout runs out, then sleeps until the next ping (interval after the pong,
+                # as in engine.io). A graceful close wakes it (see close()).
+                interval = self._options.ping_interval
+                sleep_until = self._server._alarms.sleep_until
+                ping_due = trio.current_time() + interval
+                while self._open():
+                    await sleep_until(ping_due)
+                    if self._open():
+                        self.outbox.put_control(PING)
+                        await sleep_until(ping_due + self._options.ping_timeout)
+                    if self._open() and self._pong_at < ping_due:  # no answer to this ping
+                        self._terminate(DisconnectReason.PING_TIMEOUT)
+                    ping_due = self._pong_at + interval
                 if self.state is SessionState.CLOSING:
                     with trio.move_on_after(self._options.ping_timeout):
                         await self.outbox.wait_drained()
@@ -283,29 +305,6 @@ class Session:
             return False
         logger.exception("session %s failed; closed it", self.sid)
         return True
-
-    async def _heartbeat(self) -> None:
-        interval = self._options.ping_interval
-        timeout = self._options.ping_timeout
-        # Deadlines are computed from when each ping was due, not from when this task woke
-        # up, so scheduling latency never stretches the timeout the client was promised.
-        # A pong needs no wake-up of its own: the reader notes when it came, and this task
-        # looks when the timeout runs out, then sleeps until the next ping (interval after
-        # the pong, as in engine.io).
-        # It returns when the session stops being open (a graceful close wakes it).
-        sleep_until = self._server._alarms.sleep_until
-        ping_due = trio.current_time() + interval
-        while self._open():
-            await sleep_until(ping_due)
-            if self._open():
-                self.outbox.put_control(PING)
-                await sleep_until(ping_due + timeout)
-            if not self._open():
-                return
-            if self._pong_at < ping_due:  # no answer to this ping
-                self._terminate(DisconnectReason.PING_TIMEOUT)
-                return
-            ping_due = self._pong_at + interval
 
     def _open(self) -> bool:
         # A method rather than a comparison inline: the state changes while the caller awaits.

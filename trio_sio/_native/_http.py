@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 import trio
 
-from .._engine import BodyTooLarge, HttpRequest, HttpResponse
+from .._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
 from .._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from ._config import NativeConfig
 from ._io import Reader, raw_socket, send_raw
@@ -285,9 +285,9 @@ class HttpConnection:
         else:
             path_bytes, _, query_bytes = target.partition(b"?")
             raw_path, query = path_bytes.decode("ascii"), query_bytes.decode("latin-1")
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        # raw_items(): iterating h11's Headers goes through Sequence.__iter__, item by item.
+        raw_headers = request.headers.raw_items()
+        headers = decode_headers(raw_headers)
         length, chunked = "content-length" in headers, "transfer-encoding" in headers
         if length and chunked:
             return None  # allowed by RFC 9112 but the stuff of request smuggling: refused
@@ -296,7 +296,7 @@ class HttpConnection:
             headers.get("connection", "").lower()
         )
         # h11 lets control characters through in header values; RFC 9110 does not (H7).
-        if _CONTROL.search(b"".join(value for _, value in request.headers)):
+        if _CONTROL.search(b"".join([value for _, value in raw_headers])):
             return None
         self._headers = headers
         self._method = request.method.decode("ascii")
