@@ -350,7 +350,9 @@ class _Client:
             max_binary_bytes=server.engine.options.max_payload,
         )
         self.sockets: dict[str, Socket] = {}
-        self.connecting: set[str] = set()
+        # Namespaces whose CONNECT is being handled; made on first use (an empty set is
+        # 216 bytes, kept by every idle client).
+        self.connecting: set[str] | None = None
         self.dropped_events = 0
         self.unknown_acks = 0
         self.joined = False  # a namespace accepted it (then the connect timeout is over)
@@ -385,9 +387,12 @@ class _Client:
                 socket._resolve_ack(packet.id, packet.data)
         elif packet_type is PacketType.CONNECT:
             namespace_name = packet.namespace
-            if namespace_name in self.sockets or namespace_name in self.connecting:
+            connecting = self.connecting
+            if connecting is None:
+                connecting = self.connecting = set()
+            if namespace_name in self.sockets or namespace_name in connecting:
                 raise ProtocolError("namespace already connected", namespace_name)
-            self.connecting.add(namespace_name)
+            connecting.add(namespace_name)
             self.session.nursery.start_soon(
                 self._connect, namespace_name, packet.data, name="trio_sio.connect"
             )
@@ -428,7 +433,10 @@ class _Client:
             self.joined = True
             await self.session.nursery.start(socket._run, name="trio_sio.socket")
         finally:
-            self.connecting.discard(name)
+            if self.connecting is not None:
+                self.connecting.discard(name)
+                if not self.connecting:
+                    self.connecting = None
 
     def close(self, reason: DisconnectReason) -> None:
         self.decoder.reset()
