@@ -676,8 +676,8 @@ def report(
         "over `ws` and `node:http`; no permessage-deflate offered), one per scenario; it reads the "
         "server's CPU time (utime+stime) and RSS from /proc at the edges of its window.",
         "",
-        "Garbage collector: trio_sio's server raises CPython's young-generation threshold "
-        "(700 -> 50,000) when it starts, as it does by default for every user "
+        "Garbage collector: trio_sio's server raises CPython's collection thresholds "
+        "((700, 10, 10) -> (50,000, 100, 10)) when it starts, as it does by default for every user "
         "(`trio_sio.engineio.tune_gc`); the floor applies the same setting, so that comparing "
         "with it compares code; python-socketio runs as shipped.",
         "",

@@ -45,8 +45,8 @@ class EngineOptions:
         max_sessions: most sessions at once; handshakes beyond it are answered 503.
         http_read_timeout: longest a polling POST may take to deliver its body; a body that
             dribbles in slower is answered 408 and its session closed.
-        tune_gc: when the server starts, raise CPython's young-generation collection
-            threshold (700 -> 50,000), unless the program set thresholds of its own; see
+        tune_gc: when the server starts, raise CPython's collection thresholds (700, 10, 10
+            -> 50,000, 100, 10), unless the program set thresholds of its own; see
             :func:`trio_sio.engineio.tune_gc`.
     """
 
