@@ -212,6 +212,26 @@ async def test_overlapping_gets_close_the_session(host: str) -> None:  # P4
 
 
 @pytest.mark.parametrize("host", HOSTS)
+async def test_long_poll_is_released_when_its_client_goes_away(host: str) -> None:
+    async with serve_engine(host=host) as e:
+        sid = await e.handshake()
+        async with connect(e.url) as conn:
+            await conn.send_head("GET", e.target(f"EIO=4&transport=polling&sid={sid}"))
+            await conn.end_body()
+            await trio.sleep(0.1)
+        # Had the first GET not been released, this one would "overlap" and close the session.
+        with trio.fail_after(2):
+            while True:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(e.post, sid, "4still here")
+                    response = await e.poll(sid)
+                if response.text == "4still here":
+                    break
+        assert e.engine.get_session(sid) is not None
+        await bystanders_ok(e)
+
+
+@pytest.mark.parametrize("host", HOSTS)
 async def test_oversized_post_gets_413_without_reading_the_body(host: str) -> None:  # P1
     async with serve_engine(host=host) as e:
         sid = await e.handshake()
