@@ -434,9 +434,12 @@ async def test_oversized_websocket_message_closes_with_1009(
         await bystanders_ok(e)
 
 
+@pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("frame", ["", "9", "x", "0", "2", "bAQID"])
-async def test_invalid_websocket_packet_closes_the_session(frame: str) -> None:  # E1, E2, W7
-    async with serve_engine() as e:
+async def test_invalid_websocket_packet_closes_the_session(  # E1, E2, W7
+    frame: str, host: str
+) -> None:
+    async with serve_engine(host=host) as e:
         async with e.websocket() as ws:
             sid = await e.open_websocket_session(ws)
             await ws.send(frame)

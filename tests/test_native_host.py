@@ -390,19 +390,6 @@ async def test_tiny_fragments_are_reassembled() -> None:
         assert message == text
 
 
-@pytest.mark.parametrize("packet", ["", "9", "x", "0", "2", "bAQID"])
-async def test_invalid_engineio_packets_close_the_session(packet: str) -> None:  # E1, E2, W7
-    async with native_engine() as e:
-        async with e.websocket() as ws:
-            sid = await e.open_websocket_session(ws)
-            await ws.send(packet)
-            with trio.fail_after(5), pytest.raises(Closed):
-                await ws.receive()
-        assert e.handler.closed[sid] is DisconnectReason.PARSE_ERROR
-        await settled(e)
-        await bystanders_ok(e)
-
-
 @pytest.mark.parametrize("path", ["broadcast", "single"])
 async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(path: str) -> None:
     # Writes to an idle connection skip its writer task: a single-target send is written at
