@@ -16,10 +16,7 @@ Namespace ``/``:
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any
-
-import trio
 
 import trio_sio
 
@@ -68,14 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.native:
         parser.error("only --native can be served this way; use hypercorn for `app`")
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(trio_sio.serve_native, sio, "127.0.0.1", args.port)
-            print(f"serving on {' '.join(urls)}", flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run)
+    trio_sio.run(sio, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

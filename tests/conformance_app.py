@@ -11,7 +11,6 @@ adapter, so several copies of it (and Node servers) form one cluster.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -135,14 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.native:
         parser.error("only --native can be served this way; use hypercorn for `app`")
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(serve_native, args.port)
-            print(f"serving on {' '.join(urls)}", flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(run)
+    trio_sio.run(sio, "127.0.0.1", args.port, endpoints={"engine.io": echo})
 
 
 if __name__ == "__main__":

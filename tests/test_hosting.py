@@ -1,8 +1,14 @@
 """Embedding: serve_hypercorn and serve_native inside a Trio program, port 0, graceful shutdown
-by cancelling."""
+by cancelling; and the command line of the native host."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,3 +111,60 @@ async def test_other_app_failing_after_startup_is_not_hidden() -> None:
         pytest.RaisesExc(RuntimeError, match="cleanup bug"), flatten_subgroups=True
     ):
         await _drive_lifespan(app)
+
+
+# --- the command line: python -m trio_sio MODULE:SERVER ----------------------------------
+
+CLI_APP = """
+import trio_sio
+
+sio = trio_sio.Server()
+"""
+
+
+def test_command_line_serves_a_server_and_its_files_on_the_native_host(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    (tmp_path / "index.html").write_text("<p>chat</p>")
+    command = [sys.executable, "-m", "trio_sio", "cli_app:sio", "--port", "0"]
+    command += ["--static", f"/={tmp_path / 'index.html'}"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # bounded: the server prints it once it listens
+            assert line.startswith("serving on http://127.0.0.1:"), line
+            url = line.split()[2].rstrip("/")
+            with urllib.request.urlopen(f"{url}/", timeout=10) as page:
+                assert page.read() == b"<p>chat</p>"
+            handshake = f"{url}/socket.io/?EIO=4&transport=polling"
+            with urllib.request.urlopen(handshake, timeout=10) as response:
+                open_packet = response.read().decode()
+            assert open_packet.startswith("0{")
+            assert json.loads(open_packet[1:])["upgrades"] == ["websocket"]
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(10)
+    assert process.returncode == 0  # Ctrl+C is a clean stop, not a traceback
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["no_colon"], "expected MODULE:ATTRIBUTE"),
+        (["no_such_module_here:sio"], "No module named"),
+        (["cli_app:sio", "--static", "index.html"], "expected /URL=PATH"),
+        (["cli_app:sio", "--certfile", "cert.pem"], "--certfile and --keyfile go together"),
+    ],
+)
+def test_command_line_refuses_bad_arguments(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_sio", *arguments],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -16,6 +16,7 @@ from ._adapter import BroadcastOptions as BroadcastOptions
 from ._asgi import ASGIApp as ASGIApp
 from ._broadcast import AckCollector as AckCollector
 from ._broadcast import BroadcastOperator as BroadcastOperator
+from ._cli import run as run
 from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
@@ -49,6 +50,7 @@ __all__ = [
     "ServerStatistics",
     "Socket",
     "SocketStatistics",
+    "run",
     "serve_hypercorn",
     "serve_native",
 ]

@@ -1,0 +1,125 @@
+"""Serving from the command line, on the native host: ``python -m trio_sio module:sio``.
+
+hypercorn has its own command line for the ASGI host (``hypercorn -k trio module:app``); this
+one is for :func:`~trio_sio.serve_native`, and :func:`run` is the same thing for a script's
+``if __name__ == "__main__"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import ssl
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._native import serve_native
+from ._native._http import Endpoint
+
+__all__ = ["main", "run"]
+
+
+def run(
+    server: Endpoint,
+    host: str = "127.0.0.1",
+    port: int = 5001,
+    **serve_options: Any,
+) -> None:
+    """Serve ``server`` on the native host until SIGINT (Ctrl+C) or SIGTERM: :func:`trio.run`
+    and :func:`~trio_sio.serve_native` (whose keyword arguments it takes) in one call, for the
+    end of a script. Prints the URLs it listens on once it does.
+
+    The signal stops it gracefully, as cancelling :func:`~trio_sio.serve_native` does: every
+    session closes with ``"server shutting down"`` and its disconnect handlers run. Must be
+    called from the main thread. Inside a Trio program, start
+    :func:`~trio_sio.serve_native` in a nursery instead.
+    """
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                urls = await nursery.start(
+                    lambda task_status: serve_native(
+                        server, host, port, task_status=task_status, **serve_options
+                    )
+                )
+                print(f"serving on {' '.join(urls)}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(serve)
+
+
+def _load(spec: str) -> Endpoint:
+    """``package.module:attribute`` (the server object), imported from the working directory."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`, hypercorn and uvicorn: the current directory
+    server: Endpoint = getattr(importlib.import_module(module_name), attribute)
+    return server
+
+
+def _static(pairs: Sequence[str]) -> Mapping[str, str]:
+    files = {}
+    for pair in pairs:
+        url, separator, path = pair.partition("=")
+        if not separator or not url.startswith("/"):
+            raise ValueError(f"expected /URL=PATH, got {pair!r}")
+        files[url] = path
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m trio_sio MODULE:SERVER [--host H] [--port P] [--static /URL=PATH]...
+    [--certfile F --keyfile F]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_sio",
+        description="Serve a trio_sio Server on the native Trio host.",
+    )
+    parser.add_argument("server", help="where the Server is, as MODULE:ATTRIBUTE")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=5001, help="0 picks a free port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--static",
+        action="append",
+        default=[],
+        metavar="/URL=PATH",
+        help="serve a file, or a directory below a URL; may be repeated",
+    )
+    parser.add_argument(
+        "--path", default="socket.io", help="where the server is mounted (default: %(default)s)"
+    )
+    parser.add_argument("--certfile", type=Path, help="TLS certificate chain (PEM); with --keyfile")
+    parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    args = parser.parse_args(argv)
+    try:
+        server = _load(args.server)
+        static_files = _static(args.static)
+    except (ValueError, ImportError, AttributeError) as exc:
+        parser.error(str(exc))
+    ssl_context = None
+    if args.certfile or args.keyfile:
+        if not (args.certfile and args.keyfile):
+            parser.error("--certfile and --keyfile go together")
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.certfile, args.keyfile)
+    run(
+        server,
+        args.host,
+        args.port,
+        static_files=static_files,
+        path=args.path,
+        ssl_context=ssl_context,
+    )
