@@ -119,6 +119,7 @@ CLI_APP = """
 import trio_sio
 
 sio = trio_sio.Server()
+app = trio_sio.ASGIApp(sio)
 """
 
 
@@ -151,6 +152,7 @@ def test_command_line_serves_a_server_and_its_files_on_the_native_host(tmp_path:
     [
         (["no_colon"], "expected MODULE:ATTRIBUTE"),
         (["no_such_module_here:sio"], "No module named"),
+        (["cli_app:app"], "cli_app:app is not a trio_sio Server"),
         (["cli_app:sio", "--static", "index.html"], "expected /URL=PATH"),
         (["cli_app:sio", "--certfile", "cert.pem"], "--certfile and --keyfile go together"),
     ],

@@ -63,8 +63,12 @@ def _load(spec: str) -> Endpoint:
         raise ValueError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`, hypercorn and uvicorn: the current directory
-    server: Endpoint = getattr(importlib.import_module(module_name), attribute)
-    return server
+    server = getattr(importlib.import_module(module_name), attribute)
+    if not callable(getattr(server, "handle_websocket", None)):
+        # An ASGIApp, say: that one is for hypercorn.
+        raise ValueError(f"{spec} is not a trio_sio Server (nor an Engine.IO server)")
+    endpoint: Endpoint = server
+    return endpoint
 
 
 def _static(pairs: Sequence[str]) -> Mapping[str, str]:
