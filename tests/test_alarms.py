@@ -1,6 +1,6 @@
-"""The shared timer of the sessions' heartbeats (``trio_sio._engine.alarms``), on Trio's
-virtual clock: every sleeper wakes at its own deadline, in order, and a cancelled or woken
-sleep leaves nothing behind."""
+"""The server's shared timer (``trio_sio._engine.alarms``: the sessions' heartbeats and the
+connect timeout), on Trio's virtual clock: every sleeper wakes and every action runs at its
+own deadline, and a cancelled or woken one leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -70,3 +70,26 @@ async def test_cancelled_and_woken_sleeps_are_forgotten(
         assert woken_at[0] < trio.current_time()
         assert len(alarms) == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_actions_run_at_their_deadline_unless_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alarms = Alarms()
+    ran: dict[str, float] = {}
+    start = trio.current_time()
+
+    def action(name: str) -> None:
+        ran[name] = trio.current_time() - start
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(alarms.run)
+        alarms.call_at(start + 30, lambda: action("late"))
+        alarms.call_at(start + 10, lambda: action("early"))
+        cancelled = alarms.call_at(start + 20, lambda: action("cancelled"))
+        cancelled.cancel()
+        cancelled.cancel()  # twice is harmless
+        await trio.sleep(60)
+        nursery.cancel_scope.cancel()
+    assert ran == {"early": 10, "late": 30}
+    assert len(alarms) == 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -14,6 +12,7 @@ import trio
 
 from ._adapter import Adapter
 from ._engine import (
+    Alarm,
     AllowRequest,
     CorsOrigins,
     EngineOptions,
@@ -180,7 +179,6 @@ class Server(_Registry, _Targets):
         self._namespaces: dict[str, Namespace] = {}
         self._parents: list[ParentNamespace] = []
         self._nursery: trio.Nursery | None = None
-        self._connect_deadlines = _ConnectDeadlines()
         self.main = self.of("/")
         self.handlers = self.main.handlers
 
@@ -241,7 +239,6 @@ class Server(_Registry, _Targets):
                 for namespace in self.namespaces.values():
                     await nursery.start(namespace.adapter.run)
                 await nursery.start(self.engine.run)
-                nursery.start_soon(self._connect_deadlines.run)
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
@@ -293,7 +290,10 @@ class Server(_Registry, _Targets):
     def on_open(self, session: Session) -> None:
         """Engine.IO hook: a session opened."""
         client = session.app_state = _Client(self, session)
-        self._connect_deadlines.add(client, self.connect_timeout)
+        # Cancelled when a namespace accepts the client, or when the session closes.
+        client.connect_deadline = self.engine.call_at(
+            trio.current_time() + self.connect_timeout, client.connect_timed_out
+        )
 
     async def on_message(self, session: Session, data: str | bytes) -> None:
         """Engine.IO hook: a message arrived."""
@@ -305,36 +305,6 @@ class Server(_Registry, _Targets):
         client: _Client | None = session.app_state
         if client is not None:
             client.close(reason)
-
-
-class _ConnectDeadlines:
-    """Closes the sessions that join no namespace within ``connect_timeout``.
-
-    One task for the whole server rather than a timer task per session: the timeout is the
-    same for every session, so deadlines arrive in order and a queue is enough. The queue
-    holds weak references: a session that ends early is not kept alive until its deadline.
-    """
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[float, weakref.ref[_Client]]] = deque()
-        self._added = trio.lowlevel.ParkingLot()
-
-    def add(self, client: _Client, timeout: float) -> None:
-        self._queue.append((trio.current_time() + timeout, weakref.ref(client)))
-        if self._added:
-            self._added.unpark_all()
-
-    async def run(self) -> NoReturn:
-        queue = self._queue
-        while True:
-            while not queue:
-                await self._added.park()
-            deadline, ref = queue[0]
-            await trio.sleep_until(deadline)
-            queue.popleft()
-            client = ref()
-            if client is not None and not client.joined:
-                client.session.close(DisconnectReason.FORCED_CLOSE)
 
 
 class _Client:
@@ -355,7 +325,7 @@ class _Client:
         self.connecting: set[str] | None = None
         self.dropped_events = 0
         self.unknown_acks = 0
-        self.joined = False  # a namespace accepted it (then the connect timeout is over)
+        self.connect_deadline: Alarm | None = None  # see Server.on_open
 
     async def receive(self, data: str | bytes) -> None:
         decoder = self.decoder
@@ -430,7 +400,7 @@ class _Client:
                 return
             if self.session.state is not SessionState.OPEN:
                 return
-            self.joined = True
+            self._cancel_connect_deadline()
             await self.session.nursery.start(socket._run, name="trio_sio.socket")
         finally:
             if self.connecting is not None:
@@ -438,7 +408,17 @@ class _Client:
                 if not self.connecting:
                     self.connecting = None
 
+    def connect_timed_out(self) -> None:
+        self.connect_deadline = None
+        self.session.close(DisconnectReason.FORCED_CLOSE)
+
+    def _cancel_connect_deadline(self) -> None:
+        if self.connect_deadline is not None:
+            self.connect_deadline.cancel()
+            self.connect_deadline = None
+
     def close(self, reason: DisconnectReason) -> None:
+        self._cancel_connect_deadline()
         self.decoder.reset()
         for socket in list(self.sockets.values()):
             socket._close(reason)

@@ -5,6 +5,7 @@
 """
 
 from ._engine import (
+    Alarm,
     EngineHandler,
     EngineOptions,
     EngineServer,
@@ -16,6 +17,7 @@ from ._engine import (
 from ._protocol import EnginePacketType, Outgoing, Transport
 
 __all__ = [
+    "Alarm",
     "EngineHandler",
     "EngineOptions",
     "EnginePacketType",

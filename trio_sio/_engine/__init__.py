@@ -1,5 +1,6 @@
 """The Engine.IO v4 runtime: sessions, transports and the server that owns them."""
 
+from .alarms import Alarm
 from .gc_tuning import tune_gc
 from .host import (
     BodyTooLarge,
@@ -15,6 +16,7 @@ from .server import EngineServer, EngineStatistics
 from .session import EngineHandler, Session, SessionState
 
 __all__ = [
+    "Alarm",
     "AllowRequest",
     "BodyTooLarge",
     "CorsOrigins",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import secrets
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -25,7 +25,7 @@ from .._protocol import (
     parse_query,
     validate_request,
 )
-from .alarms import Alarms
+from .alarms import Alarm, Alarms
 from .gc_tuning import tune_gc
 from .host import BodyTooLarge, HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
 from .options import EngineOptions
@@ -80,7 +80,7 @@ class EngineServer:
         self._session_tasks = 0
         self._sessions_ended = trio.Event()
         self._flusher = _Flusher()
-        self._alarms = Alarms()  # the sessions' heartbeats
+        self._alarms = Alarms()  # the sessions' heartbeats, and call_at
         self._upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
 
     # --- lifetime ------------------------------------------------------------------------
@@ -111,6 +111,12 @@ class EngineServer:
             session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
         while self._session_tasks:
             await self._sessions_ended.wait()
+
+    def call_at(self, deadline: float, action: Callable[[], None]) -> Alarm:
+        """Call ``action`` (synchronous) once ``deadline`` has passed on Trio's clock, on
+        the timer task that also keeps the sessions' heartbeats; cancel the returned
+        :class:`Alarm` if it is no longer needed. Only while :meth:`run` runs."""
+        return self._alarms.call_at(deadline, action)
 
     @property
     def running(self) -> bool:
