@@ -2,7 +2,8 @@
 
 Trio's memory channels bound the number of items, not bytes, cannot give heartbeats priority
 over data, and hand out one item per ``receive``; a session needs all three, so this is a small
-channel of its own built on :class:`trio.lowlevel.ParkingLot`.
+channel of its own on Trio's low-level parking (one writer slot, and a parking lot for
+producers made when one has to wait).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ class NativeWebSocket:
         if self._close_sent or not self.accepted:
             raise WebSocketClosed(CloseCode.ABNORMAL)
         if self._deflate is None:
-            data = b"".join([item.websocket_bytes() for item in items])
+            data = _wire_bytes(items)
         else:
             data = encode_messages([f for item in items for f in item.frames], self._deflate)
         await self._write(data)
@@ -152,10 +152,7 @@ class NativeWebSocket:
             or not self.accepted
         ):
             return False
-        if len(items) == 1:
-            data = items[0].websocket_bytes()
-        else:
-            data = b"".join([item.websocket_bytes() for item in items])
+        data = _wire_bytes(items)
         try:
             sent = raw.send(data)
         except OSError:  # BlockingIOError, or broken: the writer sends it or finds out which
@@ -297,3 +294,10 @@ class NativeWebSocket:
 
 async def _answered(headers: list[tuple[str, str]]) -> bytes:
     raise RuntimeError("the handshake is already answered")
+
+
+def _wire_bytes(items: Sequence[Outgoing]) -> bytes:
+    """Uncompressed WebSocket messages for ``items``, each encoded once for all recipients."""
+    if len(items) == 1:  # a single event or ack: its cached bytes as they are
+        return items[0].websocket_bytes()
+    return b"".join([item.websocket_bytes() for item in items])
