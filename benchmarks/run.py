@@ -3,6 +3,7 @@ and a bare hypercorn-trio "floor", in one run, on this machine (issue 7).
 
     python benchmarks/run.py                      # the full run; writes benchmarks/RESULTS.md
     python benchmarks/run.py --smoke --servers trio_sio --output /tmp/r.md   # seconds
+    git worktree add /tmp/base COMMIT && python benchmarks/run.py --baseline /tmp/base
 
 Needs Node.js and ``npm ci --prefix tests/js`` (socket.io, socket.io-client, ws), and in this
 Python: trio_sio, hypercorn, python-socketio, uvicorn (with uvloop, httptools and websockets for
@@ -22,6 +23,13 @@ How it measures:
   pinned to one and the load generator to another (``taskset``);
 * the table gives the median of the rounds and, for trio_sio against each peer, the median of
   the per-round ratios (rounds are paired, so this cancels slow drifts of the machine).
+
+``--baseline PATH`` (another checkout of this repository) adds ``trio_sio_base`` and
+``trio_sio_native_base``: the two trio_sio hosts on the baseline's code, running the baseline's
+own ``benchmarks/trio_sio_app.py`` from its root with ``PYTHONPATH=PATH`` (so that ``import
+trio_sio`` finds the baseline's package; checked before the run). They join the same rounds,
+and each host's ratio table has its baseline as the first peer: the change between the two
+commits, paired per round. With ``--servers``, name them there to measure them.
 
 All traffic goes to 127.0.0.1; every loop is bounded in count and time.
 """
@@ -92,6 +100,10 @@ class ServerSpec:
     key: str
     label: str
     argv: Callable[[int], list[str]]
+    #: Variables set over this process's environment when the server starts.
+    env: dict[str, str] = field(default_factory=dict)
+    #: Where the server starts (None: this repository's root).
+    cwd: Path | None = None
 
 
 def _hypercorn(worker: str, app: str) -> Callable[[int], list[str]]:
@@ -142,8 +154,14 @@ def _node(port: int) -> list[str]:
     return ["node", str(JS / "node_server.mjs"), str(port)]
 
 
-def _native(port: int) -> list[str]:
-    return [sys.executable, "benchmarks/trio_sio_app.py", "--native", "--port", str(port)]
+def _native_at(script: str) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [sys.executable, script, "--native", "--port", str(port)]
+
+    return argv
+
+
+_native = _native_at("benchmarks/trio_sio_app.py")
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -169,6 +187,73 @@ SERVERS: dict[str, ServerSpec] = {
         ),
     )
 }
+
+#: The server measuring each trio_sio host on a baseline checkout (``--baseline``).
+BASELINE_OF = {"trio_sio": "trio_sio_base", "trio_sio_native": "trio_sio_native_base"}
+#: Run with a baseline server's working directory and environment, this finds trio_sio as
+#: the server will: ``-c``, like ``-m``, puts the working directory first on sys.path.
+_IMPORT_PROBE = "import trio_sio; print(trio_sio.__file__)"
+
+
+def baseline_servers(path: Path) -> dict[str, ServerSpec]:
+    """trio_sio's two hosts on the checkout at ``path`` (absolute), running its own fixture.
+
+    ``import trio_sio`` must find the baseline's package, not this repository's. This
+    repository's editable install does not get in the way (its ``.pth`` appends the root
+    after PYTHONPATH), but ``python -m hypercorn`` puts its working directory first on
+    sys.path, ahead of PYTHONPATH: started from this root, it would import this trio_sio.
+    So both start in the baseline's root (``-m`` then puts the baseline first) and with
+    PYTHONPATH=path (the native fixture runs as a script: its sys.path[0] is its own
+    directory, then PYTHONPATH). ``python -P`` would do instead of the working directory, but
+    only from Python 3.11. ``check_baseline`` confirms it before the run.
+    """
+    commit, dirty = code_version(path)
+    suffix = f"baseline {commit or '?'}" + (" (modified)" if dirty else "")
+    env = {"PYTHONPATH": str(path)}
+    script = str(path / "benchmarks" / "trio_sio_app.py")
+    specs = (
+        ServerSpec(
+            BASELINE_OF["trio_sio"],
+            f"{SERVERS['trio_sio'].label}, {suffix}",
+            _hypercorn("trio", f"{script}:app"),
+            env=env,
+            cwd=path,
+        ),
+        ServerSpec(
+            BASELINE_OF["trio_sio_native"],
+            f"{SERVERS['trio_sio_native'].label}, {suffix}",
+            _native_at(script),
+            env=env,
+            cwd=path,
+        ),
+    )
+    return {spec.key: spec for spec in specs}
+
+
+def check_baseline(path: Path, spec: ServerSpec) -> str | None:
+    """Why ``spec`` would not import the baseline's trio_sio from ``path``, or None."""
+    for required in ("trio_sio/__init__.py", "benchmarks/trio_sio_app.py"):
+        if not (path / required).is_file():
+            return f"{path} is not a checkout of this repository: no {required}"
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", _IMPORT_PROBE],
+            cwd=spec.cwd or ROOT,
+            env={**os.environ, **spec.env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot import trio_sio from the baseline: {error}"
+    found = completed.stdout.strip()
+    if completed.returncode != 0 or not Path(found).resolve().is_relative_to(path):
+        return (
+            f"import trio_sio with PYTHONPATH={path} found {found or completed.stderr[-500:]!r}, "
+            "not the baseline's package"
+        )
+    return None
 
 
 # --- scenarios ------------------------------------------------------------------------------
@@ -372,7 +457,12 @@ def running_server(spec: ServerSpec, pinning: Pinning, logs: Path) -> Iterator[R
     log = logs / f"{spec.key}-{port}.log"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=spec.cwd or ROOT,
+            env={**os.environ, **spec.env} if spec.env else None,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = RunningServer(spec, port, process, log)
     try:
@@ -565,21 +655,22 @@ def _node_version(name: str) -> str:
     return str(data.get("version", "?"))
 
 
-def _command_output(argv: list[str]) -> str:
+def _command_output(argv: list[str], cwd: Path = ROOT) -> str:
     try:
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=10, check=False, cwd=ROOT
+            argv, capture_output=True, text=True, timeout=10, check=False, cwd=cwd
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
 
-def code_version() -> tuple[str, str]:
-    """trio_sio's commit, and a digest of its uncommitted changes ("" when there are none)."""
-    commit = _command_output(["git", "rev-parse", "--short", "HEAD"])
-    diff = _command_output(["git", "diff", "HEAD", "--", "trio_sio"])
+def code_version(root: Path = ROOT) -> tuple[str, str]:
+    """The commit of the checkout at ``root`` (this one by default), and a digest of its
+    uncommitted changes to trio_sio ("" when there are none)."""
+    commit = _command_output(["git", "rev-parse", "--short", "HEAD"], root)
+    diff = _command_output(["git", "diff", "HEAD", "--", "trio_sio"], root)
     untracked = _command_output(
-        ["git", "ls-files", "--others", "--exclude-standard", "--", "trio_sio"]
+        ["git", "ls-files", "--others", "--exclude-standard", "--", "trio_sio"], root
     )
     changes = diff + untracked
     return commit, hashlib.sha256(changes.encode()).hexdigest()[:12] if changes else ""
@@ -667,6 +758,10 @@ def report(
         command = command.replace(sys.executable, "python").replace("--port 0", "--port PORT")
         if spec.key == "node":
             command = command.replace(f"{JS}/", "benchmarks/js/").replace(" 0", " PORT")
+        if spec.env:
+            command = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items()) + " " + command
+        if spec.cwd is not None:
+            command = f"cd {shlex.quote(str(spec.cwd))} && {command}"
         sanity = results.sanity.get(spec.key, {})
         verdict = "passed" if sanity.get("ok") else f"FAILED: {sanity.get('error')}"
         lines.append(f"- **{spec.label}**: `{command}` — socket.io-client check {verdict}")
@@ -743,8 +838,12 @@ def report(
 def ratio_tables(results: Results) -> list[str]:
     lines: list[str] = []
     keys = {s.key for s in results.servers}
-    for subject in ("trio_sio", "trio_sio_native"):
-        peers = [s for s in results.servers if s.key != subject]
+    for subject, baseline in BASELINE_OF.items():
+        # Its own baseline first: the change since that commit. Not the other host's
+        # baseline, whose ratio would mix the change of code with the change of host.
+        peers = [s for s in results.servers if s.key == baseline] + [
+            s for s in results.servers if s.key != subject and s.key not in BASELINE_OF.values()
+        ]
         if subject not in keys or not peers:
             continue
         label = SERVERS[subject].label
@@ -753,7 +852,13 @@ def ratio_tables(results: Results) -> list[str]:
             "",
             "Median over rounds of its value divided by the peer's in the same round. For a "
             "rate (/s) above 1x means it is faster; for a cost (CPU µs per unit, latency, "
-            "KiB per connection) below 1x means it is cheaper.",
+            "KiB per connection) below 1x means it is cheaper."
+            + (
+                " Against its baseline, the ratio is the change from the baseline's code to "
+                "this code, on the same host."
+                if baseline in keys
+                else ""
+            ),
             "",
             "| scenario | metric | " + " | ".join(f"vs {p.label}" for p in peers) + " |",
             "|---|---|" + "---|" * len(peers),
@@ -864,8 +969,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, from {', '.join(SERVERS)} (default: all)",
+        default=None,
+        help=f"comma-separated, from {', '.join(SERVERS)}, and with --baseline "
+        f"{', '.join(BASELINE_OF.values())} (default: all)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="another checkout of this repository (git worktree add PATH COMMIT): also "
+        "measure trio_sio's two hosts on its code, in the same rounds",
     )
     parser.add_argument("--scenarios", default="", help="comma-separated scenario keys")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a second each")
@@ -885,10 +999,31 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"cannot benchmark: {problem}", file=sys.stderr)
         return 2
-    unknown = [key for key in args.servers.split(",") if key not in SERVERS]
+    available = dict(SERVERS)
+    baseline: Path | None = None
+    if args.baseline is not None:
+        # Absolute: the baseline's servers start in it and name their files under it.
+        baseline = args.baseline.resolve()
+        extra = baseline_servers(baseline)
+        # One probe covers both: they share the working directory and environment.
+        problem = check_baseline(baseline, extra[BASELINE_OF["trio_sio"]])
+        if problem is not None:
+            parser.error(f"--baseline: {problem}")
+        available.update(extra)
+    if args.servers is None:
+        # Each baseline right after the server it is the baseline of.
+        keys = [k for key in SERVERS for k in (key, BASELINE_OF.get(key)) if k in available]
+    else:
+        keys = args.servers.split(",")
+    needing = [key for key in keys if key in BASELINE_OF.values() and key not in available]
+    if needing:
+        parser.error(f"servers {needing} need --baseline PATH")
+    unknown = [key for key in keys if key not in available]
     if unknown:
         parser.error(f"unknown servers: {unknown}")
-    servers = [SERVERS[key] for key in args.servers.split(",")]
+    servers = [available[key] for key in keys]
+    if baseline is not None and not any(key in BASELINE_OF.values() for key in keys):
+        log(f"warning: --baseline given, but --servers names none of {list(BASELINE_OF.values())}")
     chosen = scenarios(args.smoke, conn_time_limit=args.conn_time_limit)
     if args.scenarios:
         wanted = args.scenarios.split(",")
@@ -907,11 +1042,24 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         machine = machine_description()  # before the run: the code measured
         version = code_version()
+        if baseline is not None:
+            base_commit, base_dirty = base_version = code_version(baseline)
+            machine.append(
+                f"- baseline: trio_sio at commit {base_commit or '?'}"
+                + (f" with uncommitted changes (digest {base_dirty})" if base_dirty else "")
+                + f", checked out in {baseline}; its servers run its own "
+                "benchmarks/trio_sio_app.py and import its trio_sio"
+            )
         results = run(servers, chosen, args.rounds, pinning, logs)
     if code_version() != version:
         machine.append(
             f"- **warning: trio_sio changed during the run** (now {code_version()[0]}); "
             "rounds may have measured different code"
+        )
+    if baseline is not None and code_version(baseline) != base_version:
+        machine.append(
+            f"- **warning: the baseline changed during the run** (now "
+            f"{code_version(baseline)[0]}); rounds may have measured different code"
         )
 
     shown_argv = ["benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]
@@ -925,6 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": results.runs,
             "elapsed": results.elapsed,
             "pinning": [pinning.server, pinning.loadgen],
+            "labels": {spec.key: spec.label for spec in servers},
         }
         args.json.write_text(json.dumps(raw, indent=1))
     failed = [s for s, r in results.sanity.items() if not r.get("ok")]
