@@ -14,37 +14,20 @@ Run a scenario by hand against any server:
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-TESTS_DIR = Path(__file__).resolve().parent
-JS_DIR = TESTS_DIR / "js"
-CLIENTS_DIR = TESTS_DIR / "clients"
-NODE = shutil.which("node")
-
-MODES = ["polling", "websocket", "upgrade"]
-
-#: A scenario script has its own 10 s budget (SCENARIO_TIMEOUT_MS); this is the backstop.
-PROCESS_DEADLINE_S = 30
-
-
-def _node_missing() -> str | None:
-    if NODE is None:
-        return "node is not on PATH"
-    if not (JS_DIR / "node_modules").is_dir():
-        return "tests/js/node_modules is missing: run `npm ci --prefix tests/js`"
-    return None
-
-
-NODE_MISSING = _node_missing()
-requires_node = pytest.mark.skipif(NODE_MISSING is not None, reason=NODE_MISSING or "")
+from support.clients import (
+    CLIENTS_DIR,
+    JS_DIR,
+    MODES,
+    NODE,
+    assert_observed,
+    requires_node,
+    run_scenario,
+)
 
 # Scenario names as the scripts define them (an unknown name makes a script exit 64).
 SIO_JS_SCENARIOS = [
@@ -104,41 +87,6 @@ SIO_PY_OBSERVED: dict[str, dict[str, Any]] = {
     "ordering": {"acks": 100, "message_backs": 100},
     "large": {"length": 500_000},
 }
-
-
-def _tail(text: str, limit: int = 4000) -> str:
-    return text if len(text) <= limit else f"...{text[-limit:]}"
-
-
-async def run_scenario(
-    command: Sequence[str], url: str, mode: str, scenario: str
-) -> dict[str, Any]:
-    """Run one scenario script and return its JSON result, asserting it reported success."""
-    argv = [*command, url, mode, scenario]
-    with trio.fail_after(PROCESS_DEADLINE_S):
-        process = await trio.run_process(
-            argv, capture_stdout=True, capture_stderr=True, check=False, cwd=TESTS_DIR.parent
-        )
-    stdout = process.stdout.decode("utf-8", "replace")
-    stderr = process.stderr.decode("utf-8", "replace")
-    report = f"command: {' '.join(argv)}\nstdout:\n{_tail(stdout)}\nstderr:\n{_tail(stderr)}"
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    exit_code = process.returncode
-    assert exit_code == 0, f"scenario failed (exit {exit_code})\n{report}"
-    assert len(lines) == 1, f"expected exactly one JSON line\n{report}"
-    result: dict[str, Any] = json.loads(lines[0])
-    assert result["ok"] is True, report
-    assert (result["scenario"], result["mode"]) == (scenario, mode), report
-    expected_transport = "polling" if mode == "polling" else "websocket"
-    assert result["transport"] == expected_transport, report
-    assert result["upgraded"] is (mode == "upgrade"), report
-    return result
-
-
-def assert_observed(result: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
-    observed = result["observed"]
-    for key, value in expected.items():
-        assert observed.get(key) == value, f"observed[{key!r}]: {observed.get(key)!r} != {value!r}"
 
 
 @pytest.mark.parametrize("scenario", SIO_JS_SCENARIOS)
