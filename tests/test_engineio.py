@@ -509,13 +509,13 @@ async def test_slow_consumer_is_disconnected_and_its_memory_bounded(host: str) -
             chunk = Outgoing.message("4" + "x" * 16_000)
             offered = 0
             with trio.fail_after(10):
-                # The client never reads: TCP buffers fill, then the outbox, then the policy.
+                # The client never reads: TCP buffers fill, then the queue, then the policy.
                 while session.offer(chunk):
                     offered += 1
                     await trio.lowlevel.checkpoint()
             assert e.handler.closed[sid] is DisconnectReason.SLOW_CONSUMER
-            assert session.outbox.peak_bytes <= queue_bytes
-            assert session.outbox.queued() == (0, 0)
+            assert session.delivery.peak_bytes <= queue_bytes
+            assert session.delivery.queued() == (0, 0)
             assert offered > 0
         await settled(e)
         await bystanders_ok(e)

@@ -35,8 +35,10 @@ from support.engineio import EchoHandler, EngineFixture, bystanders_ok, serve_en
 from support.http import connect, host_port, request
 from support.websocket import Closed, Rejected, open_websocket
 from trio_sio import DisconnectReason, NativeConfig
+from trio_sio._engine import Consumer
+from trio_sio._engine.websocket import WebSocketTransport
 from trio_sio._native import _http as native_http
-from trio_sio._native._websocket import NativeWebSocket
+from trio_sio._native._websocket import DirectWebSocket, NativeWebSocket
 from trio_sio._protocol.websocket import encode_messages
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing
 
@@ -400,8 +402,10 @@ async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(
             sid = await e.open_websocket_session(ws)
             session = e.engine.get_session(sid)
             assert session is not None
-            connection = session._websocket
-            assert isinstance(connection, NativeWebSocket)
+            transport = session.current_transport
+            assert isinstance(transport, WebSocketTransport)
+            connection = transport.connection
+            assert isinstance(connection, DirectWebSocket)
             assert connection._raw is not None
             # A small send buffer (no autotuning) and large messages: the kernel cannot take
             # them whole while the client is not reading.
@@ -416,12 +420,12 @@ async def test_direct_writes_keep_order_when_the_kernel_takes_part_of_a_message(
                     session.send_nowait(item)
             if path == "broadcast":
                 # Nothing written yet, and the writer not woken: the flusher does it.
-                assert session.outbox.queued()[0] == len(messages)
-                assert session.outbox.writer_parked
+                assert session.delivery.queued()[0] == len(messages)
+                assert session.delivery.consumer is Consumer.FLUSH_DUE
             else:
                 assert connection.unsent  # the first one went out at once, in part
             await trio.testing.wait_all_tasks_blocked()
-            assert session.outbox.queued() == (0, 0)
+            assert session.delivery.queued() == (0, 0)
             with trio.fail_after(10):
                 received = [await ws.receive() for _ in messages]
             assert received == messages
@@ -711,7 +715,7 @@ async def test_shutdown_is_not_blocked_by_a_client_that_stopped_reading() -> Non
             chunk = Outgoing.message("4" + "x" * 16_000)
             with trio.fail_after(10):
                 # The client never reads: fill the socket until the writer is stuck.
-                while session.outbox.queued()[1] < 64 * 1024:
+                while session.delivery.queued()[1] < 64 * 1024:
                     assert session.offer(chunk)
                     await trio.sleep(0.001)
             start = trio.current_time()

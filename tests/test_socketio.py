@@ -320,7 +320,7 @@ async def test_volatile_is_dropped_for_clients_that_are_behind() -> None:
     sio = trio_sio.Server()
     async with running(sio), open_client(sio) as client:
         (sock,) = await sio.fetch_sockets()
-        sock.session.outbox.put_nowait(sio.main.adapter.encode(_event("/", "filler")))
+        sock.session.delivery.put_nowait(sio.main.adapter.encode(_event("/", "filler")))
         await sio.volatile.emit("tick", 1)  # the client is behind: dropped
         assert sock.session.dropped_volatile == 1
         assert (await client.receive()).name == "filler"

@@ -237,8 +237,6 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
 class _AsgiWebSocket:
     """:class:`~trio_sio._engine.WebSocketConnection` over an ASGI websocket scope."""
 
-    writes_nowait = False  # every write goes through the scheduler
-
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._scope = scope
         self._receive = receive
@@ -287,13 +285,6 @@ class _AsgiWebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise WebSocketClosed from exc
-
-    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
-        return False  # never called: writes_nowait is False
-
-    @property
-    def unsent(self) -> bool:
-        return False
 
     async def close(self, code: int = 1000) -> None:
         if self._closed:

@@ -65,7 +65,9 @@ class AckCollector:
 
     async def wait(self) -> None:
         """Wait until every recipient has answered or disconnected."""
-        if not self.complete:
+        if self.complete:
+            await trio.lowlevel.checkpoint()
+        else:
             await self._done.wait()
 
     def _expect(self, count: int) -> None:
@@ -146,34 +148,43 @@ class BroadcastOperator:
         """Send an event to every targeted socket. Never waits for a client: a recipient
         whose queue is full is disconnected as a slow consumer (see the docs on backpressure).
         """
-        packet = SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args])
-        await self.namespace.adapter.broadcast(packet, self.options)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        namespace = self.namespace
+        packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args])
+        await namespace.adapter.broadcast(packet, self.options)
+        await namespace.server.engine.pace_broadcast()
 
     async def emit_with_ack(self, event: str, *args: Any) -> AckCollector:
         """Send an event to every targeted socket, asking each for an acknowledgement.
 
         Returns at once with an :class:`AckCollector` that fills in as answers arrive.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         namespace = self.namespace
         collector = AckCollector()
         ack_id = namespace._next_ack_id()
         packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args], ack_id)
         await namespace.adapter.broadcast_with_ack(packet, self.options, collector)
+        await namespace.server.engine.pace_broadcast()
         return collector
 
     async def fetch_sockets(self) -> list[Socket | RemoteSocket]:
         """The targeted sockets (with a cluster adapter, those of the other nodes too, as
         :class:`~trio_sio.adapters.RemoteSocket`)."""
+        await trio.lowlevel.checkpoint()
         return await self.namespace.adapter.fetch_sockets(self.options)
 
     async def sockets_join(self, *rooms: str) -> None:
         """Make every targeted socket join ``rooms``."""
+        await trio.lowlevel.checkpoint()
         await self.namespace.adapter.add_sockets(self.options, rooms)
 
     async def sockets_leave(self, *rooms: str) -> None:
         """Make every targeted socket leave ``rooms``."""
+        await trio.lowlevel.checkpoint()
         await self.namespace.adapter.del_sockets(self.options, rooms)
 
     async def disconnect_sockets(self, *, close: bool = False) -> None:
         """Disconnect every targeted socket (``close=True``: their whole connections)."""
+        await trio.lowlevel.checkpoint()
         await self.namespace.adapter.disconnect_sockets(self.options, close=close)

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import trio
+
 from ._broadcast import AckCollector, BroadcastOperator
 from ._errors import DisconnectReason
 from ._protocol import RESERVED_EVENTS, SocketPacket
@@ -210,6 +212,7 @@ class _Targets:
     async def server_side_emit(self, event: str, *args: Any) -> None:
         """Send an event to the other servers of the cluster (their :meth:`on_server_event`
         handlers), not to clients. Without a cluster adapter there is nobody to send to."""
+        await trio.lowlevel.checkpoint()
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a reserved event name")
         await self._namespace.adapter.server_side_emit(event, args)
@@ -217,6 +220,7 @@ class _Targets:
     async def server_side_emit_with_ack(self, event: str, *args: Any) -> ClusterReplies[Any]:
         """Send an event to the other servers and gather their answers: one per server, as
         many as arrived before the adapter's deadline (the result says who did not answer)."""
+        await trio.lowlevel.checkpoint()
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a reserved event name")
         return await self._namespace.adapter.server_side_emit_with_ack(event, args)
@@ -292,5 +296,6 @@ class ParentNamespace(_Registry):
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to every socket of every child."""
+        await trio.lowlevel.checkpoint()
         for namespace in list(self.children.values()):
             await namespace.emit(event, *args)

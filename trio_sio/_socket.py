@@ -255,6 +255,7 @@ class Socket:
         Raises:
             Disconnected: the socket is (or becomes) disconnected.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self.connected:
             raise Disconnected(self.disconnect_reason)
         packet = self._packet(event, args, None)
@@ -290,6 +291,7 @@ class Socket:
         Raises:
             Disconnected: at once when the socket disconnects, not at the timeout.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self.connected:
             raise Disconnected(self.disconnect_reason)
         server = self.namespace.server
@@ -348,6 +350,7 @@ class Socket:
         Called from one of this socket's own handlers, that handler is cancelled at its next
         checkpoint, like every other task of the socket.
         """
+        await trio.lowlevel.checkpoint()
         if not self.connected:
             return
         packet = SocketPacket(PacketType.DISCONNECT, self.namespace.name)
@@ -484,7 +487,7 @@ class Socket:
 
     def statistics(self) -> SocketStatistics:
         """Queue sizes and counters of this socket and its session."""
-        packets, nbytes = self.session.outbox.queued()
+        packets, nbytes = self.session.delivery.queued()
         return SocketStatistics(
             connected=self.connected,
             rooms=len(self.rooms),

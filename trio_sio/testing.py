@@ -58,8 +58,6 @@ async def running(server: Server, *, raise_handler_errors: bool = True) -> Async
 class _MemoryWebSocket:
     """The server's end of an in-memory WebSocket (a :class:`WebSocketConnection`)."""
 
-    writes_nowait = False  # every write goes through the scheduler
-
     def __init__(self) -> None:
         self.to_server, self._from_client = trio.open_memory_channel[str | bytes](64)
         self._to_client, self.from_server = trio.open_memory_channel[str | bytes](64)
@@ -90,13 +88,6 @@ class _MemoryWebSocket:
                     await self._to_client.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise WebSocketClosed from None
-
-    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
-        return False
-
-    @property
-    def unsent(self) -> bool:
-        return False
 
     async def close(self, code: int = 1000) -> None:
         if self.close_code is None:

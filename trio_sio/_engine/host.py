@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, runtime_checkable
 
 import trio
 
@@ -21,6 +21,7 @@ __all__ = [
     "HttpResponse",
     "WebSocketClosed",
     "WebSocketConnection",
+    "WritesWithoutWaiting",
     "decode_headers",
 ]
 
@@ -127,10 +128,6 @@ class HttpResponse:
 class WebSocketConnection(Protocol):
     """A server-side WebSocket as the host provides it."""
 
-    #: Whether :meth:`write_nowait` can ever write; a host whose writes always go through the
-    #: scheduler says no, and is then never asked.
-    writes_nowait: bool
-
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         """Complete the opening handshake."""
         ...
@@ -149,22 +146,29 @@ class WebSocketConnection(Protocol):
         Raises :class:`WebSocketClosed` if the connection is closed."""
         ...
 
+    async def close(self, code: int = 1000) -> None:
+        """Start the closing handshake (no error if already closed)."""
+        ...
+
+
+@runtime_checkable
+class WritesWithoutWaiting(Protocol):
+    """An optional ability of a :class:`WebSocketConnection`: writing from any task, without
+    waiting, when the socket can take the bytes at once. The engine looks for it once per
+    connection; a host whose writes always go through the scheduler simply lacks it."""
+
     def write_nowait(self, items: Sequence[Outgoing]) -> bool:
         """Write ``items`` at once, in one write, unless that would have to wait for another
         write; returns whether they were taken.
 
-        The caller only offers items when nothing else is being sent, so order holds. What the
+        The engine only offers items when nothing else is being sent, so order holds. What the
         kernel does not take at once stays with the connection (:attr:`unsent` is then true)
-        and goes out first on the next :meth:`send`, which the caller makes soon
-        (``send([])`` just flushes).
+        and goes out first on the next :meth:`~WebSocketConnection.send`, which the engine
+        makes soon (``send([])`` just flushes).
         """
         ...
 
     @property
     def unsent(self) -> bool:
-        """Whether bytes that :meth:`write_nowait` took are still waiting for :meth:`send`."""
-        ...
-
-    async def close(self, code: int = 1000) -> None:
-        """Start the closing handshake (no error if already closed)."""
+        """Whether bytes that :meth:`write_nowait` took are still waiting for ``send``."""
         ...

@@ -26,7 +26,7 @@ from .._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
 from .._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from ._config import NativeConfig
 from ._io import Reader, raw_socket, send_raw
-from ._websocket import NativeWebSocket
+from ._websocket import DirectWebSocket, NativeWebSocket
 
 __all__ = ["Endpoint", "HttpConnection", "Mount", "Router"]
 
@@ -416,7 +416,10 @@ class HttpConnection:
         async def reject_response(response: HttpResponse) -> None:
             await self._send_response(response, close=True)
 
-        ws = NativeWebSocket(
+        # Writing without waiting needs the raw socket, and the compressor's state would belong
+        # to two writers.
+        direct = self._raw is not None and deflate is None
+        ws = (DirectWebSocket if direct else NativeWebSocket)(
             self.stream,
             max_message_size=max_size,
             deflate=deflate,

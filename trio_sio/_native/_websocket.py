@@ -24,7 +24,7 @@ from .._protocol.websocket import (
 )
 from ._io import Reader, raw_socket, send_raw
 
-__all__ = ["NativeWebSocket"]
+__all__ = ["DirectWebSocket", "NativeWebSocket"]
 
 logger = logging.getLogger("trio_sio")
 
@@ -47,12 +47,9 @@ class NativeWebSocket:
     or is cancelled leaves the stream in an unknown state, so nothing more is written on it
     (not even a close frame).
 
-    :meth:`write_nowait` lets another task write into an idle connection's socket (the
-    broadcast flusher, or a task sending to this client alone): one ``send`` syscall, instead
-    of waking this connection's writer task (a trip through the scheduler per recipient).
+    On plain TCP without compression, :class:`DirectWebSocket` can also be written from any
+    task without waiting.
     """
-
-    writes_nowait = True
 
     def __init__(
         self,
@@ -138,32 +135,6 @@ class NativeWebSocket:
         else:
             data = encode_messages([f for item in items for f in item.frames], self._deflate)
         await self._write(data)
-
-    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
-        """Write ``items`` now unless another write is under way (see the class)."""
-        raw = self._raw
-        if (
-            raw is None
-            or self._deflate is not None  # the compressor's state belongs to the writer
-            or self._tail
-            or self._close_sent
-            or self._write_broken
-            or self._send_lock.locked()
-            or not self.accepted
-        ):
-            return False
-        data = _wire_bytes(items)
-        try:
-            sent = raw.send(data)
-        except OSError:  # BlockingIOError, or broken: the writer sends it or finds out which
-            sent = 0
-        if sent < len(data):
-            self._tail = data[sent:]
-        return True
-
-    @property
-    def unsent(self) -> bool:
-        return bool(self._tail)
 
     async def _send_close(self, code: int) -> None:
         if self._close_sent or self._write_broken:
@@ -290,6 +261,40 @@ class NativeWebSocket:
                     await self._read()
                 except WebSocketClosed:
                     return
+
+
+class DirectWebSocket(NativeWebSocket):
+    """A :class:`NativeWebSocket` on plain TCP without compression, which can also be written
+    without waiting (the engine's
+    :class:`~trio_sio._engine.host.WritesWithoutWaiting`): another task (the broadcast
+    flusher, or a task sending to this client alone) writes into an idle connection's socket
+    with one ``send`` syscall, instead of waking this connection's writer task (a trip
+    through the scheduler per recipient)."""
+
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
+        """Write ``items`` now unless another write is under way (see the class)."""
+        raw = self._raw
+        assert raw is not None
+        if (
+            self._tail
+            or self._close_sent
+            or self._write_broken
+            or self._send_lock.locked()
+            or not self.accepted
+        ):
+            return False
+        data = _wire_bytes(items)
+        try:
+            sent = raw.send(data)
+        except OSError:  # BlockingIOError, or broken: the writer sends it or finds out which
+            sent = 0
+        if sent < len(data):
+            self._tail = data[sent:]
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._tail)
 
 
 async def _answered(headers: list[tuple[str, str]]) -> bytes:

@@ -1,0 +1,174 @@
+// Delivery under load, with the unmodified socket.io-client: the patterns users write that
+// make several outbound paths meet on one connection (tests/test_delivery.py serves the app).
+//
+//   node delivery_scenarios.mjs <base_url> <polling|websocket|upgrade> <scenario> [json options]
+//
+// Scenarios:
+//   bcast-ack   `clients` sockets in room "r", each calling `bcast_ack(index, i)` `rounds`
+//               times with emitWithAck; the handler broadcasts `tick(index, i)` to the room
+//               (sender included) and acknowledges with `i`. Every socket must stay
+//               connected, every ack must be right, and every socket must receive every tick,
+//               each sender's in order.
+//   bcast-loop  `clients` sockets in room "r"; the first calls `bcast_loop(count)`, whose
+//               handler broadcasts `n(i)` `count` times in a loop; every socket must receive
+//               all of them, in order.
+//
+// Prints one JSON line (see lib/harness.mjs).
+import { Manager } from "socket.io-client";
+
+import { check, checkEqual, packageVersion, runScenarioMain } from "./lib/harness.mjs";
+
+const options = JSON.parse(process.argv[5] ?? "{}");
+const managers = [];
+let transportName = null;
+
+function newSocket(ctx) {
+  const manager = new Manager(ctx.baseUrl, {
+    path: "/socket.io/",
+    transports: ctx.transports,
+    upgrade: ctx.mode === "upgrade",
+    reconnection: false,
+    timeout: 20000,
+  });
+  managers.push(manager);
+  return manager.socket("/");
+}
+
+function connected(socket) {
+  return new Promise((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("connect_error", (err) => reject(new Error(`connect_error: ${err?.message}`)));
+  });
+}
+
+/** Resolves once the socket's engine is on the transport the mode asks for. */
+function onFinalTransport(ctx, socket) {
+  const engine = socket.io.engine;
+  if (ctx.mode !== "upgrade" || engine.transport.name === "websocket") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    engine.once("upgrade", resolve);
+    engine.once("upgradeError", (err) => reject(new Error(`upgrade failed: ${err?.message}`)));
+  });
+}
+
+/** Records every way a socket can be lost, to fail with it rather than time out. */
+function watchDisconnect(socket, index, lost) {
+  socket.on("disconnect", (reason) => lost.push(`client ${index}: ${reason}`));
+}
+
+async function joinRoom(sockets) {
+  const answers = await Promise.all(sockets.map((socket) => socket.emitWithAck("join", "r")));
+  answers.forEach((answer) => checkEqual(answer, "r", "join ack"));
+}
+
+const scenarios = {
+  async "bcast-ack"(ctx) {
+    const clients = options.clients ?? 5;
+    const rounds = options.rounds ?? 200;
+    const lost = [];
+    ctx.step(`connect ${clients} clients`);
+    const sockets = Array.from({ length: clients }, () => newSocket(ctx));
+    await Promise.all(sockets.map(connected));
+    sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
+    // Per receiver, per sender: the next tick expected.
+    const next = sockets.map(() => new Array(clients).fill(0));
+    const allTicks = clients * rounds;
+    let receivedTotal = 0;
+    let everyTick;
+    const done = new Promise((resolve) => {
+      everyTick = resolve;
+    });
+    sockets.forEach((socket, receiver) => {
+      socket.on("tick", (sender, i) => {
+        check(
+          next[receiver][sender] === i,
+          `client ${receiver}: tick ${i} of sender ${sender}, expected ${next[receiver][sender]}`,
+        );
+        next[receiver][sender] += 1;
+        receivedTotal += 1;
+        if (receivedTotal === allTicks * clients) everyTick();
+      });
+    });
+    ctx.step("everyone joins");
+    await joinRoom(sockets);
+    ctx.step(`${clients} x ${rounds} broadcast-and-ack calls`);
+    if (ctx.mode === "upgrade") {
+      // Half of the calls go out while the upgrade may still be under way; the rest after.
+      await Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket)));
+    }
+    await Promise.all(
+      sockets.map(async (socket, sender) => {
+        for (let i = 0; i < rounds; i += 1) {
+          check(lost.length === 0, `lost: ${lost.join(", ")}`);
+          const answer = await socket.emitWithAck("bcast_ack", sender, i);
+          checkEqual(answer, i, `client ${sender}: ack of call ${i}`);
+        }
+      }),
+    );
+    ctx.step("every tick arrives");
+    await Promise.race([
+      done,
+      new Promise((_, reject) => {
+        const timer = setInterval(() => {
+          if (lost.length) {
+            clearInterval(timer);
+            reject(new Error(`lost: ${lost.join(", ")}`));
+          }
+        }, 20);
+        done.then(() => clearInterval(timer));
+      }),
+    ]);
+    check(lost.length === 0, `lost: ${lost.join(", ")}`);
+    transportName = sockets[0].io.engine.transport.name;
+    return { clients, rounds, ticks_received: receivedTotal };
+  },
+
+  async "bcast-loop"(ctx) {
+    const clients = options.clients ?? 3;
+    const count = options.count ?? 10000;
+    const lost = [];
+    ctx.step(`connect ${clients} clients`);
+    const sockets = Array.from({ length: clients }, () => newSocket(ctx));
+    await Promise.all(sockets.map(connected));
+    sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
+    await Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket)));
+    ctx.step("everyone joins");
+    await joinRoom(sockets);
+    const received = sockets.map(() => 0);
+    const finished = sockets.map(
+      (socket, receiver) =>
+        new Promise((resolve) => {
+          socket.on("n", (i) => {
+            check(i === received[receiver], `client ${receiver}: n(${i}), expected ${received[receiver]}`);
+            received[receiver] += 1;
+            if (received[receiver] === count) resolve();
+          });
+        }),
+    );
+    ctx.step(`a loop of ${count} broadcasts`);
+    const answer = await sockets[0].emitWithAck("bcast_loop", count);
+    checkEqual(answer, count, "bcast_loop ack");
+    ctx.step("every broadcast arrives");
+    await Promise.all(finished);
+    check(lost.length === 0, `lost: ${lost.join(", ")}`);
+    transportName = sockets[0].io.engine.transport.name;
+    return { clients, count, received };
+  },
+};
+
+async function cleanup() {
+  for (const manager of managers) manager.engine?.close();
+}
+
+async function finalState(ctx) {
+  const expected = ctx.mode === "polling" ? "polling" : "websocket";
+  check(transportName === expected, `transport is ${transportName}, expected ${expected}`);
+  return { transport: transportName, upgraded: ctx.mode === "upgrade" };
+}
+
+await runScenarioMain({
+  client: `socket.io-client@${packageVersion("socket.io-client")}`,
+  scenarios,
+  cleanup,
+  finalState,
+});

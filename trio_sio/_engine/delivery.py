@@ -1,0 +1,381 @@
+"""Every way a session's packets leave, owned by one object.
+
+A session's outbound packets can leave in four ways: a WebSocket writer task takes the queue
+and sends it; the task that queues a packet writes it straight into an idle connection's
+socket; the server's flusher writes what a burst of broadcasts queued for an idle connection,
+in one write; a long-poll GET takes the queue as its response. :class:`Delivery` holds the
+queue and does all four, so that one piece of code keeps the promise: **every packet queued
+leaves exactly once, in the order queued** (control packets ahead of data), or the session is
+closed and nothing more leaves.
+
+It does so with one explicit state, :class:`Consumer`, that says who may take from the queue
+right now; each way out checks it and moves it, synchronously, so no two can take at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import trio
+
+from .._protocol import Outgoing
+from .fanout import FanOut
+from .host import WritesWithoutWaiting
+from .queue import PacketQueue
+
+__all__ = ["Consumer", "Delivery", "DeliveryClosed"]
+
+
+class DeliveryClosed(Exception):
+    """The session is gone: nothing more can be queued, or nothing more will leave."""
+
+
+class Consumer(enum.Enum):
+    """Who takes from a session's queue now.
+
+    ==============  ===========================================================================
+    ``NONE``        nobody: a long-polling session between GETs, or no transport yet.
+    ``POLL``        a long-poll GET waits; the first packet releases it, and it takes.
+    ``IDLE``        the WebSocket writer task is parked, nothing is queued, and the connection
+                    holds nothing unsent: the task that sends a packet may write it itself.
+    ``FLUSH_DUE``   the writer is parked; broadcasts queued packets without waking it, and the
+                    flusher will write them (with all that joins them meanwhile) in one write.
+    ``BUSY``        the writer task is awake: it takes everything queued before it parks.
+    ==============  ===========================================================================
+    """
+
+    NONE = "none"
+    POLL = "poll"
+    IDLE = "idle"
+    FLUSH_DUE = "flush due"
+    BUSY = "busy"
+
+
+class Delivery:
+    """A session's outbound queue and every way out of it (see the module's docstring).
+
+    Invariants, each kept by the method named:
+
+    * A packet leaves only through :meth:`take`, :meth:`poll_nowait` or a write without
+      waiting (:meth:`put_nowait`, :meth:`flush`), each taking from the front of the queue.
+    * A write without waiting happens only from ``IDLE`` or ``FLUSH_DUE``, where the writer is
+      parked holding no batch and the connection has nothing unsent, so nothing queued earlier
+      can be overtaken; bytes the kernel did not take stay with the connection, ahead of
+      everything, and the writer is woken to send them (``BUSY``).
+    * ``FLUSH_DUE`` is entered only from ``IDLE`` with a packet queued and the flusher told;
+      :meth:`flush` acts only in ``FLUSH_DUE``, so a flush the writer overtook does nothing.
+    * Once :meth:`close` ran, nothing is queued and nothing leaves; :meth:`finish` lets what
+      is queued leave, then closes for takers too.
+
+    Data is bounded by the :class:`PacketQueue`'s bounds; control packets are not (the
+    session sends at most one ping per heartbeat and one close).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_packets: int,
+        max_bytes: int,
+        fanout: FanOut,
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self._queue = PacketQueue(max_packets=max_packets, max_bytes=max_bytes)
+        # Past a sixteenth of either bound, this client is behind (see FanOut).
+        self._pacing_packets = max_packets // 16
+        self._pacing_bytes = max_bytes // 16
+        self._fanout = fanout
+        self._on_error = on_error  # a write without waiting failed in the flusher's task
+        self._consumer = Consumer.NONE
+        self._accepting = True  # False once finishing or closed
+        self._closed = False
+        self._writer: trio.lowlevel.Task | None = None  # the parked writer task
+        self._direct: WritesWithoutWaiting | None = None  # the writer's connection, if it can
+        self._flush_requested = False  # the writer must run even with nothing queued
+        self._release_poll: Callable[[], None] | None = None
+        self._producers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
+        #: Volatile packets dropped because the client was behind.
+        self.dropped_volatile = 0
+
+    @property
+    def consumer(self) -> Consumer:
+        """Who takes from the queue now."""
+        return self._consumer
+
+    @property
+    def closed(self) -> bool:
+        """True once nothing more can be queued (finishing or closed)."""
+        return not self._accepting
+
+    def queued(self) -> tuple[int, int]:
+        """``(packets, bytes)`` waiting in the data lane."""
+        return self._queue.packets, self._queue.nbytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most bytes the queue ever held."""
+        return self._queue.peak_bytes
+
+    # --- producers -----------------------------------------------------------------------
+
+    def put_nowait(self, item: Outgoing) -> None:
+        """Queue a data item for this client alone, writing it at once if the connection is
+        idle and can be written without waiting.
+
+        Raises:
+            trio.WouldBlock: it does not fit.
+            DeliveryClosed: the session is finishing or closed.
+        """
+        if not self._accepting:
+            raise DeliveryClosed
+        consumer = self._consumer
+        if consumer is Consumer.IDLE and self._direct is not None and self._write_now([item]):
+            return
+        if not self._queue.append(item):
+            raise trio.WouldBlock
+        if consumer is Consumer.FLUSH_DUE:
+            # A send to this client alone ends the coalescing: everything waiting goes now.
+            self._flush_now()
+        else:
+            self._notify()
+
+    async def put(self, item: Outgoing) -> None:
+        """Queue a data item, waiting for room; a checkpoint.
+
+        Raises:
+            DeliveryClosed: the session is finishing or closed (also while waiting).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.put_nowait(item)
+            except trio.WouldBlock:
+                if self._producers is None:
+                    self._producers = trio.lowlevel.ParkingLot()
+                await self._producers.park()
+                continue
+            # Queued: yield without raising Cancelled, so the caller never believes an item
+            # that will be sent was not.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+
+    def offer(self, item: Outgoing, *, volatile: bool = False) -> bool:
+        """Queue ``item`` for a broadcast, without waiting and without waking a task: an idle
+        connection that can be written without waiting is left to the flusher, which writes
+        everything queued for it until it runs in one write.
+
+        Returns ``False`` when a volatile item was dropped because the client is behind.
+
+        Raises:
+            trio.WouldBlock: it does not fit (the caller decides what a slow consumer costs).
+            DeliveryClosed: the session is finishing or closed.
+        """
+        if not self._accepting:
+            raise DeliveryClosed
+        queue = self._queue
+        consumer = self._consumer
+        if volatile and queue.packets and consumer is not Consumer.FLUSH_DUE:
+            self.dropped_volatile += 1
+            return False
+        if not queue.append(item):
+            raise trio.WouldBlock
+        if queue.packets > self._pacing_packets or queue.nbytes > self._pacing_bytes:
+            self._fanout.backlog()
+        if consumer is Consumer.FLUSH_DUE:
+            self._fanout.appended += 1
+        elif consumer is Consumer.IDLE and self._direct is not None:
+            self._consumer = Consumer.FLUSH_DUE
+            self._fanout.schedule_flush(self)
+        else:
+            self._notify()
+        return True
+
+    def put_control(self, item: Outgoing) -> None:
+        """Queue a control packet (a ping) ahead of all data. Dropped once closed."""
+        if self._closed:
+            return
+        self._queue.append_control(item)
+        if self._consumer is not Consumer.FLUSH_DUE:  # else the flush takes it shortly
+            self._notify()
+
+    def finish(self, last: Outgoing | None = None) -> None:
+        """Refuse more data; queue ``last`` (a close packet, say) after what is queued. Takers
+        drain the queue, then see :class:`DeliveryClosed`."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        if last is not None:
+            self._queue.append_unbounded(last)
+        self._wake_writer()
+        self._release()
+        self._wake_producers()
+
+    def close(self) -> None:
+        """Drop everything queued; every waiter wakes to :class:`DeliveryClosed`."""
+        self._accepting = False
+        self._closed = True
+        self._queue.clear()
+        self._wake_writer()
+        self._release()
+        self._wake_producers()
+
+    async def wait_drained(self) -> None:
+        """Wait until everything queued has been taken (or the delivery closed)."""
+        while not self._closed and self._queue:
+            if self._producers is None:
+                self._producers = trio.lowlevel.ParkingLot()
+            await self._producers.park()
+
+    # --- the WebSocket writer ------------------------------------------------------------
+
+    def attach_writer(self, connection: object) -> None:
+        """A WebSocket writer task takes over from now on (it is about to call :meth:`take`).
+        If ``connection`` can write without waiting, packets may skip the writer task."""
+        if self._consumer is Consumer.POLL:
+            self.stop_poll_wait()
+        self._direct = connection if isinstance(connection, WritesWithoutWaiting) else None
+        self._consumer = Consumer.BUSY
+
+    async def take(self) -> list[Outgoing]:
+        """The writer task's next batch: everything queued, control packets first; empty
+        when the connection has bytes left unsent to flush. Waits while there is nothing.
+
+        Raises:
+            DeliveryClosed: closed, or finished and drained.
+        """
+        try:
+            batch = self._take_for_writer()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return batch
+        while True:
+            # Parking is the checkpoint: once woken, take without yielding again (a second
+            # trip through the scheduler per wake-up is measurable on fan-out).
+            if self._writer is not None:
+                raise trio.BusyResourceError("another task is writing this session")
+            self._writer = trio.lowlevel.current_task()
+            self._consumer = Consumer.IDLE
+            await trio.lowlevel.wait_task_rescheduled(self._abort_take)
+            try:
+                return self._take_for_writer()
+            except trio.WouldBlock:
+                continue
+
+    def _take_for_writer(self) -> list[Outgoing]:
+        if self._closed:
+            raise DeliveryClosed
+        queue = self._queue
+        if queue:
+            self._consumer = Consumer.BUSY
+            self._flush_requested = False
+            batch = queue.take_all()
+            self._wake_producers()
+            return batch
+        if self._flush_requested:
+            self._consumer = Consumer.BUSY
+            self._flush_requested = False
+            return []
+        if not self._accepting:
+            raise DeliveryClosed
+        raise trio.WouldBlock
+
+    def _abort_take(self, _: object) -> trio.lowlevel.Abort:
+        self._writer = None
+        self._consumer = Consumer.NONE
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_writer(self) -> None:
+        task = self._writer
+        if task is not None:
+            self._writer = None
+            self._consumer = Consumer.BUSY
+            trio.lowlevel.reschedule(task)
+
+    def _write_now(self, batch: list[Outgoing]) -> bool:
+        """Write ``batch`` without waiting (``IDLE`` or ``FLUSH_DUE`` only); whether the
+        connection took it."""
+        direct = self._direct
+        assert direct is not None
+        if not direct.write_nowait(batch):
+            return False
+        self._consumer = Consumer.IDLE
+        if direct.unsent:  # the kernel took part of it: the writer sends the rest first
+            self._flush_requested = True
+            self._wake_writer()
+        return True
+
+    # --- the flusher ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what broadcasts queued for this idle connection (the flusher calls this)."""
+        if self._consumer is not Consumer.FLUSH_DUE or self._closed:
+            return  # the writer took over meanwhile, or the session is gone
+        try:
+            self._flush_now()
+        except Exception as exc:
+            self._on_error(exc)
+
+    def _flush_now(self) -> None:
+        batch = self._queue.take_all()
+        self._wake_producers()
+        if not self._write_now(batch):  # another write is under way: the writer takes it
+            self._queue.put_back(batch)
+            self._wake_writer()
+
+    # --- long-polling --------------------------------------------------------------------
+
+    def poll_nowait(self, max_packets: int | None = None) -> list[Outgoing]:
+        """A long-poll's response: everything queued, or up to ``max_packets`` packets,
+        control packets first.
+
+        Raises:
+            trio.WouldBlock: nothing is queued, or a WebSocket writer has taken over.
+            DeliveryClosed: closed, or finished and drained.
+        """
+        if self._closed:
+            raise DeliveryClosed
+        if self._consumer not in (Consumer.NONE, Consumer.POLL):
+            raise trio.WouldBlock
+        if not self._queue:
+            if not self._accepting:
+                raise DeliveryClosed
+            raise trio.WouldBlock
+        queue = self._queue
+        batch = queue.take_all() if max_packets is None else queue.take(max_packets)
+        self._wake_producers()
+        return batch
+
+    def wait_poll(self, release: Callable[[], None]) -> None:
+        """A GET waits for packets: call ``release`` (once, synchronously) when it should
+        take, or when the session closes."""
+        self._consumer = Consumer.POLL
+        self._release_poll = release
+
+    def stop_poll_wait(self) -> None:
+        """The waiting GET has been released or has gone."""
+        self._release_poll = None
+        if self._consumer is Consumer.POLL:
+            self._consumer = Consumer.NONE
+
+    def _release(self) -> None:
+        release = self._release_poll
+        if release is not None:
+            self._release_poll = None
+            self._consumer = Consumer.NONE
+            release()
+
+    # --- shared --------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Something was queued: wake whoever takes."""
+        consumer = self._consumer
+        if consumer is Consumer.IDLE:
+            self._wake_writer()
+        elif consumer is Consumer.POLL:
+            self._release()
+
+    def _wake_producers(self) -> None:
+        if self._producers:
+            self._producers.unpark_all()

@@ -1,0 +1,101 @@
+"""What the sessions of one server share for broadcasts: the flusher task, and the pacing that
+lets writers keep up with a loop of broadcasts."""
+
+from __future__ import annotations
+
+from typing import NoReturn, Protocol
+
+import trio
+
+__all__ = ["MAX_COALESCE_PASSES", "MAX_PACING_PASSES", "FanOut", "Flushable"]
+
+#: Scheduler passes the flusher waits, at most, while broadcasts keep adding to the
+#: connections it is about to write (a burst), before it writes anyway.
+MAX_COALESCE_PASSES = 16
+
+#: Extra scheduler passes a broadcast gives the writers, at most, while a recipient is behind.
+MAX_PACING_PASSES = 4
+
+
+class Flushable(Protocol):
+    """What the flusher writes: a session's :class:`~trio_sio._engine.delivery.Delivery`."""
+
+    def flush(self) -> None:
+        """Write what is waiting, if it still is."""
+        ...
+
+
+class FanOut:
+    """The broadcast side of one server's sessions.
+
+    **The flusher.** A broadcast that finds a recipient idle (and able to be written without
+    waiting) queues the packet without waking that recipient's writer and schedules a flush
+    here; idle recipients then cost no task switch each. The flusher task waits while
+    broadcasts keep adding to the connections it is about to write, as a handler's loop of
+    broadcasts does: until two scheduler passes in a row add nothing, for at most
+    :data:`MAX_COALESCE_PASSES` passes, or until a recipient is behind (below). Then
+    everything queued for each connection goes out in one ``send``: a burst of ten
+    broadcasts is one write per client, not ten.
+
+    **Pacing.** A broadcast never waits for a client: a recipient whose queue is full is cut
+    as a slow consumer. But each broadcast ends with a schedule point (:meth:`pace`), and a
+    writer may need more than one scheduler pass per packet it writes (under hypercorn, two
+    per WebSocket message); a loop of broadcasts would then outrun even clients that read
+    at once. So a recipient whose queue passes a sixteenth of either bound marks the server
+    *behind*, and while it is, each broadcast gives the writers up to
+    :data:`MAX_PACING_PASSES` more passes. A client that stopped reading costs each broadcast
+    those few passes until its queue fills and it is cut.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[Flushable] = []
+        self._task: trio.lowlevel.Task | None = None
+        #: Packets added to deliveries already due for a flush (the sign of a burst).
+        self.appended = 0
+        self._flush_now = False
+        self._behind = False
+
+    def schedule_flush(self, delivery: Flushable) -> None:
+        """``delivery`` has just become due for a flush."""
+        self._due.append(delivery)
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+    def backlog(self) -> None:
+        """A recipient's queue passed the pacing mark: flush now, and pace broadcasts."""
+        self._flush_now = self._behind = True
+
+    async def pace(self) -> None:
+        """The schedule point that ends a broadcast (shielded: the broadcast happened): one
+        scheduler pass, and up to :data:`MAX_PACING_PASSES` more while recipients are
+        behind."""
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        for _ in range(MAX_PACING_PASSES):
+            if not self._behind:
+                return
+            self._behind = False
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def run(self) -> NoReturn:
+        """The flusher's task (run by the server)."""
+        while True:
+            if not self._due:
+                self._task = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+            quiet_passes = passes = 0
+            while quiet_passes < 2 and passes < MAX_COALESCE_PASSES and not self._flush_now:
+                appended = self.appended
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                quiet_passes = quiet_passes + 1 if self.appended == appended else 0
+                passes += 1
+            due, self._due = self._due, []
+            self._flush_now = False
+            for delivery in due:
+                delivery.flush()
+            await trio.lowlevel.checkpoint()
+
+    def _abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED

@@ -1,0 +1,163 @@
+"""WebSocket: a session's transport from its handshake, or from an upgrade of long-polling.
+
+The reader is a task of the session's nursery; the writer is the host's own task for the
+connection (which would otherwise only wait), one task less per connection. Whichever ends
+first closes the session, which cancels the other. The fast paths (writing into an idle
+connection from the sending task, or from the flusher) belong to the session's
+:class:`~trio_sio._engine.delivery.Delivery`, which this transport hands the connection to.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from .._errors import Disconnected, DisconnectReason
+from .._protocol import (
+    EnginePacketType,
+    Outgoing,
+    ProtocolError,
+    Transport,
+    decode_packet,
+)
+from .delivery import DeliveryClosed
+from .host import WebSocketClosed, WebSocketConnection
+from .polling import PollingTransport
+from .session import Session, SessionState, UpgradeState
+
+__all__ = ["WebSocketTransport", "upgrade"]
+
+_PROBE_ANSWER = Outgoing.control(EnginePacketType.PONG, "probe")
+
+#: WebSocket close codes for the reasons a session ends with (1000 for the others).
+_CLOSE_CODES = {
+    DisconnectReason.SERVER_SHUTTING_DOWN: 1001,  # going away
+    DisconnectReason.PARSE_ERROR: 1002,  # protocol error
+}
+
+
+class WebSocketTransport:
+    """The WebSocket transport of one session."""
+
+    name = Transport.WEBSOCKET
+
+    def __init__(self, session: Session, ws: WebSocketConnection) -> None:
+        self._session = session
+        self._ws = ws
+        # Cancelled when the session ends, for a write stuck on a client that stopped reading.
+        self._writer_scope: trio.CancelScope | None = None
+        self._close_code = 1000
+
+    @property
+    def connection(self) -> WebSocketConnection:
+        """The host's WebSocket connection."""
+        return self._ws
+
+    def detach(self, reason: DisconnectReason | None) -> None:
+        """The session closed: the writer stops, and the connection closes with a code that
+        says why."""
+        if reason is not None and self._close_code == 1000:
+            self._close_code = _CLOSE_CODES.get(reason, 1000)
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
+
+    async def run(self) -> None:
+        """Serve the session over the WebSocket until either ends, then close the WebSocket.
+        Runs in the host's task for the connection."""
+        session = self._session
+        if session.state is SessionState.CLOSED:
+            await self._ws.close(self._close_code)
+            return
+        session.delivery.attach_writer(self._ws)
+        session.nursery.start_soon(self._read, name="trio_sio.ws_reader")
+        self._writer_scope = trio.CancelScope()
+        try:
+            with self._writer_scope:
+                await self._write()
+        except Exception as exc:
+            if not session.survive_failure(exc):
+                raise
+        except BaseException:
+            # The host cancelled its task (it is shutting down, say): the session goes too.
+            session.close(DisconnectReason.TRANSPORT_CLOSE)
+            raise
+        await self._ws.close(self._close_code)
+
+    async def _write(self) -> None:
+        session = self._session
+        take = session.delivery.take
+        send = self._ws.send
+        try:
+            while True:
+                await send(await take())
+        except DeliveryClosed:
+            # A graceful close finished draining (or the session is gone).
+            session.close(session.close_reason or DisconnectReason.FORCED_CLOSE)
+        except WebSocketClosed:
+            session.close(DisconnectReason.TRANSPORT_CLOSE)
+
+    async def _read(self) -> None:
+        session = self._session
+        ws = self._ws
+        max_payload = session.options.max_payload
+        on_message = session.handler.on_message
+        try:
+            while True:
+                frame = await ws.receive()
+                if len(frame) > max_payload:
+                    self._close_code = 1009
+                    session.close(DisconnectReason.TRANSPORT_ERROR)
+                    return
+                packet = decode_packet(frame)
+                if packet.type is EnginePacketType.MESSAGE:  # the hot path, one call shorter
+                    await on_message(session, packet.data)
+                else:
+                    await session.receive(packet)
+        except Disconnected:
+            pass  # the session closed while the application handled a message
+        except WebSocketClosed as closed:
+            # 1009: the host refused a message over its size limit, like our check above.
+            too_big = closed.code == 1009
+            session.close(
+                DisconnectReason.TRANSPORT_ERROR if too_big else DisconnectReason.TRANSPORT_CLOSE
+            )
+        except ProtocolError as exc:
+            session.refuse(exc)
+
+
+async def upgrade(session: Session, ws: WebSocketConnection) -> None:
+    """Take over an accepted WebSocket that wants to upgrade a polling session.
+
+    Expects ``2probe`` (answered ``3probe``; from then on a waiting GET is released with a
+    noop every 100 ms, so the client can pause polling), then ``5``, within
+    ``upgrade_timeout``. Then the session swaps its transport and runs over the WebSocket.
+    Otherwise the WebSocket is closed and the session goes on over long-polling.
+    """
+    polling = session.current_transport
+    if (
+        not isinstance(polling, PollingTransport)
+        or session.upgrade is not UpgradeState.NONE
+        or session.state is not SessionState.OPEN
+    ):
+        await ws.close(1008)
+        return
+    session.upgrade = UpgradeState.PROBING
+    upgraded = False
+    try:
+        with trio.move_on_after(session.options.upgrade_timeout):
+            if await ws.receive() == "2probe":
+                await ws.send([_PROBE_ANSWER])
+                session.upgrade = UpgradeState.PROBED
+                polling.upgrade_probed()
+                upgraded = await ws.receive() == "5" and session.state is SessionState.OPEN
+    except WebSocketClosed:
+        pass
+    finally:
+        session.upgrade = UpgradeState.NONE
+        if not upgraded:
+            polling.upgrade_abandoned()
+    if not upgraded:
+        await ws.close(1002)
+        return
+    transport = WebSocketTransport(session, ws)
+    session.attach(transport)  # the polling transport lets go first, in the same step
+    await transport.run()
