@@ -47,6 +47,7 @@ async def serve_hypercorn(
     On cancellation every session is closed with ``"server shutting down"`` (disconnect
     handlers run, within ``disconnect_handler_timeout``) before the listener goes away.
     """
+    await trio.lowlevel.checkpoint()
     from hypercorn.config import Config
     from hypercorn.trio import serve
 

@@ -279,6 +279,7 @@ class ParentNamespace(_Registry):
 
     async def matches(self, name: str, auth: Any) -> bool:
         """Whether ``name`` belongs to this family."""
+        await trio.lowlevel.checkpoint()
         if isinstance(self.matcher, re.Pattern):
             return self.matcher.fullmatch(name) is not None
         result = self.matcher(name, auth)

@@ -259,6 +259,7 @@ class Server(_Registry, _Targets):
         Bound the wait with a cancel scope; :func:`serve_hypercorn` and the ASGI lifespan
         allow ``disconnect_handler_timeout`` plus one second.
         """
+        await trio.lowlevel.checkpoint()
         await self.engine.shutdown()
 
     def _adopt(self, namespace: Namespace) -> None:

@@ -114,6 +114,7 @@ class EngineServer:
 
     async def shutdown(self) -> None:
         """Close every session with ``"server shutting down"``; wait until their tasks end."""
+        await trio.lowlevel.checkpoint()
         for session in self._sessions:
             session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
         await self._sessions.wait_tasks_ended()

@@ -264,6 +264,7 @@ class Session:
         Raises:
             ProtocolError: a packet a client may not send.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         packet_type = packet.type
         if packet_type is EnginePacketType.MESSAGE:
             await self._host.handler.on_message(self, packet.data)

@@ -143,6 +143,7 @@ async def serve_native(
     with ``"server shutting down"`` (disconnect handlers run, within their timeout), and
     WebSockets close with 1001, before the remaining connections are cancelled.
     """
+    await trio.lowlevel.checkpoint()
     config = config or NativeConfig()
     mounts = [Mount("/" + path.strip("/") + "/", server, _max_payload(server))]
     for extra_path, endpoint in (endpoints or {}).items():
