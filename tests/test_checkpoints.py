@@ -27,6 +27,7 @@ import trio_sio.testing
 from trio_sio._engine import HttpRequest
 from trio_sio._protocol import EnginePacket, EnginePacketType, Outgoing
 from trio_sio.adapters import RemoteSocket
+from trio_sio.hosts import MemoryWebSocket
 from trio_sio.testing import TestClient, open_client, running
 
 PUBLIC_MODULES: tuple[ModuleType, ...] = (
@@ -157,7 +158,7 @@ RECIPES: dict[str, Recipe] = {
     "Server.shutdown": lambda w: w.sio.shutdown(),
     "Server.handle_http": lambda w: w.sio.handle_http(_request("EIO=4&transport=polling")),
     "Server.handle_websocket": lambda w: w.sio.handle_websocket(
-        _request("EIO=4&transport=websocket"), trio_sio.testing._MemoryWebSocket()
+        _request("EIO=4&transport=websocket"), MemoryWebSocket()
     ),
     "ParentNamespace.emit": lambda w: w.sio._parents[0].emit("e"),
     "ParentNamespace.matches": lambda w: w.sio._parents[0].matches("/dyn1", {}),
@@ -176,13 +177,11 @@ RECIPES: dict[str, Recipe] = {
         _request("EIO=4&transport=polling")
     ),
     "EngineServer.handle_websocket": lambda w: w.sio.engine.handle_websocket(
-        _request("EIO=4&transport=websocket"), trio_sio.testing._MemoryWebSocket()
+        _request("EIO=4&transport=websocket"), MemoryWebSocket()
     ),
-    "Session.send": lambda w: w.socket.session.send(Outgoing.message("2[\"e\"]")),
+    "Session.send": lambda w: w.socket.session.send(Outgoing.message('2["e"]')),
     "Session.wait_closed": lambda w: w.socket.session.wait_closed(),
-    "Session.receive": lambda w: w.socket.session.receive(
-        EnginePacket(EnginePacketType.CLOSE, "")
-    ),
+    "Session.receive": lambda w: w.socket.session.receive(EnginePacket(EnginePacketType.CLOSE, "")),
     "TestClient.emit": lambda w: w.client.emit("ping"),
     "TestClient.call": lambda w: w.client.call("ping"),
     "TestClient.receive": lambda w: w.client.receive(),

@@ -1,8 +1,10 @@
-"""The protocol core stays sans-I/O and clock-free.
+"""The layers keep to their places.
 
-Like trio's test that keeps ``trio._core`` free of its higher layers, this reads every module of
-``trio_sio._protocol`` (without importing it) and fails if any of them imports an I/O or event
-loop library, the logging machinery or the clock, or reaches out of the package.
+Like trio's test that keeps ``trio._core`` free of its higher layers, this reads every module
+(without importing it). The protocol core stays sans-I/O and clock-free: none of its modules
+imports an I/O or event loop library, the logging machinery or the clock, or reaches out of the
+package. Above it, the Engine.IO runtime, Socket.IO, the hosts and the adapters each use only
+the layers below them (see the second half).
 """
 
 from __future__ import annotations
@@ -162,3 +164,145 @@ def test_relative_imports_resolve_from_the_package_init() -> None:
         "trio_sio",
         "trio_sio._server",
     ]
+
+
+# --- the layers above the core -------------------------------------------------------------
+#
+# trio_sio._protocol   sans-I/O codecs (above)
+# trio_sio._engine     the Engine.IO runtime: sessions, delivery, transports
+# Socket.IO            _server, _namespace, _socket, _broadcast, _adapter, _cluster
+# trio_sio.hosts       ASGI/hypercorn, native, in-memory
+# trio_sio.adapters    cluster adapters (plug-ins)
+#
+# Each layer may use the ones listed above it, never one below, and the core never depends on
+# the adapters/ plug-in folder.
+
+ENGINE = "trio_sio._engine"
+SOCKETIO = {f"trio_sio.{name}" for name in ("_server", "_namespace", "_socket", "_broadcast")}
+SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster"}
+HOSTS = "trio_sio.hosts"
+ADAPTERS = "trio_sio.adapters"
+TRANSPORTS = {f"{ENGINE}.polling", f"{ENGINE}.websocket"}
+
+
+def package_modules() -> dict[str, tuple[Path, bool]]:
+    """Every module of trio_sio: dotted name -> (file, whether it is a package's __init__)."""
+    import trio_sio
+
+    modules = {"trio_sio": (Path(trio_sio.__file__), True)}
+    for info in pkgutil.walk_packages(trio_sio.__path__, prefix="trio_sio."):
+        spec = find_spec(info.name)
+        assert spec is not None
+        assert spec.origin is not None
+        modules[info.name] = (Path(spec.origin), info.ispkg)
+    return modules
+
+
+MODULES = package_modules()
+
+
+def imports_of(module: str) -> set[str]:
+    path, is_package = MODULES[module]
+    return imported_modules(path.read_text(encoding="utf-8"), module, is_package=is_package)
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def modules_in(prefix: str) -> list[str]:
+    return sorted(name for name in MODULES if within(name, prefix))
+
+
+def test_the_layers_are_where_the_rules_expect_them() -> None:
+    """Guards the walk: the rules below would pass vacuously on missing modules."""
+    assert {f"{ENGINE}.session", f"{ENGINE}.delivery", *TRANSPORTS} <= set(MODULES)
+    assert set(MODULES) >= SOCKETIO
+    assert {f"{HOSTS}._asgi", f"{HOSTS}.native._http", f"{HOSTS}._memory"} <= set(MODULES)
+    assert f"{ADAPTERS}.redis" in MODULES
+
+
+@pytest.mark.parametrize("module", modules_in(ENGINE))
+def test_engine_uses_only_the_protocol_core(module: str) -> None:
+    allowed = (ENGINE, PACKAGE, "trio_sio._errors")
+    bad = [
+        name
+        for name in imports_of(module)
+        if within(name, "trio_sio") and not any(within(name, ok) for ok in allowed)
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", modules_in(ENGINE))
+def test_engine_files_keep_to_each_others_public_names(module: str) -> None:
+    """No ``from .x import _y``, and no ``other._attribute`` unless this file defines it."""
+    path, _ = MODULES[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defined = {
+        node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    defined |= {
+        target.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+    }
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            bad += [a.name for a in node.names if a.name.startswith("_") and a.name != "__all__"]
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in defined:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                bad.append(ast.unparse(node))
+    assert bad == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_engine_has_no_import_cycle() -> None:
+    """Typing-only imports count: a cycle is a cycle of knowledge."""
+    engine = modules_in(ENGINE)
+    edges = {m: {n for n in imports_of(m) if n in engine and n != m} for m in engine}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module in done:
+            return
+        for target in edges[module]:
+            if target != ENGINE:  # the package re-exports; its modules never import it
+                visit(target, (*path, module))
+        done.add(module)
+
+    for module in engine:
+        visit(module, ())
+
+
+@pytest.mark.parametrize("module", sorted(SOCKETIO))
+def test_socketio_never_uses_a_host_or_a_transport(module: str) -> None:
+    bad = [
+        name
+        for name in imports_of(module)
+        if within(name, HOSTS) or any(within(name, t) for t in TRANSPORTS)
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", modules_in(ADAPTERS))
+def test_adapters_never_use_a_host(module: str) -> None:
+    assert [name for name in imports_of(module) if within(name, HOSTS)] == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not within(m, ADAPTERS)))
+def test_the_core_never_uses_the_adapter_plugins(module: str) -> None:
+    assert [name for name in imports_of(module) if within(name, ADAPTERS)] == []
+
+
+@pytest.mark.parametrize("module", modules_in(ENGINE))
+def test_engine_files_stay_small(module: str) -> None:
+    path, _ = MODULES[module]
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 360  # "about 350"

@@ -37,10 +37,10 @@ from support.websocket import Closed, Rejected, open_websocket
 from trio_sio import DisconnectReason, NativeConfig
 from trio_sio._engine import Consumer
 from trio_sio._engine.websocket import WebSocketTransport
-from trio_sio._native import _http as native_http
-from trio_sio._native._websocket import DirectWebSocket, NativeWebSocket
 from trio_sio._protocol.websocket import encode_messages
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing
+from trio_sio.hosts.native import _http as native_http
+from trio_sio.hosts.native._websocket import DirectWebSocket, NativeWebSocket
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

@@ -461,11 +461,11 @@ async def test_connect_timeout_closes_idle_connections(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     from trio_sio._engine import HttpRequest
-    from trio_sio.testing import _MemoryWebSocket
+    from trio_sio.hosts import MemoryWebSocket
 
     sio = trio_sio.Server(connect_timeout=3)
     async with running(sio), trio.open_nursery() as nursery:
-        ws = _MemoryWebSocket()  # Engine.IO only: it never connects a namespace
+        ws = MemoryWebSocket()  # Engine.IO only: it never connects a namespace
         request = HttpRequest("GET", "/socket.io/", "EIO=4&transport=websocket", {})
         nursery.start_soon(sio.handle_websocket, request, ws)
         start = trio.current_time()
@@ -481,7 +481,7 @@ async def test_each_session_gets_its_own_connect_deadline(
     # One timer for the whole server: deadlines of sessions opened at different times, and a
     # client that joined a namespace in time is left alone.
     from trio_sio._engine import HttpRequest
-    from trio_sio.testing import _MemoryWebSocket
+    from trio_sio.hosts import MemoryWebSocket
 
     sio = make_server(connect_timeout=3)
     closed_after: list[float] = []
@@ -489,7 +489,7 @@ async def test_each_session_gets_its_own_connect_deadline(
 
     async def engine_only_session(delay: float) -> None:
         await trio.sleep(delay)
-        ws = _MemoryWebSocket()
+        ws = MemoryWebSocket()
         request = HttpRequest("GET", "/socket.io/", "EIO=4&transport=websocket", {})
         await sio.handle_websocket(request, ws)
         closed_after.append(trio.current_time() - start)

@@ -13,24 +13,24 @@
 
 from ._adapter import Adapter as Adapter
 from ._adapter import BroadcastOptions as BroadcastOptions
-from ._asgi import ASGIApp as ASGIApp
 from ._broadcast import AckCollector as AckCollector
 from ._broadcast import BroadcastOperator as BroadcastOperator
 from ._cli import run as run
 from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
-from ._hosting import serve_hypercorn as serve_hypercorn
 from ._namespace import Namespace as Namespace
 from ._namespace import ParentNamespace as ParentNamespace
-from ._native import NativeConfig as NativeConfig
-from ._native import serve_native as serve_native
 from ._protocol import ProtocolError as ProtocolError
 from ._server import Server as Server
 from ._server import ServerStatistics as ServerStatistics
 from ._socket import Handshake as Handshake
 from ._socket import Socket as Socket
 from ._socket import SocketStatistics as SocketStatistics
+from .hosts import ASGIApp as ASGIApp
+from .hosts import NativeConfig as NativeConfig
+from .hosts import serve_hypercorn as serve_hypercorn
+from .hosts import serve_native as serve_native
 
 __all__ = [
     "ASGIApp",

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._cluster import ClusterReplies
 from ._protocol import Outgoing, SocketPacket, encode_packet
-from .adapters._cluster import ClusterReplies
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector
+    from ._cluster import RemoteSocket
     from ._namespace import Namespace
     from ._socket import Socket
-    from .adapters._cluster import RemoteSocket
 
 __all__ = ["Adapter", "BroadcastOptions"]
 

@@ -12,8 +12,8 @@ from ._protocol import PacketType, SocketPacket
 from ._socket import Socket, _ack_result
 
 if TYPE_CHECKING:
+    from ._cluster import RemoteSocket
     from ._namespace import Namespace
-    from .adapters._cluster import RemoteSocket
 
 __all__ = ["AckCollector", "BroadcastOperator"]
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import trio
 
-from ._native import serve_native
-from ._native._http import Endpoint
+from .hosts import Endpoint, serve_native
 
 __all__ = ["main", "run"]
 

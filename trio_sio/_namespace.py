@@ -16,9 +16,9 @@ from ._protocol import RESERVED_EVENTS, SocketPacket
 
 if TYPE_CHECKING:
     from ._adapter import Adapter
+    from ._cluster import ClusterReplies, RemoteSocket
     from ._server import Server
     from ._socket import Socket
-    from .adapters._cluster import ClusterReplies, RemoteSocket
 
 __all__ = [
     "ConnectHandler",

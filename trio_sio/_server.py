@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -13,10 +13,9 @@ import trio
 from ._adapter import Adapter
 from ._engine import (
     Alarm,
-    AllowRequest,
-    CorsOrigins,
     EngineOptions,
     EngineServer,
+    EngineSettings,
     HttpRequest,
     HttpResponse,
     Session,
@@ -33,18 +32,21 @@ from ._protocol import (
     ProtocolError,
     SocketPacket,
     StdlibJson,
-    Transport,
     encode_packet,
     parse_query,
 )
 from ._socket import Socket
 
 if TYPE_CHECKING:
-    pass
+    from typing_extensions import Unpack
 
 __all__ = ["Server", "ServerStatistics"]
 
 logger = logging.getLogger("trio_sio")
+
+#: Added to the disconnect handlers' timeout: how long a shutdown waits for the transports to
+#: close after the handlers ran.
+SHUTDOWN_GRACE = 1.0
 
 _INVALID_NAMESPACE = {"message": "Invalid namespace"}
 _SERVER_ERROR = {"message": "Internal server error"}
@@ -74,31 +76,12 @@ class Server(_Registry, _Targets):
     :meth:`of`), then serve it: under hypercorn with :class:`~trio_sio.ASGIApp`, or inside
     your own Trio program with ``await nursery.start(sio.run)`` plus a host.
 
-    Times are in seconds, sizes in bytes. The arguments up to ``max_sessions`` are Engine.IO
-    settings, the others Socket.IO's.
+    Times are in seconds, sizes in bytes. The Engine.IO settings (``ping_interval``,
+    ``max_payload``, ``cors_allowed_origins``, ``outbound_queue_bytes``, ...) are keyword
+    arguments as well, described once, in :class:`~trio_sio.engineio.EngineOptions`; they
+    end up in that one object, :attr:`engine_options`. The Socket.IO settings:
 
     Args:
-        ping_interval: how often the server pings each client.
-        ping_timeout: how long a client has to answer a ping: a dead or stuck client is
-            dropped within ``ping_interval + ping_timeout``.
-        upgrade_timeout: time allowed to upgrade from long-polling to WebSocket.
-        max_payload: largest polling body / WebSocket message (the client learns it).
-        transports: ``("polling", "websocket")`` by default.
-        cors_allowed_origins: ``None`` = same origin only (default, also for WebSocket),
-            ``"*"``, a list of origins, or a predicate.
-        cors_credentials: send ``Access-Control-Allow-Credentials: true``.
-        cookie: name of a cookie carrying the session id, or ``None`` (default) for none.
-        allow_request: async hook that may refuse a handshake (answered 403).
-        http_compression: compress long-polling responses for clients that accept it, from
-            ``compression_threshold`` bytes on.
-        http_read_timeout: longest a polling POST may take to deliver its body (then 408).
-        max_packets_per_payload: most packets one polling POST may carry.
-        outbound_queue_packets: per-client outbound bound in packets; a client whose queue
-            a broadcast finds full is disconnected ("slow consumer").
-        outbound_queue_bytes: the same bound in bytes.
-        max_sessions: most sessions at once; handshakes beyond it are answered 503.
-        tune_gc: raise CPython's young-generation collection threshold when the server
-            starts, unless the program set its own (see :func:`trio_sio.engineio.tune_gc`).
         connect_timeout: close a connection that joins no namespace within this time.
         max_attachments: most binary attachments per packet.
         max_concurrent_handlers: event handlers running at once per socket. With the default,
@@ -116,23 +99,6 @@ class Server(_Registry, _Targets):
     def __init__(
         self,
         *,
-        ping_interval: float = 25.0,
-        ping_timeout: float = 20.0,
-        upgrade_timeout: float = 10.0,
-        max_payload: int = 1_000_000,
-        transports: Sequence[str] = ("polling", "websocket"),
-        cors_allowed_origins: CorsOrigins = None,
-        cors_credentials: bool = True,
-        cookie: str | None = None,
-        allow_request: AllowRequest | None = None,
-        http_compression: bool = True,
-        compression_threshold: int = 1024,
-        http_read_timeout: float = 10.0,
-        max_packets_per_payload: int = 1000,
-        outbound_queue_packets: int = 4096,
-        outbound_queue_bytes: int = 4 * 1024 * 1024,
-        max_sessions: int | None = None,
-        tune_gc: bool = True,
         connect_timeout: float = 45.0,
         max_attachments: int = 10,
         max_concurrent_handlers: int = 1,
@@ -142,28 +108,11 @@ class Server(_Registry, _Targets):
         handler_errors: Literal["log", "raise"] = "log",
         json: JsonCodec | None = None,
         adapter_factory: Callable[[Namespace], Adapter] = Adapter,
+        **engine_settings: Unpack[EngineSettings],
     ) -> None:
         if max_concurrent_handlers < 1 or handler_queue_size < 1:
             raise ValueError("max_concurrent_handlers and handler_queue_size must be >= 1")
-        options = EngineOptions(
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            upgrade_timeout=upgrade_timeout,
-            max_payload=max_payload,
-            transports=tuple(Transport(name) for name in transports),
-            cors_allowed_origins=cors_allowed_origins,
-            cors_credentials=cors_credentials,
-            cookie=cookie,
-            allow_request=allow_request,
-            http_compression=http_compression,
-            compression_threshold=compression_threshold,
-            http_read_timeout=http_read_timeout,
-            max_packets_per_payload=max_packets_per_payload,
-            outbound_queue_packets=outbound_queue_packets,
-            outbound_queue_bytes=outbound_queue_bytes,
-            max_sessions=max_sessions,
-            tune_gc=tune_gc,
-        )
+        options = EngineOptions.from_settings(engine_settings)
         self.json: JsonCodec = json or StdlibJson()
         self.engine = EngineServer(
             self, options, json=self.json, supervise=handler_errors != "raise"
@@ -250,6 +199,24 @@ class Server(_Registry, _Targets):
     def running(self) -> bool:
         """Whether :meth:`run` is running."""
         return self._nursery is not None
+
+    @property
+    def engine_options(self) -> EngineOptions:
+        """The Engine.IO settings in force (the keyword arguments given, defaults for the
+        others)."""
+        return self.engine.options
+
+    @property
+    def max_payload(self) -> int:
+        """The largest polling body or WebSocket message accepted (Engine.IO's
+        ``maxPayload``)."""
+        return self.engine.options.max_payload
+
+    @property
+    def shutdown_grace(self) -> float:
+        """How long :meth:`shutdown` may take: the disconnect handlers' timeout, plus a
+        second for the transports to close. The hosts give it that long when they stop."""
+        return self.disconnect_handler_timeout + SHUTDOWN_GRACE
 
     async def shutdown(self) -> None:
         """Close every session with ``"server shutting down"`` and wait until all have ended

@@ -15,7 +15,7 @@ Inside :func:`running`, a handler that raises makes the test fail with that exce
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +23,10 @@ from urllib.parse import urlencode
 
 import trio
 
-from ._engine import HttpRequest, HttpResponse, WebSocketClosed
+from ._engine import HttpRequest
 from ._errors import ConnectionRefused, Disconnected
 from ._protocol import (
     Decoder,
-    Outgoing,
     PacketType,
     SocketPacket,
     StdlibJson,
@@ -35,6 +34,7 @@ from ._protocol import (
 )
 from ._server import Server
 from ._socket import _ack_args
+from .hosts import MemoryWebSocket
 
 __all__ = ["ReceivedEvent", "TestClient", "open_client", "running"]
 
@@ -53,47 +53,6 @@ async def running(server: Server, *, raise_handler_errors: bool = True) -> Async
         await nursery.start(server.run)
         yield server
         nursery.cancel_scope.cancel()
-
-
-class _MemoryWebSocket:
-    """The server's end of an in-memory WebSocket (a :class:`WebSocketConnection`)."""
-
-    def __init__(self) -> None:
-        self.to_server, self._from_client = trio.open_memory_channel[str | bytes](64)
-        self._to_client, self.from_server = trio.open_memory_channel[str | bytes](64)
-        self.accepted = trio.Event()
-        self.rejection: HttpResponse | None = None
-        self.close_code: int | None = None
-        #: Set when the server closes its end (seen even by a client that stopped reading).
-        self.closed = trio.Event()
-
-    async def accept(self, headers: list[tuple[str, str]]) -> None:
-        self.accepted.set()
-
-    async def reject(self, response: HttpResponse) -> None:
-        self.rejection = response
-        self.accepted.set()
-        await self._to_client.aclose()
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._from_client.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise WebSocketClosed(1000) from None
-
-    async def send(self, items: Sequence[Outgoing]) -> None:
-        try:
-            for item in items:
-                for frame in item.frames:
-                    await self._to_client.send(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise WebSocketClosed from None
-
-    async def close(self, code: int = 1000) -> None:
-        if self.close_code is None:
-            self.close_code = code
-        self.closed.set()
-        await self._to_client.aclose()
 
 
 @dataclass(frozen=True)
@@ -115,7 +74,7 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, ws: _MemoryWebSocket, namespace: str) -> None:
+    def __init__(self, ws: MemoryWebSocket, namespace: str) -> None:
         self._ws = ws
         self.namespace = namespace
         self.sid = ""
@@ -299,7 +258,7 @@ async def open_client(
     Raises:
         ConnectionRefused: the server refused the namespace (its message and data).
     """
-    ws = _MemoryWebSocket()
+    ws = MemoryWebSocket()
     params = {"EIO": "4", "transport": "websocket", **(query or {})}
     request = HttpRequest(
         method="GET",

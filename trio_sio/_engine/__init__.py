@@ -1,7 +1,7 @@
 """The Engine.IO v4 runtime: sessions, transports and the server that owns them."""
 
 from .alarms import Alarm
-from .delivery import Consumer, Delivery, DeliveryClosed
+from .delivery import Delivery, DeliveryClosed
 from .gc_tuning import tune_gc
 from .host import (
     BodyTooLarge,
@@ -12,9 +12,10 @@ from .host import (
     WritesWithoutWaiting,
     decode_headers,
 )
-from .options import AllowRequest, CorsOrigins, EngineOptions
+from .options import AllowRequest, CorsOrigins, EngineOptions, EngineSettings
 from .server import EngineServer, EngineStatistics
-from .session import EngineHandler, Session, SessionState, UpgradeState
+from .session import EngineHandler, Session
+from .states import Consumer, SessionState, UpgradeState
 
 __all__ = [
     "Alarm",
@@ -27,6 +28,7 @@ __all__ = [
     "EngineHandler",
     "EngineOptions",
     "EngineServer",
+    "EngineSettings",
     "EngineStatistics",
     "HttpRequest",
     "HttpResponse",

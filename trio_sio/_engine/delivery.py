@@ -14,7 +14,6 @@ right now; each way out checks it and moves it, synchronously, so no two can tak
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 import trio
@@ -23,33 +22,13 @@ from .._protocol import Outgoing
 from .fanout import FanOut
 from .host import WritesWithoutWaiting
 from .queue import PacketQueue
+from .states import Consumer
 
-__all__ = ["Consumer", "Delivery", "DeliveryClosed"]
+__all__ = ["Delivery", "DeliveryClosed"]
 
 
 class DeliveryClosed(Exception):
     """The session is gone: nothing more can be queued, or nothing more will leave."""
-
-
-class Consumer(enum.Enum):
-    """Who takes from a session's queue now.
-
-    ==============  ===========================================================================
-    ``NONE``        nobody: a long-polling session between GETs, or no transport yet.
-    ``POLL``        a long-poll GET waits; the first packet releases it, and it takes.
-    ``IDLE``        the WebSocket writer task is parked, nothing is queued, and the connection
-                    holds nothing unsent: the task that sends a packet may write it itself.
-    ``FLUSH_DUE``   the writer is parked; broadcasts queued packets without waking it, and the
-                    flusher will write them (with all that joins them meanwhile) in one write.
-    ``BUSY``        the writer task is awake: it takes everything queued before it parks.
-    ==============  ===========================================================================
-    """
-
-    NONE = "none"
-    POLL = "poll"
-    IDLE = "idle"
-    FLUSH_DUE = "flush due"
-    BUSY = "busy"
 
 
 class Delivery:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from .._protocol import Transport
 from .host import HttpRequest
 
-__all__ = ["AllowRequest", "CorsOrigins", "EngineOptions"]
+__all__ = ["AllowRequest", "CorsOrigins", "EngineOptions", "EngineSettings"]
 
 #: ``None``: same origin only. ``"*"``: any origin. A list of origins, or a predicate.
 CorsOrigins = str | Sequence[str] | Callable[[str], bool] | None
@@ -77,6 +79,14 @@ class EngineOptions:
         if not self.transports:
             raise ValueError("at least one transport is needed")
 
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> EngineOptions:
+        """Options from keyword arguments, where transports may be given by name."""
+        values = dict(settings)
+        if "transports" in settings:
+            values["transports"] = tuple(Transport(name) for name in settings["transports"])
+        return cls(**values)  # type: ignore[arg-type]
+
     def origin_allowed(self, origin: str, request: HttpRequest) -> bool:
         """Whether a browser at ``origin`` may use this endpoint."""
         allowed = self.cors_allowed_origins
@@ -88,3 +98,30 @@ class EngineOptions:
         if callable(allowed):
             return bool(allowed(origin))
         return origin in allowed
+
+
+class EngineSettings(TypedDict, total=False):
+    """:class:`EngineOptions` as keyword arguments (:class:`~trio_sio.Server` takes them);
+    ``transports`` may be names (``"polling"``, ``"websocket"``)."""
+
+    ping_interval: float
+    ping_timeout: float
+    upgrade_timeout: float
+    max_payload: int
+    max_packets_per_payload: int
+    transports: Sequence[str | Transport]
+    cors_allowed_origins: CorsOrigins
+    cors_credentials: bool
+    cookie: str | None
+    allow_request: AllowRequest | None
+    http_compression: bool
+    compression_threshold: int
+    outbound_queue_packets: int
+    outbound_queue_bytes: int
+    max_sessions: int | None
+    http_read_timeout: float
+    tune_gc: bool
+
+
+#: Every field of :class:`EngineOptions` has its keyword argument (checked by the tests).
+ENGINE_SETTINGS = frozenset(field.name for field in dataclasses.fields(EngineOptions))

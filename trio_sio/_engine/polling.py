@@ -27,7 +27,8 @@ from .._protocol import (
 )
 from .delivery import DeliveryClosed
 from .host import BodyTooLarge, HttpRequest, HttpResponse
-from .session import Session, SessionState
+from .session import Session
+from .states import SessionState
 
 __all__ = ["PYTHON_CLIENT_PACKETS_PER_POLL", "UPGRADE_CHECK_INTERVAL", "PollingTransport"]
 

@@ -32,7 +32,8 @@ from .options import EngineOptions
 from .polling import PollingTransport
 from .registry import SessionRegistry
 from .responses import cors_headers, error_response, payload_response
-from .session import EngineHandler, Session, SessionTransport
+from .session import EngineHandler, Session
+from .states import SessionTransport
 from .websocket import WebSocketTransport, upgrade
 
 __all__ = ["EngineServer", "EngineStatistics"]
@@ -135,6 +136,16 @@ class EngineServer:
     def running(self) -> bool:
         """Whether :meth:`run` is hosting sessions."""
         return self._nursery is not None
+
+    @property
+    def max_payload(self) -> int:
+        """The largest polling body or WebSocket message accepted (``options.max_payload``)."""
+        return self.options.max_payload
+
+    @property
+    def shutdown_grace(self) -> float:
+        """How long :meth:`shutdown` may take (the hosts give it that long when they stop)."""
+        return 1.0
 
     def sessions(self) -> Iterator[Session]:
         """The open sessions."""

@@ -15,7 +15,6 @@ through the small :class:`SessionHost` interface.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import math
 from typing import Any, Protocol
@@ -35,14 +34,12 @@ from .delivery import Delivery, DeliveryClosed
 from .fanout import FanOut
 from .host import HttpRequest
 from .options import EngineOptions
+from .states import SessionState, SessionTransport, UpgradeState
 
 __all__ = [
     "EngineHandler",
     "Session",
     "SessionHost",
-    "SessionState",
-    "SessionTransport",
-    "UpgradeState",
 ]
 
 logger = logging.getLogger("trio_sio")
@@ -96,34 +93,6 @@ class SessionHost(Protocol):
         """``exc`` escaped ``session``'s code, which closed it: log it and return ``True``,
         or return ``False`` for the caller to re-raise it."""
         ...
-
-
-class SessionTransport(Protocol):
-    """The transport a session uses now (see :mod:`~trio_sio._engine.polling` and
-    :mod:`~trio_sio._engine.websocket`)."""
-
-    name: Transport
-
-    def detach(self, reason: DisconnectReason | None) -> None:
-        """Stop carrying the session's packets: it closed (``reason``), or an upgrade
-        replaces this transport (``None``). Synchronous; releases whatever waits."""
-        ...
-
-
-class SessionState(enum.Enum):
-    """OPEN, then CLOSING while a graceful close drains the queue, then CLOSED."""
-
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class UpgradeState(enum.Enum):
-    """Where a polling session is in its upgrade to WebSocket."""
-
-    NONE = "none"  # no upgrade under way
-    PROBING = "probing"  # a WebSocket arrived; waiting for its 2probe
-    PROBED = "probed"  # 3probe answered; waiting for 5 (long-polls are released soon)
 
 
 class Session:

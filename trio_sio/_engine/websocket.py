@@ -22,7 +22,8 @@ from .._protocol import (
 from .delivery import DeliveryClosed
 from .host import WebSocketClosed, WebSocketConnection
 from .polling import PollingTransport
-from .session import Session, SessionState, UpgradeState
+from .session import Session
+from .states import SessionState, UpgradeState
 
 __all__ = ["WebSocketTransport", "upgrade"]
 

@@ -13,7 +13,7 @@ This package itself needs no extra dependency: it holds what every cluster adapt
 :class:`RemoteSocket` and :class:`ClusterReplies`.
 """
 
-from ._cluster import ClusterReplies as ClusterReplies
-from ._cluster import RemoteSocket as RemoteSocket
+from .._cluster import ClusterReplies as ClusterReplies
+from .._cluster import RemoteSocket as RemoteSocket
 
 __all__ = ["ClusterReplies", "RemoteSocket"]

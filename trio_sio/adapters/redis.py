@@ -84,9 +84,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .._adapter import Adapter, BroadcastOptions
 from .._broadcast import AckCollector
+from .._cluster import ClusterReplies, RemoteSocket
 from .._protocol import PacketType, ProtocolError, SocketPacket
 from .._protocol.codec import DEFAULT_MAX_JSON_DEPTH
-from ._cluster import ClusterReplies, RemoteSocket
 
 if TYPE_CHECKING:
     from coredis.patterns.pubsub import PubSub

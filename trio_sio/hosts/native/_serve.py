@@ -11,22 +11,13 @@ from typing import NoReturn
 
 import trio
 
+from .._common import Endpoint, close_endpoints
 from ._config import NativeConfig
-from ._http import Endpoint, HttpConnection, Mount, Router
+from ._http import HttpConnection, Mount, Router
 
 __all__ = ["serve_native"]
 
 logger = logging.getLogger("trio_sio")
-
-#: Added to the endpoints' disconnect handler timeout: how long a graceful shutdown waits for
-#: the sessions and then for WebSocket closing handshakes before cancelling what is left.
-SHUTDOWN_GRACE = 1.0
-
-
-def _max_payload(endpoint: Endpoint) -> int:
-    engine = getattr(endpoint, "engine", endpoint)
-    options = getattr(engine, "options", None)
-    return int(getattr(options, "max_payload", 1_000_000))
 
 
 def _url(sockname: tuple[str, int] | tuple[str, int, int, int], scheme: str) -> str:
@@ -145,9 +136,9 @@ async def serve_native(
     """
     await trio.lowlevel.checkpoint()
     config = config or NativeConfig()
-    mounts = [Mount("/" + path.strip("/") + "/", server, _max_payload(server))]
+    mounts = [Mount("/" + path.strip("/") + "/", server)]
     for extra_path, endpoint in (endpoints or {}).items():
-        mounts.append(Mount("/" + extra_path.strip("/") + "/", endpoint, _max_payload(endpoint)))
+        mounts.append(Mount("/" + extra_path.strip("/") + "/", endpoint))
     router = Router(tuple(mounts), {url: Path(file) for url, file in (static_files or {}).items()})
     owned = [mount.endpoint for mount in mounts if not mount.endpoint.running]
     listeners = await trio.open_tcp_listeners(port, host=host)
@@ -194,13 +185,6 @@ async def serve_native(
             await trio.sleep_forever()
         finally:
             accept_scope.cancel()
-            timeout = max(
-                (getattr(e, "disconnect_handler_timeout", 0.0) for e in owned), default=0.0
-            )
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + timeout + SHUTDOWN_GRACE
-                for endpoint in owned:
-                    await endpoint.shutdown()
-                await the_host.wait_no_websockets()
+            await close_endpoints(owned, then=the_host.wait_no_websockets)
             inner_scope.cancel()
     raise AssertionError("unreachable")  # pragma: no cover

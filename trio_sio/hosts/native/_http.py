@@ -10,25 +10,25 @@ anything else (a body we did not read, an error, a WebSocket) ends it.
 from __future__ import annotations
 
 import logging
-import mimetypes
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import h11
 import trio
 
-from .._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
-from .._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
+from ..._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
+from ..._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
+from .._common import Endpoint, content_type, find_static_file
 from ._config import NativeConfig
 from ._io import Reader, raw_socket, send_raw
 from ._websocket import DirectWebSocket, NativeWebSocket
 
-__all__ = ["Endpoint", "HttpConnection", "Mount", "Router"]
+__all__ = ["HttpConnection", "Mount", "Router"]
 
 logger = logging.getLogger("trio_sio")
 
@@ -46,29 +46,12 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
-class Endpoint(Protocol):
-    """What the native host serves: a :class:`~trio_sio.Server` or an
-    :class:`~trio_sio.engineio.EngineServer`."""
-
-    @property
-    def running(self) -> bool: ...
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> Any: ...
-
-    async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
-
-    async def handle_websocket(self, request: HttpRequest, ws: Any) -> None: ...
-
-    async def shutdown(self) -> None: ...
-
-
 @dataclass(frozen=True)
 class Mount:
     """An endpoint at ``/<path>/`` (``prefix`` keeps both slashes)."""
 
     prefix: str
     endpoint: Endpoint
-    max_message_size: int
 
 
 @dataclass(frozen=True)
@@ -85,17 +68,7 @@ class Router:
         return None
 
     def static_file(self, path: str) -> Path | None:
-        file = self.static_files.get(path)
-        if file is not None:
-            return file if file.is_file() else None
-        for url, root in self.static_files.items():
-            base = url.rstrip("/")
-            if root.is_dir() and path.startswith(base + "/"):
-                relative = path[len(base) + 1 :] or "index.html"
-                candidate = (root / relative).resolve()
-                if candidate.is_relative_to(root.resolve()) and candidate.is_file():
-                    return candidate
-        return None
+        return find_static_file(self.static_files, path)
 
 
 class _ClientGone(Exception):
@@ -393,7 +366,7 @@ class HttpConnection:
             deflate = negotiate_deflate(
                 headers.get("sec-websocket-extensions"), threshold=config.compression_threshold
             )
-        max_size = config.websocket_max_message_size or mount.max_message_size
+        max_size = config.websocket_max_message_size or mount.endpoint.max_payload
 
         async def accept_response(extra: list[tuple[str, str]]) -> bytes:
             response_headers = [
@@ -505,10 +478,7 @@ class HttpConnection:
         path = trio.Path(file)
         body = b"" if head else await path.read_bytes()
         size = (await path.stat()).st_size if head else len(body)
-        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        if content_type.startswith("text/") or content_type == "application/javascript":
-            content_type += "; charset=utf-8"
-        response = HttpResponse(200, body, [("Content-Type", content_type)])
+        response = HttpResponse(200, body, [("Content-Type", content_type(file))])
         await self._send_response(response, head=head, content_length=size)
 
     # --- closing -----------------------------------------------------------------------

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from .._engine import HttpResponse, WebSocketClosed
-from .._protocol import Outgoing
-from .._protocol.websocket import (
+from ..._engine import HttpResponse, WebSocketClosed
+from ..._protocol import Outgoing
+from ..._protocol.websocket import (
     OP_PONG,
     Close,
     CloseCode,

@@ -8,24 +8,24 @@ never become children of a request's task.
 from __future__ import annotations
 
 import logging
-import mimetypes
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import trio
 
-from ._engine import (
+from .._engine import (
     BodyTooLarge,
     HttpRequest,
     HttpResponse,
     WebSocketClosed,
     decode_headers,
 )
-from ._protocol import Outgoing
+from .._protocol import Outgoing
+from ._common import Endpoint, close_endpoints, content_type, find_static_file
 
-__all__ = ["ASGIApp", "Endpoint"]
+__all__ = ["ASGIApp", "ASGIApplication"]
 
 logger = logging.getLogger("trio_sio")
 
@@ -34,22 +34,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApplication = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class Endpoint(Protocol):
-    """What :class:`ASGIApp` serves: a :class:`~trio_sio.Server` or an
-    :class:`~trio_sio.engineio.EngineServer`."""
-
-    @property
-    def running(self) -> bool: ...
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> NoReturn: ...
-
-    async def handle_http(self, request: HttpRequest) -> HttpResponse: ...
-
-    async def handle_websocket(self, request: HttpRequest, ws: Any) -> None: ...
-
-    async def shutdown(self) -> None: ...
 
 
 class _ClientGone(Exception):
@@ -82,8 +66,9 @@ class ASGIApp:
         self.prefix = "/" + path.strip("/") + "/"
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
         self.other_asgi_app = other_asgi_app
-        #: How long the lifespan's shutdown waits for sessions to close gracefully.
-        self.shutdown_grace = 6.0
+        #: How long the lifespan's shutdown waits for sessions to close gracefully (``None``:
+        #: the endpoint's ``shutdown_grace``, its disconnect handlers' timeout plus a second).
+        self.shutdown_grace: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -98,7 +83,7 @@ class ASGIApp:
                 await self._websocket(scope, receive, send)
             return
         if kind == "http" and scope["method"] in ("GET", "HEAD"):
-            file = self._static_file(path)
+            file = find_static_file(self.static_files, path)
             if file is not None:
                 await _send_file(send, file, head=scope["method"] == "HEAD")
                 return
@@ -127,8 +112,7 @@ class ASGIApp:
                 raise
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
-            with trio.move_on_after(self.shutdown_grace):
-                await self.endpoint.shutdown()
+            await close_endpoints([self.endpoint], grace=self.shutdown_grace)
             if other is not None:
                 await other.shutdown()
             nursery.cancel_scope.cancel()
@@ -157,18 +141,6 @@ class ASGIApp:
         except _ClientGone:
             return
         await _send_response(send, response)
-
-    def _static_file(self, path: str) -> Path | None:
-        file = self.static_files.get(path)
-        if file is not None:
-            return file if file.is_file() else None
-        for url, root in self.static_files.items():
-            if root.is_dir() and path.startswith(url.rstrip("/") + "/"):
-                relative = path[len(url.rstrip("/")) + 1 :] or "index.html"
-                candidate = (root / relative).resolve()
-                if candidate.is_relative_to(root.resolve()) and candidate.is_file():
-                    return candidate
-        return None
 
     # --- WebSocket -----------------------------------------------------------------------
 
@@ -227,10 +199,7 @@ async def _send_response(
 
 async def _send_file(send: Send, file: Path, *, head: bool) -> None:
     body = await trio.Path(file).read_bytes()
-    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    if content_type.startswith("text/") or content_type == "application/javascript":
-        content_type += "; charset=utf-8"
-    response = HttpResponse(200, b"" if head else body, [("Content-Type", content_type)])
+    response = HttpResponse(200, b"" if head else body, [("Content-Type", content_type(file))])
     await _send_response(send, response, content_length=len(body))
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .._broadcast import AckCollector
-    from .._namespace import Namespace
+    from ._broadcast import AckCollector
+    from ._namespace import Namespace
 
 __all__ = ["ClusterReplies", "RemoteSocket"]
 

@@ -7,20 +7,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ._asgi import ASGIApp, ASGIApplication
-from ._server import Server
+from ._common import Endpoint, close_endpoints
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
 
-__all__ = ["SHUTDOWN_GRACE", "serve_hypercorn"]
-
-#: Longest a graceful shutdown waits for sessions to end before cancelling what is left:
-#: the disconnect handlers' own timeout plus a second for the transports to close.
-SHUTDOWN_GRACE = 1.0
+__all__ = ["serve_hypercorn"]
 
 
 async def serve_hypercorn(
-    server: Server,
+    server: Endpoint,
     host: str = "127.0.0.1",
     port: int = 5001,
     *,
@@ -53,9 +49,7 @@ async def serve_hypercorn(
 
     config = config or Config()
     config.bind = [f"{host}:{port}"]
-    config.websocket_max_message_size = min(
-        config.websocket_max_message_size, server.engine.options.max_payload
-    )
+    config.websocket_max_message_size = min(config.websocket_max_message_size, server.max_payload)
     # Shutdown goes in order: first the sessions close (clients get close frames, handlers
     # run) while hypercorn still carries their connections, then hypercorn stops, then the
     # server's nursery. So both run shielded from the caller's cancellation, and are stopped
@@ -85,10 +79,6 @@ async def serve_hypercorn(
             task_status.started(urls)
             await trio.sleep_forever()
         finally:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = (
-                    trio.current_time() + server.disconnect_handler_timeout + SHUTDOWN_GRACE
-                )
-                await server.shutdown()
+            await close_endpoints([server])
             http_stopped.set()
             server_scope.cancel()
