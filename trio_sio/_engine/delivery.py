@@ -1,15 +1,12 @@
 """Every way a session's packets leave, owned by one object.
 
-A session's outbound packets can leave in four ways: a WebSocket writer task takes the queue
-and sends it; the task that queues a packet writes it straight into an idle connection's
-socket; the server's flusher writes what a burst of broadcasts queued for an idle connection,
-in one write; a long-poll GET takes the queue as its response. :class:`Delivery` holds the
-queue and does all four, so that one piece of code keeps the promise: **every packet queued
-leaves exactly once, in the order queued** (control packets ahead of data), or the session is
-closed and nothing more leaves.
-
-It does so with one explicit state, :class:`Consumer`, that says who may take from the queue
-right now; each way out checks it and moves it, synchronously, so no two can take at once.
+Packets leave in four ways: the WebSocket writer task sends the queue; the sending task writes
+straight into an idle connection's socket; the flusher writes what a burst of broadcasts
+queued for an idle connection in one write; a long-poll GET takes the queue. :class:`Delivery`
+does all four, so one piece of code keeps the promise: **every packet queued leaves exactly
+once, in order** (control packets ahead of data), or the session is closed and nothing more
+leaves. One explicit state, :class:`Consumer`, says who may take now; each way out checks and
+moves it synchronously, so no two can take at once.
 """
 
 from __future__ import annotations
@@ -25,6 +22,10 @@ from .queue import PacketQueue
 from .states import Consumer
 
 __all__ = ["Delivery", "DeliveryClosed"]
+
+# The states the hot paths compare with, as module constants (one lookup instead of two).
+_IDLE = Consumer.IDLE
+_FLUSH_DUE = Consumer.FLUSH_DUE
 
 
 class DeliveryClosed(Exception):
@@ -50,6 +51,23 @@ class Delivery:
     Data is bounded by the :class:`PacketQueue`'s bounds; control packets are not (the
     session sends at most one ping per heartbeat and one close).
     """
+
+    __slots__ = (
+        "_accepting",
+        "_closed",
+        "_consumer",
+        "_direct",
+        "_fanout",
+        "_flush_requested",
+        "_on_error",
+        "_pacing_bytes",
+        "_pacing_packets",
+        "_producers",
+        "_queue",
+        "_release_poll",
+        "_writer",
+        "dropped_volatile",
+    )
 
     def __init__(
         self,
@@ -81,11 +99,6 @@ class Delivery:
         """Who takes from the queue now."""
         return self._consumer
 
-    @property
-    def closed(self) -> bool:
-        """True once nothing more can be queued (finishing or closed)."""
-        return not self._accepting
-
     def queued(self) -> tuple[int, int]:
         """``(packets, bytes)`` waiting in the data lane."""
         return self._queue.packets, self._queue.nbytes
@@ -108,11 +121,11 @@ class Delivery:
         if not self._accepting:
             raise DeliveryClosed
         consumer = self._consumer
-        if consumer is Consumer.IDLE and self._direct is not None and self._write_now([item]):
+        if consumer is _IDLE and self._direct is not None and self._write_now([item]):
             return
         if not self._queue.append(item):
             raise trio.WouldBlock
-        if consumer is Consumer.FLUSH_DUE:
+        if consumer is _FLUSH_DUE:
             # A send to this client alone ends the coalescing: everything waiting goes now.
             self._flush_now()
         else:
@@ -129,9 +142,7 @@ class Delivery:
             try:
                 self.put_nowait(item)
             except trio.WouldBlock:
-                if self._producers is None:
-                    self._producers = trio.lowlevel.ParkingLot()
-                await self._producers.park()
+                await self._wait_for_takers()
                 continue
             # Queued: yield without raising Cancelled, so the caller never believes an item
             # that will be sent was not.
@@ -149,21 +160,23 @@ class Delivery:
             trio.WouldBlock: it does not fit (the caller decides what a slow consumer costs).
             DeliveryClosed: the session is finishing or closed.
         """
+        # The per-recipient cost of every broadcast: keep it to a few attribute loads.
         if not self._accepting:
             raise DeliveryClosed
         queue = self._queue
         consumer = self._consumer
-        if volatile and queue.packets and consumer is not Consumer.FLUSH_DUE:
+        if volatile and queue.packets and consumer is not _FLUSH_DUE:
             self.dropped_volatile += 1
             return False
-        if not queue.append(item):
+        queued = queue.append(item)
+        if not queued:
             raise trio.WouldBlock
-        if queue.packets > self._pacing_packets or queue.nbytes > self._pacing_bytes:
+        if queued > self._pacing_packets or queue.nbytes > self._pacing_bytes:
             self._fanout.backlog()
-        if consumer is Consumer.FLUSH_DUE:
+        if consumer is _FLUSH_DUE:
             self._fanout.appended += 1
-        elif consumer is Consumer.IDLE and self._direct is not None:
-            self._consumer = Consumer.FLUSH_DUE
+        elif consumer is _IDLE and self._direct is not None:
+            self._consumer = _FLUSH_DUE
             self._fanout.schedule_flush(self)
         else:
             self._notify()
@@ -174,7 +187,7 @@ class Delivery:
         if self._closed:
             return
         self._queue.append_control(item)
-        if self._consumer is not Consumer.FLUSH_DUE:  # else the flush takes it shortly
+        if self._consumer is not _FLUSH_DUE:  # else the flush takes it shortly
             self._notify()
 
     def finish(self, last: Outgoing | None = None) -> None:
@@ -201,9 +214,7 @@ class Delivery:
     async def wait_drained(self) -> None:
         """Wait until everything queued has been taken (or the delivery closed)."""
         while not self._closed and self._queue:
-            if self._producers is None:
-                self._producers = trio.lowlevel.ParkingLot()
-            await self._producers.park()
+            await self._wait_for_takers()
 
     # --- the WebSocket writer ------------------------------------------------------------
 
@@ -243,22 +254,15 @@ class Delivery:
                 continue
 
     def _take_for_writer(self) -> list[Outgoing]:
-        if self._closed:
+        if self._closed or not (self._queue or self._flush_requested or self._accepting):
             raise DeliveryClosed
-        queue = self._queue
-        if queue:
-            self._consumer = Consumer.BUSY
-            self._flush_requested = False
-            batch = queue.take_all()
-            self._wake_producers()
-            return batch
-        if self._flush_requested:
-            self._consumer = Consumer.BUSY
-            self._flush_requested = False
-            return []
-        if not self._accepting:
-            raise DeliveryClosed
-        raise trio.WouldBlock
+        if not (self._queue or self._flush_requested):
+            raise trio.WouldBlock
+        self._consumer = Consumer.BUSY
+        self._flush_requested = False
+        batch = self._queue.take_all()
+        self._wake_producers()
+        return batch
 
     def _abort_take(self, _: object) -> trio.lowlevel.Abort:
         self._writer = None
@@ -289,7 +293,7 @@ class Delivery:
 
     def flush(self) -> None:
         """Write what broadcasts queued for this idle connection (the flusher calls this)."""
-        if self._consumer is not Consumer.FLUSH_DUE or self._closed:
+        if self._consumer is not _FLUSH_DUE or self._closed:
             return  # the writer took over meanwhile, or the session is gone
         try:
             self._flush_now()
@@ -313,15 +317,11 @@ class Delivery:
             trio.WouldBlock: nothing is queued, or a WebSocket writer has taken over.
             DeliveryClosed: closed, or finished and drained.
         """
-        if self._closed:
-            raise DeliveryClosed
-        if self._consumer not in (Consumer.NONE, Consumer.POLL):
-            raise trio.WouldBlock
-        if not self._queue:
-            if not self._accepting:
-                raise DeliveryClosed
-            raise trio.WouldBlock
         queue = self._queue
+        if self._closed or not (queue or self._accepting):
+            raise DeliveryClosed
+        if not queue or self._consumer not in (Consumer.NONE, Consumer.POLL):
+            raise trio.WouldBlock
         batch = queue.take_all() if max_packets is None else queue.take(max_packets)
         self._wake_producers()
         return batch
@@ -345,8 +345,6 @@ class Delivery:
             self._consumer = Consumer.NONE
             release()
 
-    # --- shared --------------------------------------------------------------------------
-
     def _notify(self) -> None:
         """Something was queued: wake whoever takes."""
         consumer = self._consumer
@@ -354,6 +352,11 @@ class Delivery:
             self._wake_writer()
         elif consumer is Consumer.POLL:
             self._release()
+
+    async def _wait_for_takers(self) -> None:
+        if self._producers is None:
+            self._producers = trio.lowlevel.ParkingLot()
+        await self._producers.park()
 
     def _wake_producers(self) -> None:
         if self._producers:

@@ -19,7 +19,7 @@ class PacketQueue:
     items and ``max_bytes`` (an item larger than ``max_bytes`` fits into an empty lane, so
     any single message can be sent)."""
 
-    __slots__ = ("_control", "_data", "_nbytes", "_peak_bytes", "max_bytes", "max_packets")
+    __slots__ = ("_control", "_data", "max_bytes", "max_packets", "nbytes", "peak_bytes")
 
     def __init__(self, *, max_packets: int, max_bytes: int) -> None:
         self.max_packets = max_packets
@@ -28,8 +28,11 @@ class PacketQueue:
         # and takers take whole lanes at once anyway.
         self._control: list[Outgoing] = []
         self._data: list[Outgoing] = []
-        self._nbytes = 0
-        self._peak_bytes = 0
+        #: Bytes queued in the data lane (read only; plain attributes, not properties: they
+        #: are read for every recipient of every broadcast).
+        self.nbytes = 0
+        #: The most bytes the data lane ever held.
+        self.peak_bytes = 0
 
     def __bool__(self) -> bool:
         return bool(self._data) or bool(self._control)
@@ -39,37 +42,24 @@ class PacketQueue:
         """Data items queued."""
         return len(self._data)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes queued in the data lane."""
-        return self._nbytes
-
-    @property
-    def peak_bytes(self) -> int:
-        """The most bytes the data lane ever held."""
-        return self._peak_bytes
-
-    def has_room(self, item: Outgoing) -> bool:
-        """Whether ``item`` fits in the data lane now."""
+    def append(self, item: Outgoing) -> int:
+        """Queue a data item if it fits; returns how many data items are queued then, or 0
+        if it did not fit."""
         data = self._data
-        return len(data) < self.max_packets and (
-            self._nbytes + item.nbytes <= self.max_bytes or not data
-        )
-
-    def append(self, item: Outgoing) -> bool:
-        """Queue a data item if it fits; returns whether it did."""
-        if not self.has_room(item):
-            return False
-        self._data.append(item)
-        nbytes = self._nbytes = self._nbytes + item.nbytes
-        if nbytes > self._peak_bytes:
-            self._peak_bytes = nbytes
-        return True
+        queued = len(data)
+        nbytes = self.nbytes + item.nbytes
+        if queued >= self.max_packets or (nbytes > self.max_bytes and queued):
+            return 0
+        data.append(item)
+        self.nbytes = nbytes
+        if nbytes > self.peak_bytes:
+            self.peak_bytes = nbytes
+        return queued + 1
 
     def append_unbounded(self, item: Outgoing) -> None:
         """Queue a data item whatever the bounds (a session's last packet, say)."""
         self._data.append(item)
-        self._nbytes += item.nbytes
+        self.nbytes += item.nbytes
 
     def append_control(self, item: Outgoing) -> None:
         """Queue a control packet, ahead of all data."""
@@ -81,7 +71,7 @@ class PacketQueue:
         if self._control:
             batch[:0] = self._control
             self._control.clear()
-        self._nbytes = 0
+        self.nbytes = 0
         return batch
 
     def take(self, max_packets: int) -> list[Outgoing]:
@@ -98,17 +88,17 @@ class PacketQueue:
                 batch.append(item)
                 taken += 1
                 if lane is self._data:
-                    self._nbytes -= item.nbytes
+                    self.nbytes -= item.nbytes
             del lane[:taken]
         return batch
 
     def put_back(self, batch: list[Outgoing]) -> None:
         """Return a batch just taken with :meth:`take_all` to the front of the data lane."""
         self._data[:0] = batch
-        self._nbytes += sum(item.nbytes for item in batch)
+        self.nbytes += sum(item.nbytes for item in batch)
 
     def clear(self) -> None:
         """Drop everything."""
         self._control.clear()
         self._data.clear()
-        self._nbytes = 0
+        self.nbytes = 0
