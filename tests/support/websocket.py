@@ -39,6 +39,8 @@ class WebSocket:
         self._text: list[str] = []
         self._bytes: list[bytes] = []
         self.close_code: int | None = None
+        #: The handshake response's headers (names in lower case).
+        self.accept_headers: dict[str, str] = {}
 
     async def _flush(self, event: ev.Event) -> None:
         data = self.conn.send(event)
@@ -132,4 +134,5 @@ async def open_websocket(
                     break
             raise Rejected(event.status_code, body)
         assert isinstance(event, ev.AcceptConnection), event
+        ws.accept_headers = {k.decode().lower(): v.decode() for k, v in event.extra_headers}
         yield ws

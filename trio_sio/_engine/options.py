@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
 from .._protocol import Transport
 from .host import HttpRequest
 
-__all__ = ["AllowRequest", "CorsOrigins", "EngineOptions", "EngineSettings"]
+__all__ = ["AllowRequest", "CorsOrigins", "EngineOptions", "EngineSettings", "ResponseHeaders"]
 
 #: ``None``: same origin only. ``"*"``: any origin. A list of origins, or a predicate.
 CorsOrigins = str | Sequence[str] | Callable[[str], bool] | None
 
 #: An async hook that may refuse a handshake: return ``False`` (or raise) to answer 403.
 AllowRequest = Callable[[HttpRequest], Awaitable[bool]]
+
+#: A hook adding headers to responses, such as ``Set-Cookie``: ``(request) -> [(name, value)]``.
+ResponseHeaders = Callable[[HttpRequest], Iterable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,20 @@ class EngineOptions:
         outbound_queue_packets, outbound_queue_bytes: bounds of each session's outbound
             queue. A broadcast that finds a session's queue full disconnects that session
             (reason ``"slow consumer"``) instead of growing it.
-        max_sessions: most sessions at once; handshakes beyond it are answered 503.
+        max_sessions: most sessions at once; handshakes beyond it are answered 503. The
+            default, 50,000, bounds what handshakes alone can make the server hold (about
+            5 KB each until ``connect_timeout`` closes them; an idle connected session costs
+            20-40 KB, see the benchmarks); ``None`` for no limit.
         http_read_timeout: longest a polling POST may take to deliver its body; a body that
             dribbles in slower is answered 408 and its session closed.
         tune_gc: when the server starts, raise CPython's collection thresholds (700, 10, 10
             -> 50,000, 100, 10), unless the program set thresholds of its own; see
             :func:`trio_sio.engineio.tune_gc`.
+        initial_headers: headers for the response that opens a session (the polling
+            handshake, or the WebSocket's ``101``), from the request: Node's
+            ``initial_headers`` event. A server's own cookies go here.
+        headers: headers for every successful response (polling requests and WebSocket
+            handshakes): Node's ``headers`` event.
     """
 
     ping_interval: float = 25.0
@@ -66,9 +77,11 @@ class EngineOptions:
     compression_threshold: int = 1024
     outbound_queue_packets: int = 4096
     outbound_queue_bytes: int = 4 * 1024 * 1024
-    max_sessions: int | None = None
+    max_sessions: int | None = 50_000
     http_read_timeout: float = 10.0
     tune_gc: bool = True
+    initial_headers: ResponseHeaders | None = None
+    headers: ResponseHeaders | None = None
 
     def __post_init__(self) -> None:
         for name in ("ping_interval", "ping_timeout", "upgrade_timeout"):
@@ -86,6 +99,16 @@ class EngineOptions:
         if "transports" in settings:
             values["transports"] = tuple(Transport(name) for name in settings["transports"])
         return cls(**values)  # type: ignore[arg-type]
+
+    def extra_headers(self, request: HttpRequest, *, opening: bool) -> list[tuple[str, str]]:
+        """What :attr:`initial_headers` (for a response that opens a session) and
+        :attr:`headers` add to a response to ``request``."""
+        extra: list[tuple[str, str]] = []
+        if opening and self.initial_headers is not None:
+            extra.extend(self.initial_headers(request))
+        if self.headers is not None:
+            extra.extend(self.headers(request))
+        return extra
 
     def origin_allowed(self, origin: str, request: HttpRequest) -> bool:
         """Whether a browser at ``origin`` may use this endpoint."""
@@ -121,6 +144,8 @@ class EngineSettings(TypedDict, total=False):
     max_sessions: int | None
     http_read_timeout: float
     tune_gc: bool
+    initial_headers: ResponseHeaders | None
+    headers: ResponseHeaders | None
 
 
 #: Every field of :class:`EngineOptions` has its keyword argument (checked by the tests).

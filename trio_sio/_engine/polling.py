@@ -171,8 +171,9 @@ class PollingTransport:
             with trio.move_on_after(options.http_read_timeout):
                 raw = await request.read_body(options.max_payload)
         except BodyTooLarge:
-            session.close(DisconnectReason.TRANSPORT_ERROR)
-            return HttpResponse(413, b"Payload Too Large")
+            # As engine.io: refused with an empty body, and the session goes on (a waiting GET
+            # is answered as usual); official clients close it on this error.
+            return HttpResponse(413)
         if raw is None:
             session.close(DisconnectReason.TRANSPORT_ERROR)
             return HttpResponse(408, b"Request Timeout")

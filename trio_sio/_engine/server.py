@@ -205,6 +205,13 @@ class EngineServer:
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one long-polling request (or a CORS preflight)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        response = await self._handle_http(request)
+        if self.options.headers is not None and response.status < 400:
+            response.headers.extend(self.options.headers(request))
+        return response
+
+    async def _handle_http(self, request: HttpRequest) -> HttpResponse:
         origin = request.headers.get("origin")
         if origin is not None and has_invalid_header_char(origin):
             # Never echoed back, whatever the CORS setting (catalogue H7).
@@ -257,6 +264,8 @@ class EngineServer:
     ) -> HttpResponse:
         session = await self._open_session(request, PollingTransport)
         response = payload_response(self.options, request, self._open_packet(session), cors)
+        if self.options.initial_headers is not None:
+            response.headers.extend(self.options.initial_headers(request))
         cookie = self.options.cookie
         if cookie:
             response.headers.append(
@@ -297,13 +306,13 @@ class EngineServer:
             await ws.reject(HttpResponse(503, b"Service Unavailable"))
             return
         if engine_request.sid is not None:
-            await ws.accept([])
+            await ws.accept(self.options.extra_headers(request, opening=False))
             await upgrade(session, ws)
             return
         transport = session.current_transport
         assert isinstance(transport, WebSocketTransport)
         try:
-            await ws.accept([])
+            await ws.accept(self.options.extra_headers(request, opening=True))
             await ws.send([Outgoing((self._open_packet(session),))])
         except WebSocketClosed:
             session.close(DisconnectReason.TRANSPORT_CLOSE)

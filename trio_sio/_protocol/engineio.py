@@ -69,15 +69,23 @@ class EnginePacket:
 
 
 def decode_packet(frame: str | bytes) -> EnginePacket:
-    """Decode one WebSocket frame (or one polling payload piece that is not base64).
+    """Decode one WebSocket frame or one polling payload piece. Text starting with ``b`` is a
+    binary message in base64: always over polling, and over WebSocket from clients with
+    engine.io-client's ``forceBase64``.
 
     Raises:
-        ProtocolError: empty frame or unknown packet type.
+        ProtocolError: empty frame, unknown packet type or invalid base64.
     """
     if isinstance(frame, bytes | bytearray | memoryview):
         return EnginePacket(EnginePacketType.MESSAGE, bytes(frame))
     if not frame:
         raise ProtocolError("empty packet")
+    if frame[0] == "b":
+        try:
+            data = base64.b64decode(frame[1:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("invalid base64") from None
+        return EnginePacket(EnginePacketType.MESSAGE, data)
     packet_type = _TYPE_BY_DIGIT.get(frame[0])
     if packet_type is None:
         raise ProtocolError("invalid packet type", repr(frame[:1]))
@@ -92,17 +100,7 @@ def decode_payload(body: str, *, max_packets: int) -> list[EnginePacket]:
     """
     if body.count(RECORD_SEPARATOR) >= max_packets:
         raise ProtocolError("too many packets", f"more than {max_packets} in one payload")
-    packets = []
-    for piece in body.split(RECORD_SEPARATOR):
-        if piece[:1] == "b":
-            try:
-                data = base64.b64decode(piece[1:], validate=True)
-            except (binascii.Error, ValueError):
-                raise ProtocolError("invalid base64") from None
-            packets.append(EnginePacket(EnginePacketType.MESSAGE, data))
-        else:
-            packets.append(decode_packet(piece))
-    return packets
+    return [decode_packet(piece) for piece in body.split(RECORD_SEPARATOR)]
 
 
 def encode_payload(messages: Sequence[Outgoing]) -> str:

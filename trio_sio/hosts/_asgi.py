@@ -130,17 +130,17 @@ class ASGIApp:
                 raise _ClientGone
 
             request.wait_disconnected = wait_disconnected
+            body = None
         else:
-
-            async def read_body(limit: int) -> bytes:
-                return await _read_body(receive, request.headers, limit)
-
-            request.read_body = read_body
+            body = _Body(receive, request.headers)
+            request.read_body = body.read
         try:
             response = await self.endpoint.handle_http(request)
         except _ClientGone:
             return
         await _send_response(send, response)
+        if body is not None and not body.complete:
+            await body.discard_rest()
 
     # --- WebSocket -----------------------------------------------------------------------
 
@@ -166,23 +166,51 @@ def _request_from_scope(scope: Scope) -> HttpRequest:
     )
 
 
-async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
+class _Body:
+    """A request body read through ASGI ``receive``."""
+
+    #: After refusing a body, how much more of it is read and dropped, at most, and for how
+    #: long: hypercorn resets a connection it closes with unread bytes, and the client would
+    #: see the reset instead of the answer (engine.io keeps reading too).
+    DISCARD_BYTES = 16 * 1024 * 1024
+    DISCARD_SECONDS = 1.0
+
+    def __init__(self, receive: Receive, headers: Mapping[str, str]) -> None:
+        self._receive = receive
+        self._headers = headers
+        self.complete = False
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; :class:`BodyTooLarge` rather than more than ``limit`` bytes."""
+        declared = self._headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.complete = True
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            total += len(chunk)
+            self.complete = not message.get("more_body", False)
+            if total > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if self.complete:
+                return b"".join(chunks)
+
+    async def discard_rest(self) -> None:
+        """Read and drop what is left of the body, within bounds (see :attr:`DISCARD_BYTES`)."""
+        total = 0
+        with trio.move_on_after(self.DISCARD_SECONDS):
+            while not self.complete and total <= self.DISCARD_BYTES:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    return
+                total += len(message.get("body", b""))
+                self.complete = not message.get("more_body", False)
 
 
 async def _send_response(

@@ -78,8 +78,8 @@ def find_static_file(files: Mapping[str, Path], path: str) -> Path | None:
     long) is simply not found."""
     try:
         file = files.get(path)
-        if file is not None:
-            return file if file.is_file() else None
+        if file is not None and file.is_file():
+            return file
         for url, root in files.items():
             base = url.rstrip("/")
             if path.startswith(base + "/") and root.is_dir():
