@@ -20,7 +20,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff")
-    paths = ["trio_sio", "tests", "examples", "benchmarks", "docs", "noxfile.py"]
+    paths = ["trio_sio", "tests", "examples", "benchmarks", "docs", "scripts", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 

@@ -168,8 +168,6 @@ RECIPES: dict[str, Recipe] = {
     "Socket.disconnect": lambda w: w.socket.disconnect(),
     "RemoteSocket.emit": lambda w: _remote(w).emit("e"),
     "RemoteSocket.emit_with_ack": lambda w: _remote(w).emit_with_ack("e"),
-    "RemoteSocket.join": lambda w: _remote(w).join("x"),
-    "RemoteSocket.leave": lambda w: _remote(w).leave("r"),
     "RemoteSocket.disconnect": lambda w: _remote(w).disconnect(),
     "EngineServer.run": lambda w: trio_sio.engineio.EngineServer(w.sio).run(),
     "EngineServer.shutdown": lambda w: w.sio.engine.shutdown(),

@@ -11,6 +11,8 @@
     app = trio_sio.ASGIApp(sio)  # hypercorn -k trio module:app
 """
 
+from ._acks import NO_ACK as NO_ACK
+from ._acks import Ack as Ack
 from ._adapter import Adapter as Adapter
 from ._adapter import BroadcastOptions as BroadcastOptions
 from ._broadcast import AckCollector as AckCollector
@@ -33,7 +35,9 @@ from .hosts import serve_hypercorn as serve_hypercorn
 from .hosts import serve_native as serve_native
 
 __all__ = [
+    "NO_ACK",
     "ASGIApp",
+    "Ack",
     "AckCollector",
     "Adapter",
     "BroadcastOperator",

@@ -129,7 +129,7 @@ class Adapter:
         for socket in self.select(opts):
             if notify is not None:
                 notify(socket, *packet.data)
-            if socket.session.offer(outgoing, volatile=volatile):
+            if socket._sink.offer(outgoing, volatile=volatile):
                 delivered += 1
         return delivered
 

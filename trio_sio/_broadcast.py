@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._acks import ack_value
 from ._adapter import BroadcastOptions
 from ._protocol import PacketType, SocketPacket
-from ._socket import Socket, _ack_result
+from ._socket import Socket
 
 if TYPE_CHECKING:
     from ._cluster import RemoteSocket
@@ -85,7 +86,7 @@ class AckCollector:
         if args is None:
             self.lost += 1
         else:
-            self.replies[sid] = _ack_result(args)
+            self.replies[sid] = ack_value(args)
         self._waiting.discard(sid)
         self._outstanding -= 1
         self._check()

@@ -104,13 +104,16 @@ class RemoteSocket:
         collector's ``remote_replies`` (or ``replies``, if the socket turned out local)."""
         return await self.namespace.to(self.id).emit_with_ack(event, *args)
 
-    async def join(self, *rooms: str) -> None:
-        """Make the socket join ``rooms`` (on its node)."""
-        await self.namespace.in_(self.id).sockets_join(*rooms)
+    def join(self, *rooms: str) -> None:
+        """Make the socket join ``rooms`` (on its node), as :meth:`Socket.join
+        <trio_sio.Socket.join>` does for a local one: the request to the cluster goes out in
+        the background, after the operations started before it (like Node's
+        ``RemoteSocket.join``)."""
+        self.namespace.server._start_soon(self.namespace.in_(self.id).sockets_join, *rooms)
 
-    async def leave(self, *rooms: str) -> None:
-        """Make the socket leave ``rooms``."""
-        await self.namespace.in_(self.id).sockets_leave(*rooms)
+    def leave(self, *rooms: str) -> None:
+        """Make the socket leave ``rooms`` (in the background, as :meth:`join`)."""
+        self.namespace.server._start_soon(self.namespace.in_(self.id).sockets_leave, *rooms)
 
     async def disconnect(self, *, close: bool = False) -> None:
         """Disconnect the socket (``close=True``: its whole connection)."""

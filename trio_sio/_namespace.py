@@ -33,8 +33,9 @@ __all__ = [
     "ServerEventHandler",
 ]
 
-#: ``async def on_connect(sock, auth) -> None``
-ConnectHandler = Callable[["Socket", Any], Awaitable[None]]
+#: ``async def on_connect(sock, auth) -> None``; raise ConnectionRefused (or return False) to
+#: refuse.
+ConnectHandler = Callable[["Socket", Any], Awaitable[bool | None]]
 #: ``async def handler(sock, *args) -> ack`` (a tuple is several acknowledgement arguments)
 EventHandler = Callable[..., Awaitable[Any]]
 #: ``async def on_disconnect(sock, reason) -> None``
@@ -91,8 +92,13 @@ class _Registry:
         return self.on(handler.__name__)(handler)
 
     def on_connect(self, handler: H) -> H:
-        """Register ``async def h(sock, auth)``, run when a socket has connected, before any
-        of its events is handled. (Refuse connections in :meth:`use` middleware.)"""
+        """Register ``async def h(sock, auth)``, run when a client connects, after the
+        :meth:`use` middleware and before any of its events is handled. Raising
+        :class:`~trio_sio.ConnectionRefused` (or returning ``False``) refuses the connection
+        with CONNECT_ERROR, as middleware does. The client connects when the handler returns:
+        what reaches the socket meanwhile (its own ``sock.emit``, broadcasts to its rooms,
+        the handler's broadcast that includes it) waits and follows the CONNECT packet, in
+        order; a refused client gets none of it."""
         self.handlers.connect = handler
         return handler
 
@@ -235,13 +241,33 @@ class Namespace(_Registry, _Targets):
         adapter: the room registry and fan-out (in memory, or a cluster adapter).
     """
 
-    def __init__(self, server: Server, name: str, handlers: Handlers | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        name: str,
+        handlers: Handlers | None = None,
+        parent: ParentNamespace | None = None,
+    ) -> None:
         self.server = server
         self.name = name
         self.handlers = handlers if handlers is not None else Handlers()
         self.sockets: dict[str, Socket] = {}
         self.adapter: Adapter = server.adapter_factory(self)
+        #: The family a dynamic namespace belongs to (``None`` for a static one).
+        self.parent = parent
         self._ack_ids = itertools.count()
+        self._occupants = 0  # sockets connected or on their way (middleware, on_connect)
+        self._adapter_scope: trio.CancelScope | None = None  # cancels the adapter's task
+
+    def _enter(self) -> None:
+        """A socket for this namespace exists (it may still be refused)."""
+        self._occupants += 1
+
+    def _vacate(self) -> None:
+        """A socket of this namespace is gone: an empty dynamic namespace is reclaimed."""
+        self._occupants -= 1
+        if not self._occupants and self.parent is not None:
+            self.parent._reclaim(self)
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -265,7 +291,9 @@ class Namespace(_Registry, _Targets):
 
 class ParentNamespace(_Registry):
     """A family of namespaces created on demand: every name ``matcher`` accepts becomes a
-    child :class:`Namespace` that shares this object's handlers and middleware.
+    child :class:`Namespace` that shares this object's handlers and middleware. A child
+    whose last socket leaves is forgotten (its rooms are empty by then), and there are at
+    most the server's ``max_dynamic_namespaces`` children at once.
 
     Attributes:
         children: the child namespaces created so far, by name.
@@ -291,9 +319,18 @@ class ParentNamespace(_Registry):
         """The child namespace called ``name`` (created on first use)."""
         namespace = self.children.get(name)
         if namespace is None:
-            namespace = self.children[name] = Namespace(self.server, name, self.handlers)
+            namespace = Namespace(self.server, name, self.handlers, parent=self)
+            self.children[name] = namespace
             self.server._adopt(namespace)
         return namespace
+
+    def _reclaim(self, namespace: Namespace) -> None:
+        """Forget a child whose last socket left (Node's ``cleanupEmptyChildNamespaces``):
+        otherwise every name a client ever tried would stay, with its adapter."""
+        if self.children.get(namespace.name) is namespace:
+            del self.children[namespace.name]
+            if namespace._adapter_scope is not None:
+                namespace._adapter_scope.cancel()
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to every socket of every child."""

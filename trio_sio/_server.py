@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -49,7 +49,11 @@ logger = logging.getLogger("trio_sio")
 SHUTDOWN_GRACE = 1.0
 
 _INVALID_NAMESPACE = {"message": "Invalid namespace"}
-_SERVER_ERROR = {"message": "Internal server error"}
+_SERVER_ERROR = "Internal server error"
+
+#: CONNECT packets one client may have in progress (middleware and on_connect running); past
+#: it the server stops reading from that client until one is done.
+MAX_CONNECTS_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,12 @@ class Server(_Registry, _Targets):
         handler_queue_size: events waiting per socket before the server stops reading from
             that client.
         max_pending_acks: most unanswered :meth:`Socket.call` per socket.
+        max_namespaces_per_client: most namespaces one connection may join (or be joining);
+            beyond it a CONNECT is refused with ``"Too many namespaces"``. Each costs up to
+            ``handler_queue_size`` events in memory (see the memory bounds in the docs).
+        max_dynamic_namespaces: most children of each :meth:`of_dynamic` family at once;
+            beyond it a new name is refused as an invalid namespace. Empty children are
+            forgotten.
         disconnect_handler_timeout: time allowed to disconnect handlers (they run shielded).
         handler_errors: ``"log"`` (default) logs a failing handler once and carries on;
             ``"raise"`` lets the exception end the server's nursery (for tests).
@@ -104,6 +114,8 @@ class Server(_Registry, _Targets):
         max_concurrent_handlers: int = 1,
         handler_queue_size: int = 16,
         max_pending_acks: int = 1000,
+        max_namespaces_per_client: int = 64,
+        max_dynamic_namespaces: int = 10_000,
         disconnect_handler_timeout: float = 5.0,
         handler_errors: Literal["log", "raise"] = "log",
         json: JsonCodec | None = None,
@@ -122,12 +134,18 @@ class Server(_Registry, _Targets):
         self.max_concurrent_handlers = max_concurrent_handlers
         self.handler_queue_size = handler_queue_size
         self.max_pending_acks = max_pending_acks
+        self.max_namespaces_per_client = max_namespaces_per_client
+        self.max_dynamic_namespaces = max_dynamic_namespaces
         self.disconnect_handler_timeout = disconnect_handler_timeout
         self.handler_errors = handler_errors
         self.adapter_factory = adapter_factory
         self._namespaces: dict[str, Namespace] = {}
         self._parents: list[ParentNamespace] = []
         self._nursery: trio.Nursery | None = None
+        # Operations that return before they are done, run in order (see _start_soon).
+        self._background: (
+            trio.MemorySendChannel[tuple[Callable[..., Awaitable[object]], Any]] | None
+        ) = None
         self.main = self.of("/")
         self.handlers = self.main.handlers
 
@@ -163,7 +181,16 @@ class Server(_Registry, _Targets):
         if namespace is not None:
             return namespace
         for parent in self._parents:
-            if name in parent.children or await parent.matches(name, auth):
+            if name in parent.children:
+                return parent.children[name]
+            if await parent.matches(name, auth):
+                if len(parent.children) >= self.max_dynamic_namespaces:
+                    logger.warning(
+                        "more than %d dynamic namespaces: refusing %s",
+                        self.max_dynamic_namespaces,
+                        name,
+                    )
+                    return None
                 return parent.child(name)
         return None
 
@@ -186,13 +213,18 @@ class Server(_Registry, _Targets):
         try:
             async with trio.open_nursery() as nursery:
                 for namespace in self.namespaces.values():
-                    await nursery.start(namespace.adapter.run)
+                    await nursery.start(self._run_adapter, namespace)
                 await nursery.start(self.engine.run)
+                self._background, operations = trio.open_memory_channel[
+                    tuple[Callable[..., Awaitable[object]], Any]
+                ](1000)
+                nursery.start_soon(self._run_background, operations)
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self._nursery = None
+            self._background = None
         raise AssertionError("unreachable")  # pragma: no cover
 
     @property
@@ -229,10 +261,43 @@ class Server(_Registry, _Targets):
         await trio.lowlevel.checkpoint()
         await self.engine.shutdown()
 
+    def _start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run ``async_fn(*args)`` after the operations started this way before it, in the
+        server's nursery, a failure logged rather than raised: for operations that return
+        before they are done (``RemoteSocket.join``, as in Node), whose order must hold.
+
+        Raises:
+            RuntimeError: the server is not running, or 1,000 operations are waiting already.
+        """
+        if self._background is None:
+            raise RuntimeError("the server is not running")
+        try:
+            self._background.send_nowait((async_fn, args))
+        except trio.WouldBlock:
+            raise RuntimeError("more than 1000 background operations waiting") from None
+
+    async def _run_background(
+        self,
+        operations: trio.MemoryReceiveChannel[tuple[Callable[..., Awaitable[object]], Any]],
+    ) -> None:
+        async for async_fn, args in operations:
+            try:
+                await async_fn(*args)
+            except Exception:
+                logger.exception("background operation %r failed", async_fn)
+
     def _adopt(self, namespace: Namespace) -> None:
         """A namespace created while running gets its adapter started at once."""
         if self._nursery is not None:
-            self._nursery.start_soon(namespace.adapter.run)
+            self._nursery.start_soon(self._run_adapter, namespace)
+
+    async def _run_adapter(
+        self, namespace: Namespace, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # In a scope of its own: a dynamic namespace that is reclaimed stops its adapter.
+        with trio.CancelScope() as scope:
+            namespace._adapter_scope = scope
+            await namespace.adapter.run(task_status=task_status)
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer a long-polling request (used by the hosts)."""
@@ -294,6 +359,7 @@ class _Client:
         self.dropped_events = 0
         self.unknown_acks = 0
         self.connect_deadline: Alarm | None = None  # see Server.on_open
+        self._connect_slot: trio.lowlevel.ParkingLot | None = None  # made when one must wait
 
     async def receive(self, data: str | bytes) -> None:
         decoder = self.decoder
@@ -330,6 +396,14 @@ class _Client:
                 connecting = self.connecting = set()
             if namespace_name in self.sockets or namespace_name in connecting:
                 raise ProtocolError("namespace already connected", namespace_name)
+            if len(self.sockets) + len(connecting) >= self.server.max_namespaces_per_client:
+                await self.refuse(namespace_name, ConnectionRefused("Too many namespaces"))
+                return
+            while len(connecting) >= MAX_CONNECTS_IN_FLIGHT:
+                # Backpressure: stop reading this client until one of its CONNECTs is done.
+                if self._connect_slot is None:
+                    self._connect_slot = trio.lowlevel.ParkingLot()
+                await self._connect_slot.park()
             connecting.add(namespace_name)
             self.session.nursery.start_soon(
                 self._connect, namespace_name, packet.data, name="trio_sio.connect"
@@ -348,6 +422,7 @@ class _Client:
 
     async def _connect(self, name: str, auth: Any) -> None:
         auth = auth if auth is not None else {}
+        socket: Socket | None = None
         try:
             namespace = await self.server._find_namespace(name, auth)
             if namespace is None:
@@ -358,23 +433,37 @@ class _Client:
                 for middleware in namespace.handlers.middlewares:
                     await middleware(socket, auth)
             except ConnectionRefused as refusal:
-                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, refusal.payload()))
+                await self.refuse(name, refusal)
                 return
             except Exception:
                 if self.server.handler_errors == "raise":
                     raise
                 logger.exception("connect middleware failed for namespace %s", name)
-                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, _SERVER_ERROR))
+                await self.refuse(name, ConnectionRefused(_SERVER_ERROR))
                 return
             if self.session.state is not SessionState.OPEN:
                 return
-            self._cancel_connect_deadline()
+            # The socket runs on_connect, which may still refuse (see Socket._connect).
             await self.session.nursery.start(socket._run, name="trio_sio.socket")
         finally:
+            if socket is not None and not socket.connected and socket._task is None:
+                socket._close(DisconnectReason.IO_SERVER_DISCONNECT)  # refused before it ran
             if self.connecting is not None:
                 self.connecting.discard(name)
                 if not self.connecting:
                     self.connecting = None
+            if self._connect_slot:
+                self._connect_slot.unpark()
+
+    async def refuse(self, namespace: str, refusal: ConnectionRefused) -> None:
+        """Answer a CONNECT with CONNECT_ERROR (bounded, and whatever cancels the caller)."""
+        packet = SocketPacket(PacketType.CONNECT_ERROR, namespace, refusal.payload())
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await self._send(packet)
+
+    def connected(self, socket: Socket) -> None:
+        """A namespace accepted this client: the connect timeout no longer applies."""
+        self._cancel_connect_deadline()
 
     def connect_timed_out(self) -> None:
         self.connect_deadline = None

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._acks import ack_arguments, ack_value
 from ._engine import Session
-from ._errors import Disconnected, DisconnectReason
+from ._errors import ConnectionRefused, Disconnected, DisconnectReason
 from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
 
 if TYPE_CHECKING:
@@ -160,6 +161,28 @@ class _EventQueue:
         return trio.lowlevel.Abort.SUCCEEDED
 
 
+class _Holder:
+    """Where a socket's packets wait while on_connect runs: the client has not been told it
+    is connected yet, so everything sent to it (its own emits, broadcasts to its rooms) must
+    follow the CONNECT packet, and a refused client must get none of it. Bounded like the
+    session's queue; past it the socket is closed as a slow consumer."""
+
+    __slots__ = ("_held", "_socket")
+
+    def __init__(self, socket: Socket, held: list[Outgoing]) -> None:
+        self._socket = socket
+        self._held = held
+
+    def offer(self, item: Outgoing, *, volatile: bool = False) -> bool:
+        socket = self._socket
+        if len(self._held) >= socket.namespace.server.engine_options.outbound_queue_packets:
+            if not volatile:
+                socket._close(DisconnectReason.SLOW_CONSUMER)
+            return False
+        self._held.append(item)
+        return True
+
+
 class Socket:
     """A client's connection to one namespace; the first argument of every handler.
 
@@ -192,9 +215,19 @@ class Socket:
         self.connected = False
         self.disconnect_reason: DisconnectReason | None = None
         self._nursery: trio.Nursery | None = None
+        self._task: trio.lowlevel.Task | None = None
+        # While on_connect runs (the client has no CONNECT yet): what the socket sends, to
+        # follow the CONNECT packet. None before and after.
+        self._held: list[Outgoing] | None = None
+        #: Where broadcasts to this socket go: its session, or while on_connect runs, a
+        #: holder that keeps them for after the CONNECT packet (see _Holder).
+        self._sink: Session | _Holder = session
+        self._refusal: ConnectionRefused | None = None
+        self._finished = False
         self._events = _EventQueue(namespace.server.handler_queue_size)
         self._pending_acks: dict[int, _AckWaiter] = {}
         self._rooms_at_disconnect: frozenset[str] | None = None
+        namespace._enter()
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.namespace.name}>"
@@ -216,8 +249,9 @@ class Socket:
     # --- rooms ---------------------------------------------------------------------------
 
     def join(self, *rooms: str) -> None:
-        """Join rooms (immediately: the registry is in memory)."""
-        if self.connected:
+        """Join rooms (immediately: the registry is in memory). From ``on_connect`` too:
+        broadcasts reach the socket once it has connected."""
+        if self.connected or self._held is not None:
             self.namespace.adapter.add_all(self.id, rooms)
 
     def leave(self, *rooms: str) -> None:
@@ -256,9 +290,13 @@ class Socket:
             Disconnected: the socket is (or becomes) disconnected.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        packet = self._packet(event, args, None)
+        if self._held is not None:
+            self._hold(packet)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         if not self.connected:
             raise Disconnected(self.disconnect_reason)
-        packet = self._packet(event, args, None)
         self.namespace._notify_outgoing(self, packet)
         try:
             await self.session.send(self._encode(packet))
@@ -272,9 +310,12 @@ class Socket:
             trio.WouldBlock: the client's outbound queue is full.
             Disconnected: the socket is disconnected.
         """
+        packet = self._packet(event, args, None)
+        if self._held is not None:
+            self._hold(packet)
+            return
         if not self.connected:
             raise Disconnected(self.disconnect_reason)
-        packet = self._packet(event, args, None)
         self.namespace._notify_outgoing(self, packet)
         try:
             self.session.send_nowait(self._encode(packet))
@@ -292,7 +333,12 @@ class Socket:
             Disconnected: at once when the socket disconnects, not at the timeout.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self.connected:
+        if self._held is not None and trio.lowlevel.current_task() is self._task:
+            raise RuntimeError(
+                "on_connect cannot wait for the client's answer: the client connects when "
+                "on_connect returns (start the call in a task of sock.nursery)"
+            )
+        if not self.connected and self._held is None:
             raise Disconnected(self.disconnect_reason)
         server = self.namespace.server
         if len(self._pending_acks) >= server.max_pending_acks:
@@ -301,22 +347,31 @@ class Socket:
         waiter = self._pending_acks[ack_id] = _AckWaiter()
         try:
             packet = self._packet(event, args, ack_id)
-            self.namespace._notify_outgoing(self, packet)
-            try:
-                await self.session.send(self._encode(packet))
-            except Disconnected:
-                raise await _disconnected(self.disconnect_reason) from None
+            if self._held is not None:
+                self._hold(packet)
+            else:
+                self.namespace._notify_outgoing(self, packet)
+                try:
+                    await self.session.send(self._encode(packet))
+                except Disconnected:
+                    raise await _disconnected(self.disconnect_reason) from None
             await waiter.done.wait()
         finally:
             self._pending_acks.pop(ack_id, None)
         if waiter.args is None:
             raise await _disconnected(self.disconnect_reason)
-        return _ack_result(waiter.args)
+        return ack_value(waiter.args)
+
+    def _hold(self, packet: SocketPacket) -> None:
+        """Keep a packet sent while on_connect runs, to follow the CONNECT packet."""
+        self.namespace._notify_outgoing(self, packet)
+        if not self._sink.offer(self._encode(packet)):
+            raise Disconnected(self.disconnect_reason)
 
     def _deliver(self, outgoing: Outgoing, packet: SocketPacket, *, volatile: bool) -> bool:
         """Fan-out path: hand an already encoded broadcast to this socket's session."""
         self.namespace._notify_outgoing(self, packet)
-        return self.session.offer(outgoing, volatile=volatile)
+        return self._sink.offer(outgoing, volatile=volatile)
 
     def _deliver_expecting_ack(
         self,
@@ -351,6 +406,11 @@ class Socket:
         checkpoint, like every other task of the socket.
         """
         await trio.lowlevel.checkpoint()
+        if self._held is not None:
+            # From on_connect: the client has not connected yet, so this is a refusal.
+            self._refusal = ConnectionRefused()
+            self._close(DisconnectReason.IO_SERVER_DISCONNECT)
+            return
         if not self.connected:
             return
         packet = SocketPacket(PacketType.DISCONNECT, self.namespace.name)
@@ -365,9 +425,13 @@ class Socket:
             self.session.close(DisconnectReason.IO_SERVER_DISCONNECT, graceful=True)
 
     def _close(self, reason: DisconnectReason) -> None:
-        """Mark disconnected and release everything at once (synchronous)."""
-        if not self.connected:
+        """Mark disconnected (or no longer connecting) and release everything at once
+        (synchronous)."""
+        if self._finished:
             return
+        self._finished = True
+        self._held = None
+        self._sink = self.session
         self.connected = False
         self.disconnect_reason = reason
         self._rooms_at_disconnect = self.rooms
@@ -375,6 +439,7 @@ class Socket:
         self.namespace.sockets.pop(self.id, None)
         self._client.sockets.pop(self.namespace.name, None)
         self._events.close()
+        self.namespace._vacate()
         pending = list(self._pending_acks.values())
         self._pending_acks.clear()
         for waiter in pending:
@@ -386,24 +451,23 @@ class Socket:
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         namespace = self.namespace
+        accepted = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.connected = True
-                namespace.sockets[self.id] = self
+                self._task = trio.lowlevel.current_task()
+                self._held = []
+                self._sink = _Holder(self, self._held)
                 self._client.sockets[namespace.name] = self
+                # Broadcasts reach it from now on, held until it has connected.
+                namespace.sockets[self.id] = self
                 namespace.adapter.add_all(self.id, (self.id,))
-                connect = SocketPacket(PacketType.CONNECT, namespace.name, {"sid": self.id})
-                try:
-                    await self.session.send(self._encode(connect))
-                except Disconnected:
-                    self._close(self._client.session.close_reason or DisconnectReason.FORCED_CLOSE)
                 task_status.started()
                 # The status holds the starter's nursery and task: not for this task's lifetime.
                 del task_status
-                handlers = namespace.handlers
-                if handlers.connect is not None:
-                    await self._run_handler(handlers.connect, (self, self.handshake.auth))
+                accepted = await self._connect()
+                if not accepted:
+                    return
                 limiter = namespace.server.max_concurrent_handlers
                 if limiter > 1:
                     await self._process_events_concurrently(limiter)
@@ -415,7 +479,49 @@ class Socket:
                         await self._handle_event(packet)
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
-            await self._run_disconnect_handlers()
+            if self._refusal is not None:
+                await self._client.refuse(namespace.name, self._refusal)
+            elif accepted:
+                await self._run_disconnect_handlers()
+
+    async def _connect(self) -> bool:
+        """Run on_connect, which may refuse; then send CONNECT and what on_connect sent, and
+        become connected. Returns whether the socket connected."""
+        handler = self.namespace.handlers.connect
+        if handler is not None:
+            try:
+                accepted = await handler(self, self.handshake.auth)
+            except ConnectionRefused as refusal:
+                self._refusal = refusal
+                return False
+            except Exception as exc:
+                if self._finished and isinstance(exc, Disconnected):
+                    return False  # the connection went away meanwhile
+                if self.namespace.server.handler_errors == "raise":
+                    raise
+                logger.exception("on_connect handler failed on %s; refusing it", self)
+                self._refusal = ConnectionRefused("Internal server error")
+                return False
+            if accepted is False:  # python-socketio's idiom
+                self._refusal = ConnectionRefused()
+                return False
+        if self._finished:
+            return False
+        connect = SocketPacket(PacketType.CONNECT, self.namespace.name, {"sid": self.id})
+        held = self._held
+        assert held is not None
+        held.insert(0, self._encode(connect))
+        try:
+            # Packets sent meanwhile join the list, so they keep their order.
+            while held:
+                await self.session.send(held.pop(0))
+        except Disconnected:
+            return False
+        self._held = None
+        self._sink = self.session
+        self.connected = True
+        self._client.connected(self)
+        return True
 
     async def _process_events_concurrently(self, limiter: int) -> None:
         events = self._events
@@ -450,16 +556,27 @@ class Socket:
         if handler is None:
             return
         ok, result = await self._run_handler(handler, (self, *args))
-        if ok and packet.id is not None and self.connected:
-            reply = SocketPacket(PacketType.ACK, self.namespace.name, _ack_args(result), packet.id)
+        if not ok or packet.id is None or not self.connected:
+            return
+        arguments = ack_arguments(result)
+        if arguments is None:
+            return  # NO_ACK
+        reply = SocketPacket(PacketType.ACK, self.namespace.name, arguments, packet.id)
+        try:
             encoded = self._encode(reply)
-            with contextlib.suppress(Disconnected):
-                try:
-                    # The handler has just run (and checkpointed): queue without another
-                    # trip through the scheduler unless the queue is full.
-                    self.session.send_nowait(encoded)
-                except trio.WouldBlock:
-                    await self.session.send(encoded)
+        except TypeError as exc:
+            # The handler's mistake: reported as its failure, and this socket carries on.
+            if self.namespace.server.handler_errors == "raise":
+                raise
+            logger.error("handler of %r on %s: %s; no acknowledgement sent", event, self, exc)
+            return
+        with contextlib.suppress(Disconnected):
+            try:
+                # The handler has just run (and checkpointed): queue without another trip
+                # through the scheduler unless the queue is full.
+                self.session.send_nowait(encoded)
+            except trio.WouldBlock:
+                await self.session.send(encoded)
 
     async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
         try:
@@ -507,21 +624,3 @@ async def _disconnected(reason: DisconnectReason | None) -> Disconnected:
     """
     await trio.lowlevel.checkpoint_if_cancelled()
     return Disconnected(reason)
-
-
-def _ack_args(result: Any) -> list[Any]:
-    """A handler's return value as acknowledgement arguments: a tuple is several."""
-    if result is None:
-        return []
-    if isinstance(result, tuple):
-        return list(result)
-    return [result]
-
-
-def _ack_result(args: list[Any]) -> Any:
-    """Acknowledgement arguments as a Python return value (the inverse of ``_ack_args``)."""
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return tuple(args)

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import trio
 
+from ._acks import ack_arguments, ack_value
 from ._engine import HttpRequest
 from ._errors import ConnectionRefused, Disconnected
 from ._protocol import (
@@ -33,7 +34,6 @@ from ._protocol import (
     encode_packet,
 )
 from ._server import Server
-from ._socket import _ack_args
 from .hosts import MemoryWebSocket
 
 __all__ = ["ReceivedEvent", "TestClient", "open_client", "running"]
@@ -138,9 +138,7 @@ class TestClient:
                 raise Disconnected
         finally:
             self._acks.pop(ack_id, None)
-        if not answer:
-            return None
-        return answer[0] if len(answer) == 1 else tuple(answer)
+        return ack_value(answer)
 
     async def receive(self, name: str | None = None) -> ReceivedEvent:
         """The next event from the server (skipping others when ``name`` is given).
@@ -239,8 +237,8 @@ class TestClient:
         self, handler: Callable[..., Awaitable[Any]], ack_id: int | None, args: list[Any]
     ) -> None:
         result = await handler(*args)
-        if ack_id is not None:
-            reply = _ack_args(result)
+        reply = ack_arguments(result)
+        if ack_id is not None and reply is not None:
             await self._send_packet(SocketPacket(PacketType.ACK, self.namespace, reply, ack_id))
 
 

@@ -100,9 +100,9 @@ def build(redis_url: str, name: str, requests_timeout: float) -> trio_sio.Server
                 if op == "emit":
                     await target.emit("remote-emit", arg)
                 elif op == "join":
-                    await target.join(arg)
+                    target.join(arg)
                 elif op == "leave":
-                    await target.leave(arg)
+                    target.leave(arg)
                 elif op == "disconnect":
                     await target.disconnect()
                 return True

@@ -85,7 +85,8 @@ def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, .
     ACK. Encode once per broadcast: the result can be shared.
 
     Raises:
-        TypeError, ValueError: ``data`` holds something JSON cannot represent.
+        TypeError: ``data`` holds something JSON cannot represent (the message names the
+            event or acknowledgement).
     """
     packet_type = packet.type
     # Whether a packet goes out as BINARY_* depends on its data alone, as on decoding.
@@ -99,11 +100,15 @@ def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, .
     if data is not None:
         try:
             payload = json.dumps(data)
-        except TypeError:
+        except (TypeError, ValueError):
             # The fast path failed: either binary data (move it into attachments) or a value
             # JSON cannot hold (the second dumps raises for it).
             data = _deconstruct(data, attachments)
-            payload = json.dumps(data)
+            try:
+                payload = json.dumps(data)
+            except (TypeError, ValueError) as exc:
+                # One short error naming what was being sent, not a chain of two.
+                raise TypeError(f"{_describe(packet)} cannot be sent: {exc}") from None
         if attachments:
             if packet_type is PacketType.EVENT:
                 packet_type = PacketType.BINARY_EVENT
@@ -119,6 +124,15 @@ def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, .
     if packet.id is not None:
         header += str(packet.id)
     return (header + payload, *attachments)
+
+
+def _describe(packet: SocketPacket) -> str:
+    """``event 'name'``, ``the acknowledgement 3``, ...: for error messages."""
+    if packet.type in (PacketType.EVENT, PacketType.BINARY_EVENT) and packet.data:
+        return f"event {packet.data[0]!r}"
+    if packet.type in (PacketType.ACK, PacketType.BINARY_ACK):
+        return f"acknowledgement {packet.id}"
+    return f"{packet.type.name} packet"
 
 
 def _deconstruct(data: Any, attachments: list[bytes]) -> Any:
