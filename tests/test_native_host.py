@@ -377,6 +377,60 @@ async def test_frames_breaking_rfc_6455_close_the_connection(data: bytes, code: 
         await bystanders_ok(e)
 
 
+async def test_pings_arriving_together_get_one_pong() -> None:
+    config = NativeConfig(websocket_control_frame_rate=None)
+    async with native_engine(config=config) as e, e.websocket() as ws:
+        await e.open_websocket_session(ws)
+        pings = [frame(0x9, b"%d" % n) for n in range(1000)]
+        await ws.send_raw(b"".join(pings) + frame(0x1, b"4after"))
+        pongs = []
+        with trio.fail_after(5):
+            while True:
+                event = await ws._next_event()
+                if isinstance(event, ev.Pong):
+                    pongs.append(bytes(event.payload))
+                elif isinstance(event, ev.TextMessage) and event.data == "4after":
+                    break
+        # Answered before the message that followed, and only the latest of those that were
+        # read together (the kernel may have handed them over in a few reads).
+        assert pongs[-1] == b"999"
+        assert len(pongs) <= 10
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        [frame(0x9, b"p")] * 150,
+        [frame(0xA, b"")] * 150,
+        [frame(0x1, b"4", fin=False)] + [frame(0x0, b"", fin=False)] * 150,
+    ],
+    ids=["pings", "pongs", "empty-fragments"],
+)
+async def test_control_frames_beyond_the_rate_close_with_1008(flood: list[bytes]) -> None:
+    async with native_engine() as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            await ws.send_raw(b"".join(flood))
+            with trio.fail_after(5), pytest.raises(Closed) as closed:
+                await ws.receive()  # the pongs that may come first are skipped
+            assert closed.value.code == 1008
+            with trio.fail_after(2):
+                assert await e.handler.wait_closed(sid) is DisconnectReason.TRANSPORT_CLOSE
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_a_burst_of_control_frames_within_the_rate_passes() -> None:
+    config = NativeConfig(websocket_control_frame_rate=100)
+    async with native_engine(config=config) as e, e.websocket() as ws:
+        await e.open_websocket_session(ws)
+        await ws.send_raw(b"".join([frame(0x9, b"p")] * 100) + frame(0x1, b"4still here"))
+        with trio.fail_after(5):
+            while (message := await ws.receive()) == "2":
+                pass
+        assert message == "4still here"
+
+
 async def test_tiny_fragments_are_reassembled() -> None:
     async with native_engine() as e, e.websocket() as ws:
         await e.open_websocket_session(ws)
@@ -547,6 +601,7 @@ async def test_a_batch_of_frames_is_one_write() -> None:
         deflate=None,
         receive_size=65536,
         close_timeout=1,
+        control_frame_rate=None,
         accept_response=accepted,
         reject_response=rejected,
     )

@@ -398,6 +398,7 @@ class HttpConnection:
             deflate=deflate,
             receive_size=config.receive_size,
             close_timeout=config.websocket_close_timeout,
+            control_frame_rate=config.websocket_control_frame_rate,
             accept_response=accept_response,
             reject_response=reject_response,
         )
