@@ -114,6 +114,30 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         assert received.count(b'"sid"') == 2
 
 
+async def test_pipelined_requests_take_turns_with_other_tasks() -> None:
+    # Requests that are all here already never make the connection wait; it lets the other
+    # tasks run after each one all the same.
+    async with native_engine() as e:
+        host = e.url.removeprefix("http://")
+        count = 300
+        missing = f"GET /nothing-here HTTP/1.1\r\nHost: {host}\r\n\r\n" * count
+        last = f"GET /nothing-here HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await trio.lowlevel.checkpoint()
+                turns += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_turns)
+            received = await raw_exchange(e.url, (missing + last).encode())
+            nursery.cancel_scope.cancel()
+        assert received.count(b"HTTP/1.1 404 ") == count + 1
+        assert turns >= count
+
+
 async def test_http_1_0_gets_its_answer_and_the_connection_closes() -> None:
     async with native_engine() as e:
         received = await raw_exchange(
