@@ -114,6 +114,30 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         assert received.count(b'"sid"') == 2
 
 
+async def test_pipelined_requests_take_turns_with_other_tasks() -> None:
+    # Requests that are all here already never make the connection wait; it lets the other
+    # tasks run after each one all the same.
+    async with native_engine() as e:
+        host = e.url.removeprefix("http://")
+        count = 300
+        missing = f"GET /nothing-here HTTP/1.1\r\nHost: {host}\r\n\r\n" * count
+        last = f"GET /nothing-here HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await trio.lowlevel.checkpoint()
+                turns += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_turns)
+            received = await raw_exchange(e.url, (missing + last).encode())
+            nursery.cancel_scope.cancel()
+        assert received.count(b"HTTP/1.1 404 ") == count + 1
+        assert turns >= count
+
+
 async def test_http_1_0_gets_its_answer_and_the_connection_closes() -> None:
     async with native_engine() as e:
         received = await raw_exchange(
@@ -377,6 +401,60 @@ async def test_frames_breaking_rfc_6455_close_the_connection(data: bytes, code: 
         await bystanders_ok(e)
 
 
+async def test_pings_arriving_together_get_one_pong() -> None:
+    config = NativeConfig(websocket_control_frame_rate=None)
+    async with native_engine(config=config) as e, e.websocket() as ws:
+        await e.open_websocket_session(ws)
+        pings = [frame(0x9, b"%d" % n) for n in range(1000)]
+        await ws.send_raw(b"".join(pings) + frame(0x1, b"4after"))
+        pongs = []
+        with trio.fail_after(5):
+            while True:
+                event = await ws._next_event()
+                if isinstance(event, ev.Pong):
+                    pongs.append(bytes(event.payload))
+                elif isinstance(event, ev.TextMessage) and event.data == "4after":
+                    break
+        # Answered before the message that followed, and only the latest of those that were
+        # read together (the kernel may have handed them over in a few reads).
+        assert pongs[-1] == b"999"
+        assert len(pongs) <= 10
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        [frame(0x9, b"p")] * 150,
+        [frame(0xA, b"")] * 150,
+        [frame(0x1, b"4", fin=False)] + [frame(0x0, b"", fin=False)] * 150,
+    ],
+    ids=["pings", "pongs", "empty-fragments"],
+)
+async def test_control_frames_beyond_the_rate_close_with_1008(flood: list[bytes]) -> None:
+    async with native_engine() as e:
+        async with e.websocket() as ws:
+            sid = await e.open_websocket_session(ws)
+            await ws.send_raw(b"".join(flood))
+            with trio.fail_after(5), pytest.raises(Closed) as closed:
+                await ws.receive()  # the pongs that may come first are skipped
+            assert closed.value.code == 1008
+            with trio.fail_after(2):
+                assert await e.handler.wait_closed(sid) is DisconnectReason.TRANSPORT_CLOSE
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_a_burst_of_control_frames_within_the_rate_passes() -> None:
+    config = NativeConfig(websocket_control_frame_rate=100)
+    async with native_engine(config=config) as e, e.websocket() as ws:
+        await e.open_websocket_session(ws)
+        await ws.send_raw(b"".join([frame(0x9, b"p")] * 100) + frame(0x1, b"4still here"))
+        with trio.fail_after(5):
+            while (message := await ws.receive()) == "2":
+                pass
+        assert message == "4still here"
+
+
 async def test_tiny_fragments_are_reassembled() -> None:
     async with native_engine() as e, e.websocket() as ws:
         await e.open_websocket_session(ws)
@@ -547,6 +625,7 @@ async def test_a_batch_of_frames_is_one_write() -> None:
         deflate=None,
         receive_size=65536,
         close_timeout=1,
+        control_frame_rate=None,
         accept_response=accepted,
         reject_response=rejected,
     )

@@ -424,6 +424,27 @@ def test_tiny_fragments_cost_no_more_than_the_message() -> None:
     assert decoder.next_event() == "a" * (count + 1) + "!"
 
 
+def test_runs_of_fragments_pause_and_frames_for_nobody_are_counted() -> None:
+    decoder = WebSocketDecoder(max_message_size=1000, pause_after=4)
+    stream = Frame(0x1, b"a", fin=False).encode()
+    stream += b"".join(Frame(0x0, b"", fin=False).encode() for _ in range(6))
+    stream += Frame(0x9, b"p").encode() + Frame(0xA).encode() + Frame(0x0, b"b").encode()
+    decoder.receive_data(stream)
+    # Four frames without an event, then a pause with the rest still buffered.
+    assert decoder.next_event() is None
+    assert decoder.paused
+    assert decoder.next_event() == Ping(b"p")  # three more fragments, then the ping
+    assert not decoder.paused
+    assert decoder.next_event() == Pong(b"")
+    assert decoder.next_event() == "ab"
+    assert decoder.next_event() is None
+    assert not decoder.paused
+    # The six empty fragments that did not end the message, the ping and the pong.
+    assert decoder.overhead_frames == 8
+    with pytest.raises(ValueError, match="pause_after"):
+        WebSocketDecoder(max_message_size=1000, pause_after=0)
+
+
 def test_bytes_after_close_are_ignored_and_errors_stick() -> None:
     decoder = WebSocketDecoder(max_message_size=100)
     decoder.receive_data(Frame(0x8, close_payload(1001, b"bye")).encode() + b"\xff garbage")

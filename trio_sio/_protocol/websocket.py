@@ -13,7 +13,10 @@ The decoder is built for hostile peers:
   into tiny fragments costs no more memory than the message itself;
 * text is validated as UTF-8 fragment by fragment (close code 1007);
 * client frames must be masked; control frames must be short and unfragmented; reserved bits,
-  opcodes and close codes, and non-minimal length encodings are refused.
+  opcodes and close codes, and non-minimal length encodings are refused;
+* frames that never reach the application (pings, pongs, empty fragments) are counted, for
+  the caller to bound their rate, and a long run of fragments can be cut into turns
+  (``pause_after``).
 
 Only whole messages are delivered (``str`` for text, ``bytes`` for binary); control frames come
 out as :class:`Ping`, :class:`Pong` and :class:`Close` events, interleaved where they arrived.
@@ -175,16 +178,38 @@ class WebSocketDecoder:
             whose header announces more is refused before its payload is read.
         deflate: the negotiated ``permessage-deflate`` state, if any (see
             :func:`negotiate_deflate`); without it a set RSV1 bit is a protocol error.
+        pause_after: :meth:`next_event` returns ``None`` after this many frames in a row that
+            make no event (fragments, of a message that does not end), with :attr:`paused`
+            set; ``None``: it goes on while it has bytes. One read can hold thousands of
+            frames, and the caller may want to let other work run in between.
 
     After a :class:`Close` event the decoder ignores whatever follows. After a
     :class:`WebSocketError`, every call raises it again.
+
+    Attributes:
+        paused: whether the last :meth:`next_event` returned ``None`` because of
+            ``pause_after`` (the rest is still buffered: call it again before feeding more).
+        overhead_frames: how many frames carried nothing for the application so far: pings,
+            pongs, and empty fragments that do not end their message. The caller can bound
+            their rate; nothing else does, since they never reach the application.
     """
 
-    def __init__(self, *, max_message_size: int, deflate: PerMessageDeflate | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_size: int,
+        deflate: PerMessageDeflate | None = None,
+        pause_after: int | None = None,
+    ) -> None:
         if max_message_size < 0:
             raise ValueError("max_message_size must not be negative")
+        if pause_after is not None and pause_after <= 0:
+            raise ValueError("pause_after must be positive")
         self.max_message_size = max_message_size
         self.deflate = deflate
+        self.pause_after = pause_after
+        self.paused = False
+        self.overhead_frames = 0
         self.closed = False
         self._error: WebSocketError | None = None
         self._data = b""
@@ -221,15 +246,18 @@ class WebSocketDecoder:
         self._pos = 0
 
     def next_event(self) -> WebSocketEvent | None:
-        """The next message or control frame, or ``None`` until more bytes arrive.
+        """The next message or control frame, or ``None`` until more bytes arrive (or, with
+        :attr:`paused` set, until the next call: see ``pause_after``).
 
         Raises:
             WebSocketError: the bytes break the protocol or the size limit.
         """
+        self.paused = False
         if self._error is not None:
             raise self._error
         if self.closed:
             return None
+        frames = 0
         try:
             while True:
                 if not self._in_frame and not self._parse_header():
@@ -240,6 +268,10 @@ class WebSocketDecoder:
                 event = self._frame_complete(payload)
                 if event is not None:
                     return event
+                frames += 1
+                if frames == self.pause_after:
+                    self.paused = True
+                    return None
         except WebSocketError as exc:
             self._error = exc
             self._data = b""
@@ -337,8 +369,10 @@ class WebSocketDecoder:
         opcode = self._opcode
         if opcode >= OP_CLOSE:
             if opcode == OP_PING:
+                self.overhead_frames += 1
                 return Ping(payload)
             if opcode == OP_PONG:
+                self.overhead_frames += 1
                 return Pong(payload)
             self.closed = True
             self._data = b""
@@ -355,6 +389,8 @@ class WebSocketDecoder:
             self._message = bytearray()
             if opcode == OP_TEXT:
                 self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        if not payload and not self._fin:
+            self.overhead_frames += 1
         message = self._message
         assert message is not None
         piece = self._inflate(payload, final=self._fin)

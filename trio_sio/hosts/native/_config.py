@@ -28,6 +28,13 @@ class NativeConfig:
             default: it costs a compressor per connection (hundreds of KiB) and CPU per
             recipient. Decompressed messages are bounded by the same message limit.
         compression_threshold: with compression on, smaller messages are sent uncompressed.
+        websocket_control_frame_rate: WebSocket frames per second that carry nothing for the
+            application (pings, pongs, and empty fragments of a message), averaged over a
+            second; a client that sends more is closed with 1008 (policy violation). ``None``:
+            no limit. They need no limit for memory, but they never reach the application, so
+            no backpressure slows them down: without one, a client could keep the server busy
+            with them for as long as it is connected. Browsers send none, and other clients
+            one ping every few seconds at most.
         receive_size: bytes asked of the socket per read.
     """
 
@@ -39,6 +46,7 @@ class NativeConfig:
     websocket_max_message_size: int | None = None
     websocket_compression: bool = False
     compression_threshold: int = 1024
+    websocket_control_frame_rate: float | None = 100.0
     receive_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
@@ -52,3 +60,6 @@ class NativeConfig:
                 raise ValueError(f"{name} must be positive")
         if self.max_header_bytes <= 0 or self.receive_size <= 0:
             raise ValueError("max_header_bytes and receive_size must be positive")
+        rate = self.websocket_control_frame_rate
+        if rate is not None and not rate > 0:
+            raise ValueError("websocket_control_frame_rate must be positive (or None)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
 
 import trio
 
@@ -29,10 +30,22 @@ __all__ = ["DirectWebSocket", "NativeWebSocket"]
 logger = logging.getLogger("trio_sio")
 
 _DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError)
+_TOO_MANY_CONTROL_FRAMES = WebSocketError(
+    "too many control frames", close_code=CloseCode.POLICY_VIOLATION
+)
 
-#: Messages the reader may return in a row, when they were already received, before it lets
-#: other tasks run.
-_MAX_UNYIELDED = 32
+# A peer whose input is always there already (a flood, or just a burst) never makes the
+# reader wait, so the reader takes turns: after a bounded amount of work it lets the other
+# tasks run, as a wait would have. One checkpoint costs about 3 µs.
+
+#: Frames the reader handles per turn: messages returned (each also costs the session's
+#: handling), control frames, and fragments. Decoding a small frame costs about 1 µs, so a
+#: flood of them gets turns of some 40 µs; a burst of small messages, one checkpoint per 32.
+_FRAMES_PER_TURN = 32
+#: Bytes received per turn. The reader stops after the read that reaches it, so a turn reads
+#: one buffer (``receive_size``, 64 KiB by default) at most; a large message received at once
+#: costs a checkpoint per 64 KiB, next to the copying and unmasking of those 64 KiB.
+_BYTES_PER_TURN = 64 * 1024
 
 
 class NativeWebSocket:
@@ -49,6 +62,10 @@ class NativeWebSocket:
 
     On plain TCP without compression, :class:`DirectWebSocket` can also be written from any
     task without waiting.
+
+    Pings, pongs and empty fragments are limited to ``control_frame_rate`` per second (a
+    token bucket holding one second's worth; ``None``: no limit), since no backpressure
+    slows them down: they never reach the session.
     """
 
     def __init__(
@@ -59,11 +76,14 @@ class NativeWebSocket:
         deflate: PerMessageDeflate | None,
         receive_size: int,
         close_timeout: float,
+        control_frame_rate: float | None,
         accept_response: Callable[[list[tuple[str, str]]], Awaitable[bytes]],
         reject_response: Callable[[HttpResponse], Awaitable[None]],
     ) -> None:
         self._stream = stream
-        self._decoder = WebSocketDecoder(max_message_size=max_message_size, deflate=deflate)
+        self._decoder = WebSocketDecoder(
+            max_message_size=max_message_size, deflate=deflate, pause_after=_FRAMES_PER_TURN
+        )
         self._deflate = deflate
         self._close_timeout = close_timeout
         self._accept_response = accept_response
@@ -77,7 +97,14 @@ class NativeWebSocket:
         self._close_sent = False
         self._close_received = False
         self._finished = False  # close() ran
-        self._unyielded = 0  # messages returned in a row without waiting
+        self._unyielded = 0  # frames handled since the reader last let others run
+        self._turn_bytes = 0  # bytes received since then
+        self._pong: bytes | None = None  # the payload of the latest ping not answered yet
+        # Control frames and empty fragments: a token bucket holding one second's worth.
+        self._control_rate = control_frame_rate
+        self._overhead_seen = 0  # the decoder's overhead_frames already counted
+        self._allowance = control_frame_rate or 0.0
+        self._allowance_at = trio.current_time()
         self._raw = raw_socket(stream)
         self._tail = b""  # what the kernel did not take of a write_nowait, sent first next
         self._reader = Reader(stream, receive_size)
@@ -103,6 +130,10 @@ class NativeWebSocket:
     # --- writing -----------------------------------------------------------------------
 
     async def _write(self, data: bytes) -> None:
+        # No turn-taking here: a write that the kernel takes at once does not let others run,
+        # but every caller takes turns itself. The writer task's take() checkpoints per batch
+        # (at most the outbound queue), the reader answers pings within its own turns, and a
+        # close frame is written once.
         lock = self._send_lock
         try:
             lock.acquire_nowait()
@@ -144,13 +175,23 @@ class NativeWebSocket:
 
     # --- reading -----------------------------------------------------------------------
 
+    async def _next_turn(self) -> None:
+        """Let the other tasks run: this connection's turn is used up."""
+        self._unyielded = 0
+        self._turn_bytes = 0
+        await trio.lowlevel.checkpoint()
+
     async def _recv(self) -> tuple[bytes, bool]:
-        """Bytes from the peer (``b""`` at EOF or on error), and whether this waited.
+        """Bytes from the peer (``b""`` at EOF or on error), and whether other tasks ran
+        meanwhile (this waited, or the turn was used up).
 
         Only one task reads at a time: normally the session's reader, but while a session
         ends, its cancelled reader and the closing handshake may overlap for a moment."""
-        lock = self._read_lock
         waited = False
+        if self._turn_bytes >= _BYTES_PER_TURN:
+            await self._next_turn()
+            waited = True
+        lock = self._read_lock
         try:
             lock.acquire_nowait()
         except trio.WouldBlock:
@@ -158,16 +199,22 @@ class NativeWebSocket:
             waited = True
         try:
             data = self._reader.receive_nowait()
-            if data is not None:
-                return data, waited
-            return await self._reader.receive(), True
+            if data is None:
+                data = await self._reader.receive()
+                waited = True
         finally:
             lock.release()
+        if waited:
+            self._unyielded = 0
+            self._turn_bytes = len(data)
+        else:
+            self._turn_bytes += len(data)
+        return data, waited
 
     async def _read(self) -> bool:
         """Read once into the decoder; raises :class:`WebSocketClosed` at EOF.
 
-        Returns whether this waited (and so let other tasks run)."""
+        Returns whether other tasks ran meanwhile."""
         if self._eof:
             raise WebSocketClosed(CloseCode.ABNORMAL)
         data, waited = await self._recv()
@@ -177,8 +224,41 @@ class NativeWebSocket:
         self._decoder.receive_data(data)
         return waited
 
+    async def _refuse(self, exc: WebSocketError) -> NoReturn:
+        """Close for a protocol error or a broken limit, with the code that says which."""
+        logger.debug("websocket protocol error: %s", exc)
+        # Our close frame says why; close() then waits for the peer's (lingering).
+        with contextlib.suppress(WebSocketClosed):
+            await self._send_close(exc.close_code)
+        raise WebSocketClosed(exc.close_code) from None
+
+    def _over_control_rate(self) -> bool:
+        """Count the frames that carried nothing for the application (pings, pongs, empty
+        fragments) decoded since the last call; whether they went over the rate limit."""
+        count = self._decoder.overhead_frames
+        new = count - self._overhead_seen
+        self._overhead_seen = count
+        rate = self._control_rate
+        if rate is None or not new:
+            return False
+        now = trio.current_time()
+        refill = (now - self._allowance_at) * rate
+        self._allowance = min(rate, self._allowance + refill) - new
+        self._allowance_at = now
+        return self._allowance < 0
+
+    async def _answer_ping(self) -> None:
+        """Pong the latest ping. When several came in together, the others are not answered,
+        which RFC 6455 (§5.5.3) allows; a ping flood costs one pong per read, not per ping."""
+        payload = self._pong
+        self._pong = None
+        if payload is not None:
+            await self._write(encode_frame(OP_PONG, payload))
+
     async def receive(self) -> str | bytes:
-        """The next message; answers pings, completes a close the peer starts."""
+        """The next message; answers pings (the latest of those read together), completes a
+        close the peer starts, closes with 1008 when control frames come too fast. Lets other
+        tasks run after each turn's worth of input (see ``_FRAMES_PER_TURN``)."""
         if not self.accepted or self._close_received:
             raise WebSocketClosed(CloseCode.ABNORMAL)
         decoder = self._decoder
@@ -187,37 +267,42 @@ class NativeWebSocket:
             try:
                 event = decoder.next_event()
             except WebSocketError as exc:
-                logger.debug("websocket protocol error: %s", exc)
-                # Our close frame says why; close() then waits for the peer's (lingering).
-                with contextlib.suppress(WebSocketClosed):
-                    await self._send_close(exc.close_code)
-                raise WebSocketClosed(exc.close_code) from None
+                await self._refuse(exc)
             if event is None:
+                if decoder.overhead_frames != self._overhead_seen and self._over_control_rate():
+                    await self._refuse(_TOO_MANY_CONTROL_FRAMES)
+                if decoder.paused:  # a run of fragments as long as a turn
+                    await self._next_turn()
+                    waited = True
+                    continue
+                if self._pong is not None:  # all that arrived is handled: answer now
+                    await self._answer_ping()
                 waited = await self._read() or waited
                 continue
+            self._unyielded += 1
             if isinstance(event, str | bytes):
-                if waited:
-                    self._unyielded = 0
-                else:
-                    # Messages that were already there: no need to go through the scheduler
-                    # for each, but now and then let others run (and notice cancellation).
-                    self._unyielded += 1
-                    if self._unyielded >= _MAX_UNYIELDED:
-                        self._unyielded = 0
-                        await trio.lowlevel.checkpoint()
-                    else:
-                        await trio.lowlevel.checkpoint_if_cancelled()
+                if self._pong is not None:
+                    await self._answer_ping()
+                if self._unyielded >= _FRAMES_PER_TURN:
+                    await self._next_turn()
+                elif not waited:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                 return event
-            if isinstance(event, Ping):
-                await self._write(encode_frame(OP_PONG, event.payload))
-            elif isinstance(event, Close):
+            if isinstance(event, Close):
                 self._close_received = True
                 # Echo the code (RFC 6455 §5.5.1); the caller then closes the connection.
                 echo = event.code if event.code != CloseCode.NO_STATUS else None
                 with contextlib.suppress(WebSocketClosed):
                     await self._send_close(echo or CloseCode.NORMAL)
                 raise WebSocketClosed(event.code)
+            if self._over_control_rate():
+                await self._refuse(_TOO_MANY_CONTROL_FRAMES)
+            if isinstance(event, Ping):
+                self._pong = event.payload  # answered once what is here is handled
             # Pongs need no answer.
+            if self._unyielded >= _FRAMES_PER_TURN:
+                await self._next_turn()
+                waited = True
 
     # --- closing -----------------------------------------------------------------------
 
@@ -236,31 +321,38 @@ class NativeWebSocket:
             await self._linger()
 
     async def _linger(self) -> None:
-        """Wait for the peer's close frame (or EOF), discarding what comes before it.
+        """Wait for the peer's close frame (or EOF), discarding what comes before it; in
+        turns, like :meth:`receive`.
 
         Closing the socket with unread data in it would make the kernel send a reset, and
         the peer could lose our close frame (and its code) with it.
         """
         decoder = self._decoder
-        broken = False
         while not self._close_received:
-            if not broken:
-                try:
-                    while (event := decoder.next_event()) is not None:
-                        if isinstance(event, Close):
-                            self._close_received = True
-                            return
-                except WebSocketError:
-                    broken = True
-            if broken:
-                data, _ = await self._recv()
-                if not data:
-                    return
-            else:
+            try:
+                event = decoder.next_event()
+            except WebSocketError:
+                break
+            if event is None:
+                if decoder.paused:
+                    await self._next_turn()
+                    continue
                 try:
                     await self._read()
                 except WebSocketClosed:
                     return
+                continue
+            if isinstance(event, Close):
+                self._close_received = True
+                return
+            self._unyielded += 1
+            if self._unyielded >= _FRAMES_PER_TURN:
+                await self._next_turn()
+        # The peer broke the protocol: no close frame will be found in what follows.
+        while not self._close_received:
+            data, _ = await self._recv()
+            if not data:
+                return
 
 
 class DirectWebSocket(NativeWebSocket):
