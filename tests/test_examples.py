@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
-import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +23,7 @@ from hypercorn.config import Config
 
 import trio_sio
 from support.http import request
+from support.processes import child
 from support.websocket import Closed, WebSocket, open_websocket
 from trio_sio.testing import TestClient, open_client, running
 
@@ -77,50 +75,6 @@ async def wait_closed(ws: WebSocket) -> int:
             await ws.receive()
         except Closed as closed:
             return closed.code
-
-
-class Child:
-    """A child process (stdout and stderr together) whose output we wait on."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.output = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        assert self.process.stdout is not None
-        while (match := re.search(pattern, self.output)) is None:
-            data = await self.process.stdout.receive_some()
-            if not data:
-                raise AssertionError(f"exited before printing {pattern!r}:\n{self.output}")
-            self.output += data.decode(errors="replace")
-        return match
-
-    async def interrupt(self) -> int:
-        """Ctrl+C; the exit code."""
-        self.process.send_signal(signal.SIGINT)
-        assert self.process.stdout is not None
-        while data := await self.process.stdout.receive_some():
-            self.output += data.decode(errors="replace")
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def child(*args: str | Path, cwd: Path = REPO) -> AsyncIterator[Child]:
-    """``python *args``, killed at the end of the block if it is still running."""
-    command = [sys.executable, *map(str, args)]
-    process = await trio.lowlevel.open_process(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        with trio.fail_after(30):
-            yield Child(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            assert process.stdout is not None
-            await process.stdout.aclose()
 
 
 # --- the chat, tested as docs/testing.rst recommends ---------------------------------------
