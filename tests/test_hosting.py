@@ -4,6 +4,7 @@ by cancelling; and the command line of the native host."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,9 @@ import pytest
 import trio
 
 import trio_sio
-from support.http import connect
-from support.processes import REPO, python_env
-from support.websocket import Closed, open_websocket
+from support.http import connect, request
+from support.processes import REPO, child, python_env
+from support.websocket import Closed, Rejected, open_websocket
 
 
 async def receive_until_closed(ws: Any) -> None:
@@ -204,3 +205,39 @@ def test_command_line_refuses_bad_arguments(
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# --- the wrong ASGI server -----------------------------------------------------------------
+
+WRONG_LOOP = "trio_sio runs on Trio: use `hypercorn -k trio`"
+
+
+async def test_hypercorn_without_the_trio_worker_stops_at_start_up(tmp_path: Path) -> None:
+    """hypercorn's default worker is asyncio's: the lifespan fails, naming ``-k trio``, and
+    hypercorn exits instead of answering every request with a 503. (It exits with status 0
+    all the same, after its worker's traceback.)"""
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    command = ["-m", "hypercorn", "--bind", "127.0.0.1:0", "cli_app:app"]
+    async with child(*command, cwd=tmp_path) as server:
+        await server.wait_for(re.escape(WRONG_LOOP))
+        await server.wait()
+    assert "Running on" not in server.output
+
+
+async def test_uvicorn_fails_at_start_up_and_refuses_requests(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    uvicorn = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "cli_app:app"]
+    async with child(*uvicorn, cwd=tmp_path) as server:
+        await server.wait_for(re.escape(WRONG_LOOP))
+        assert await server.wait() != 0
+    # Without the lifespan the server starts; each request gets the message.
+    async with child(*uvicorn, "--lifespan", "off", cwd=tmp_path) as server:
+        url = (await server.wait_for(r"Uvicorn running on (http://\S+)"))[1]
+        response = await request(url, "GET", "/socket.io/?EIO=4&transport=polling")
+        assert (response.status, response.text) == (500, WRONG_LOOP)
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        with pytest.raises(Rejected) as rejected:
+            async with open_websocket(ws_url):
+                pass
+        assert (rejected.value.status, rejected.value.body) == (500, WRONG_LOOP.encode())
+        await server.wait_for(re.escape(WRONG_LOOP))  # in the log, too
