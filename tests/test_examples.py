@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -185,6 +186,32 @@ async def test_chat_under_the_hypercorn_command() -> None:
             await server.wait_for(r"\[chat\] chat message: hi there")
         await server.wait_for(r"disconnected: .* \(transport close\)")
         assert await server.interrupt() == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "graceful_timeout"),
+    [
+        (["-m", "hypercorn", "-k", "trio", "--bind", "127.0.0.1:0", "examples/chat/app.py:app"], 3),
+        (["examples/chat/app.py", "0"], 0),
+    ],
+    ids=["hypercorn", "script"],
+)
+async def test_ctrl_c_with_clients_connected(command: list[str], graceful_timeout: float) -> None:
+    """docs/quickstart.rst's commands, stopped while a client is connected: the client gets
+    its close frame (1001), the session closes with "server shutting down", the disconnect
+    handler runs, and the process exits at once (hypercorn: after its graceful timeout,
+    3 seconds by default, waiting for connections to end by themselves)."""
+    async with child(*command) as server:
+        url = (await server.wait_for(r"Running on (http://\S+)"))[1]
+        async with sio_websocket(url) as ws:
+            sid = (await server.wait_for(r"connected: (\S+)"))[1]
+            start = trio.current_time()
+            server.process.send_signal(signal.SIGINT)
+            assert await wait_closed(ws) == 1001
+        assert await server.wait() == 0
+        assert trio.current_time() - start < graceful_timeout + 2
+    assert f"disconnected: {sid} (server shutting down)" in server.output
+    assert "Traceback" not in server.output
 
 
 @pytest.mark.parametrize(
