@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +24,7 @@ from hypercorn.config import Config
 
 import trio_sio
 from support.http import request
+from support.processes import child
 from support.websocket import Closed, WebSocket, open_websocket
 from trio_sio.testing import TestClient, open_client, running
 
@@ -77,50 +76,6 @@ async def wait_closed(ws: WebSocket) -> int:
             await ws.receive()
         except Closed as closed:
             return closed.code
-
-
-class Child:
-    """A child process (stdout and stderr together) whose output we wait on."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.output = ""
-
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        assert self.process.stdout is not None
-        while (match := re.search(pattern, self.output)) is None:
-            data = await self.process.stdout.receive_some()
-            if not data:
-                raise AssertionError(f"exited before printing {pattern!r}:\n{self.output}")
-            self.output += data.decode(errors="replace")
-        return match
-
-    async def interrupt(self) -> int:
-        """Ctrl+C; the exit code."""
-        self.process.send_signal(signal.SIGINT)
-        assert self.process.stdout is not None
-        while data := await self.process.stdout.receive_some():
-            self.output += data.decode(errors="replace")
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def child(*args: str | Path, cwd: Path = REPO) -> AsyncIterator[Child]:
-    """``python *args``, killed at the end of the block if it is still running."""
-    command = [sys.executable, *map(str, args)]
-    process = await trio.lowlevel.open_process(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        with trio.fail_after(30):
-            yield Child(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
-            assert process.stdout is not None
-            await process.stdout.aclose()
 
 
 # --- the chat, tested as docs/testing.rst recommends ---------------------------------------
@@ -231,6 +186,32 @@ async def test_chat_under_the_hypercorn_command() -> None:
             await server.wait_for(r"\[chat\] chat message: hi there")
         await server.wait_for(r"disconnected: .* \(transport close\)")
         assert await server.interrupt() == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "graceful_timeout"),
+    [
+        (["-m", "hypercorn", "-k", "trio", "--bind", "127.0.0.1:0", "examples/chat/app.py:app"], 3),
+        (["examples/chat/app.py", "0"], 0),
+    ],
+    ids=["hypercorn", "script"],
+)
+async def test_ctrl_c_with_clients_connected(command: list[str], graceful_timeout: float) -> None:
+    """docs/quickstart.rst's commands, stopped while a client is connected: the client gets
+    its close frame (1001), the session closes with "server shutting down", the disconnect
+    handler runs, and the process exits at once (hypercorn: after its graceful timeout,
+    3 seconds by default, waiting for connections to end by themselves)."""
+    async with child(*command) as server:
+        url = (await server.wait_for(r"Running on (http://\S+)"))[1]
+        async with sio_websocket(url) as ws:
+            sid = (await server.wait_for(r"connected: (\S+)"))[1]
+            start = trio.current_time()
+            server.process.send_signal(signal.SIGINT)
+            assert await wait_closed(ws) == 1001
+        assert await server.wait() == 0
+        assert trio.current_time() - start < graceful_timeout + 2
+    assert f"disconnected: {sid} (server shutting down)" in server.output
+    assert "Traceback" not in server.output
 
 
 @pytest.mark.parametrize(

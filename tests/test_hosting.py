@@ -4,10 +4,13 @@ by cancelling; and the command line of the native host."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ import pytest
 import trio
 
 import trio_sio
-from support.http import connect
-from support.websocket import Closed, open_websocket
+from support.http import connect, request
+from support.processes import REPO, child, python_env
+from support.websocket import Closed, Rejected, open_websocket
 
 
 async def receive_until_closed(ws: Any) -> None:
@@ -123,28 +127,53 @@ app = trio_sio.ASGIApp(sio)
 """
 
 
-def test_command_line_serves_a_server_and_its_files_on_the_native_host(tmp_path: Path) -> None:
-    (tmp_path / "cli_app.py").write_text(CLI_APP)
-    (tmp_path / "index.html").write_text("<p>chat</p>")
-    command = [sys.executable, "-m", "trio_sio", "cli_app:sio", "--port", "0"]
-    command += ["--static", f"/={tmp_path / 'index.html'}"]
-    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as process:
+@contextmanager
+def command_line(arguments: list[str], cwd: Path) -> Iterator[str]:
+    """``python -m trio_sio *arguments`` serving; yields its URL, then stops it with Ctrl+C."""
+    command = [sys.executable, "-m", "trio_sio", *arguments, "--port", "0"]
+    with subprocess.Popen(
+        command, cwd=cwd, env=python_env(), stdout=subprocess.PIPE, text=True
+    ) as process:
         try:
             assert process.stdout is not None
             line = process.stdout.readline()  # bounded: the server prints it once it listens
             assert line.startswith("serving on http://127.0.0.1:"), line
-            url = line.split()[2].rstrip("/")
-            with urllib.request.urlopen(f"{url}/", timeout=10) as page:
-                assert page.read() == b"<p>chat</p>"
-            handshake = f"{url}/socket.io/?EIO=4&transport=polling"
-            with urllib.request.urlopen(handshake, timeout=10) as response:
-                open_packet = response.read().decode()
-            assert open_packet.startswith("0{")
-            assert json.loads(open_packet[1:])["upgrades"] == ["websocket"]
+            yield line.split()[2].rstrip("/")
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(10)
     assert process.returncode == 0  # Ctrl+C is a clean stop, not a traceback
+
+
+def polling_handshake(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/socket.io/?EIO=4&transport=polling", timeout=10) as page:
+        open_packet: str = page.read().decode()
+    assert open_packet.startswith("0{")
+    return open_packet
+
+
+def test_command_line_serves_a_server_and_its_files_on_the_native_host(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    (tmp_path / "index.html").write_text("<p>chat</p>")
+    static = ["--static", f"/={tmp_path / 'index.html'}"]
+    with command_line(["cli_app:sio", *static], tmp_path) as url:
+        with urllib.request.urlopen(f"{url}/", timeout=10) as page:
+            assert page.read() == b"<p>chat</p>"
+        open_packet = polling_handshake(url)
+        assert json.loads(open_packet[1:])["upgrades"] == ["websocket"]
+
+
+def test_command_line_takes_a_file_path_like_hypercorn(tmp_path: Path) -> None:
+    """``path/to/app.py:attribute``, as in ``hypercorn -k trio examples/chat/app.py:app``; the
+    file imports its neighbours, as it would when run from its own directory."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "cli_neighbour.py").write_text("import trio_sio\n\nsio = trio_sio.Server()\n")
+    (site / "cli_app_by_path.py").write_text("from cli_neighbour import sio\n")
+    with command_line(["site/cli_app_by_path.py:sio"], tmp_path) as url:
+        polling_handshake(url)
+    with command_line([str(site / "cli_app_by_path.py") + ":sio"], REPO) as url:
+        polling_handshake(url)
 
 
 @pytest.mark.parametrize(
@@ -153,6 +182,9 @@ def test_command_line_serves_a_server_and_its_files_on_the_native_host(tmp_path:
         (["no_colon"], "expected MODULE:ATTRIBUTE"),
         (["no_such_module_here:sio"], "No module named"),
         (["cli_app:app"], "cli_app:app is not a trio_sio Server"),
+        (["./cli_app.py:app"], "./cli_app.py:app is not a trio_sio Server"),
+        (["elsewhere/cli_app.py:sio"], "no such file: elsewhere/cli_app.py"),
+        (["site/signal.py:sio"], "is shadowed by the module 'signal'"),
         (["cli_app:sio", "--static", "index.html"], "expected /URL=PATH"),
         (["cli_app:sio", "--certfile", "cert.pem"], "--certfile and --keyfile go together"),
     ],
@@ -161,12 +193,51 @@ def test_command_line_refuses_bad_arguments(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
     (tmp_path / "cli_app.py").write_text(CLI_APP)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "signal.py").write_text(CLI_APP)  # the standard library's came first
     result = subprocess.run(
         [sys.executable, "-m", "trio_sio", *arguments],
         cwd=tmp_path,
+        env=python_env(),
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# --- the wrong ASGI server -----------------------------------------------------------------
+
+WRONG_LOOP = "trio_sio runs on Trio: use `hypercorn -k trio`"
+
+
+async def test_hypercorn_without_the_trio_worker_stops_at_start_up(tmp_path: Path) -> None:
+    """hypercorn's default worker is asyncio's: the lifespan fails, naming ``-k trio``, and
+    hypercorn exits instead of answering every request with a 503. (It exits with status 0
+    all the same, after its worker's traceback.)"""
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    command = ["-m", "hypercorn", "--bind", "127.0.0.1:0", "cli_app:app"]
+    async with child(*command, cwd=tmp_path) as server:
+        await server.wait_for(re.escape(WRONG_LOOP))
+        await server.wait()
+    assert "Running on" not in server.output
+
+
+async def test_uvicorn_fails_at_start_up_and_refuses_requests(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    uvicorn = ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "0", "cli_app:app"]
+    async with child(*uvicorn, cwd=tmp_path) as server:
+        await server.wait_for(re.escape(WRONG_LOOP))
+        assert await server.wait() != 0
+    # Without the lifespan the server starts; each request gets the message.
+    async with child(*uvicorn, "--lifespan", "off", cwd=tmp_path) as server:
+        url = (await server.wait_for(r"Uvicorn running on (http://\S+)"))[1]
+        response = await request(url, "GET", "/socket.io/?EIO=4&transport=polling")
+        assert (response.status, response.text) == (500, WRONG_LOOP)
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        with pytest.raises(Rejected) as rejected:
+            async with open_websocket(ws_url):
+                pass
+        assert (rejected.value.status, rejected.value.body) == (500, WRONG_LOOP.encode())
+        await server.wait_for(re.escape(WRONG_LOOP))  # in the log, too

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import trio
@@ -56,18 +58,40 @@ def run(
 
 
 def _load(spec: str) -> Endpoint:
-    """``package.module:attribute`` (the server object), imported from the working directory."""
-    module_name, _, attribute = spec.partition(":")
+    """The server object at ``package.module:attribute``, imported from the working directory,
+    or at ``path/to/file.py:attribute``, imported from the file's directory (hypercorn's
+    two forms)."""
+    module_name, _, attribute = spec.rpartition(":")  # rpartition: C:\\ in a Windows path
     if not module_name or not attribute:
-        raise ValueError(f"expected MODULE:ATTRIBUTE, got {spec!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`, hypercorn and uvicorn: the current directory
-    server = getattr(importlib.import_module(module_name), attribute)
+        raise ValueError(f"expected MODULE:ATTRIBUTE or PATH.py:ATTRIBUTE, got {spec!r}")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        module = _import_file(Path(module_name))
+    else:
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # like `python -m`, hypercorn and uvicorn: the current directory
+        module = importlib.import_module(module_name)
+    server = getattr(module, attribute)
     if not callable(getattr(server, "handle_websocket", None)):
         # An ASGIApp, say: that one is for hypercorn.
         raise ValueError(f"{spec} is not a trio_sio Server (nor an Engine.IO server)")
     endpoint: Endpoint = server
     return endpoint
+
+
+def _import_file(path: Path) -> ModuleType:
+    """The module in ``path`` (a ``.py`` file or a package's directory), imported as hypercorn
+    does: under its own name, with its directory first on ``sys.path`` for its own imports."""
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    path = path.resolve()
+    sys.path.insert(0, str(path.parent))
+    name = path.stem if path.is_file() else path.name
+    module = importlib.import_module(name)
+    # A module of that name imported before (the standard library's, say) is not the file.
+    found = Path(module.__file__ or "").resolve()
+    if found not in (path, path / "__init__.py"):
+        raise ValueError(f"{path} is shadowed by the module {name!r} from {found}: rename it")
+    return module
 
 
 def _static(pairs: Sequence[str]) -> Mapping[str, str]:
@@ -82,12 +106,14 @@ def _static(pairs: Sequence[str]) -> Mapping[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m trio_sio MODULE:SERVER [--host H] [--port P] [--static /URL=PATH]...
-    [--certfile F --keyfile F]``."""
+    [--certfile F --keyfile F]``; ``PATH.py:SERVER`` names the module by its file."""
     parser = argparse.ArgumentParser(
         prog="python -m trio_sio",
         description="Serve a trio_sio Server on the native Trio host.",
     )
-    parser.add_argument("server", help="where the Server is, as MODULE:ATTRIBUTE")
+    parser.add_argument(
+        "server", help="where the Server is, as MODULE:ATTRIBUTE or PATH.py:ATTRIBUTE"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )

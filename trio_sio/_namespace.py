@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
@@ -52,7 +54,15 @@ ServerEventHandler = Callable[..., Awaitable[Any]]
 #: Matches dynamic namespace names: a regular expression, or ``(name, auth) -> bool``.
 NamespaceMatcher = re.Pattern[str] | Callable[[str, Any], bool | Awaitable[bool]]
 
-H = TypeVar("H", bound=Callable[..., Any])
+# The decorators return what they were given, typed as precisely as it was; the bounds make
+# mypy refuse a handler the server could not call (python-socketio's signatures, say).
+EventH = TypeVar("EventH", bound=EventHandler)
+ConnectH = TypeVar("ConnectH", bound=ConnectHandler)
+DisconnectH = TypeVar("DisconnectH", bound=DisconnectHandler)
+MiddlewareH = TypeVar("MiddlewareH", bound=Middleware)
+PacketMiddlewareH = TypeVar("PacketMiddlewareH", bound=PacketMiddleware)
+OutgoingH = TypeVar("OutgoingH", bound=OutgoingHandler)
+ServerEventH = TypeVar("ServerEventH", bound=ServerEventHandler)
 
 
 @dataclass
@@ -70,28 +80,130 @@ class Handlers:
     server_events: dict[str, ServerEventHandler] = field(default_factory=dict)
 
 
+def _is_async(handler: object) -> bool:
+    """Whether calling ``handler`` gives a coroutine: an ``async def`` function or method, a
+    :func:`functools.partial` of one, or an object whose ``__call__`` is ``async def``."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func  # inspect unwraps partials of functions, not of objects
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler) or isinstance(handler, type):
+        return False
+    return inspect.iscoroutinefunction(type(handler).__call__)
+
+
+def _check(
+    handler: object,
+    kind: str,
+    takes: str,
+    arguments: int,
+    *,
+    rest: Literal["none", "some", "any"] = "none",
+    hint: str = "",
+    synchronous: bool = False,
+) -> None:
+    """Refuse, as it is registered, a handler the server could not call.
+
+    Otherwise the mistake shows only when a client connects, as an error logged for every
+    call (a ``def`` handler's result cannot be awaited; python-socketio's ``(sid, environ,
+    auth)`` misses an argument), or not at all (an ``async def`` ``on_any_outgoing`` makes a
+    coroutine nobody awaits).
+
+    Args:
+        handler: what was registered.
+        kind: the decorator, for the message (``"on_connect"``).
+        takes: the parameters, for the message (``"(sock, auth)"``).
+        arguments: how many positional arguments the server always passes.
+        rest: what follows them: ``"none"``; ``"some"``, the event's arguments, which a
+            handler may name one by one (only the first ``arguments`` are checked);
+            ``"any"``, arguments of every event, which need ``*args``.
+        hint: the python-socketio or Node signature this one replaces (``", not ..."``).
+        synchronous: whether the handler must be a plain ``def``.
+    """
+    if not callable(handler):
+        raise TypeError(f"{kind} registers a function {takes}, not {handler!r}")
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    if synchronous and _is_async(handler):
+        raise TypeError(
+            f"{kind} handlers are called synchronously as each packet is sent: "
+            f"make {name} a plain `def`, not `async def`"
+        )
+    if not synchronous and not _is_async(handler):
+        raise TypeError(f"{kind} handlers are awaited: make {name} an `async def` function")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # nothing to read (some builtins): trust it
+    placeholders = [None] * arguments
+    try:
+        if rest == "some":
+            signature.bind_partial(*placeholders)
+        else:
+            signature.bind(*placeholders)
+    except TypeError:
+        fits = False
+    else:
+        fits = rest != "any" or any(
+            parameter.kind is inspect.Parameter.VAR_POSITIONAL
+            for parameter in signature.parameters.values()
+        )
+    if not fits:
+        # The parameters as the reader wrote them, without the annotations' noise.
+        plain = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        raise TypeError(f"{kind} handlers take {takes}{hint}; {name}{plain} does not")
+
+
+def _check_event_name(event: object, decorator: str, *, alternative: str = "") -> str:
+    """``event`` if it is an event's name; a message naming the fix otherwise."""
+    if isinstance(event, str):
+        return event
+    if callable(event):
+        # A bare `@sio.on`: on() got the handler where the event's name goes, and would
+        # return a decorator that nobody calls, registering nothing.
+        raise TypeError(
+            f'{decorator} takes the event\'s name: @sio.{decorator}("name"){alternative}'
+        )
+    raise TypeError(f"event names are strings, not {event!r}")
+
+
 class _Registry:
-    """The registration decorators, for namespaces and for the server (its ``/``)."""
+    """The registration decorators, for namespaces and for the server (its ``/``).
+
+    Each checks what it is given (an ``async def`` function the server can call with the
+    arguments it passes) and raises :class:`TypeError` at once otherwise.
+    """
 
     handlers: Handlers
 
-    def on(self, event: str) -> Callable[[H], H]:
+    def on(self, event: str) -> Callable[[EventH], EventH]:
         """Register the handler of ``event``: ``async def h(sock, *args)``; its return value is
         the acknowledgement (``None``: none; a tuple: several arguments)."""
+        event = _check_event_name(
+            event, "on", alternative=", or @sio.event to name it after the function"
+        )
+        if event == "*":
+            raise ValueError('"*" is no catch-all here: use @sio.on_any (it sees every event)')
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is reserved: use on_connect/on_disconnect/...")
 
-        def register(handler: H) -> H:
+        def register(handler: EventH) -> EventH:
+            _check(handler, "on", "(sock, *args)", 1, rest="some")
             self.handlers.events[event] = handler
             return handler
 
         return register
 
-    def event(self, handler: H) -> H:
+    def event(self, handler: EventH) -> EventH:
         """Register a handler for the event named like the function."""
-        return self.on(handler.__name__)(handler)
+        name = getattr(handler, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f'{handler!r} has no name: use @on("name")')
+        return self.on(name)(handler)
 
-    def on_connect(self, handler: H) -> H:
+    def on_connect(self, handler: ConnectH) -> ConnectH:
         """Register ``async def h(sock, auth)``, run when a client connects, after the
         :meth:`use` middleware and before any of its events is handled. Raising
         :class:`~trio_sio.ConnectionRefused` (or returning ``False``) refuses the connection
@@ -99,56 +211,84 @@ class _Registry:
         what reaches the socket meanwhile (its own ``sock.emit``, broadcasts to its rooms,
         the handler's broadcast that includes it) waits and follows the CONNECT packet, in
         order; a refused client gets none of it."""
+        _check(
+            handler,
+            "on_connect",
+            "(sock, auth)",
+            2,
+            hint=", not python-socketio's (sid, environ, auth)",
+        )
         self.handlers.connect = handler
         return handler
 
-    def on_disconnecting(self, handler: H) -> H:
+    def on_disconnecting(self, handler: DisconnectH) -> DisconnectH:
         """Register ``async def h(sock, reason)``, run as a socket disconnects, while
         ``sock.rooms`` still lists its rooms."""
+        _check(handler, "on_disconnecting", "(sock, reason)", 2)
         self.handlers.disconnecting = handler
         return handler
 
-    def on_disconnect(self, handler: H) -> H:
+    def on_disconnect(self, handler: DisconnectH) -> DisconnectH:
         """Register ``async def h(sock, reason)``, run after a socket disconnected."""
+        _check(handler, "on_disconnect", "(sock, reason)", 2, hint=", not python-socketio's (sid)")
         self.handlers.disconnect = handler
         return handler
 
-    def on_any(self, handler: H) -> H:
+    def on_any(self, handler: EventH) -> EventH:
         """Register ``async def h(sock, event, *args)``, run for every incoming event before
         its own handler."""
+        _check(
+            handler,
+            "on_any",
+            "(sock, event, *args)",
+            2,
+            rest="any",
+            hint=", not python-socketio's catch-all (event, sid, data)",
+        )
         self.handlers.any = handler
         return handler
 
-    def on_any_outgoing(self, handler: H) -> H:
+    def on_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
         """Register ``def h(sock, event, *args)`` (synchronous), called for every event sent
         to a socket, broadcasts included."""
+        _check(handler, "on_any_outgoing", "(sock, event, *args)", 2, rest="any", synchronous=True)
         self.handlers.any_outgoing = handler
         return handler
 
-    def use(self, middleware: H) -> H:
+    def use(self, middleware: MiddlewareH) -> MiddlewareH:
         """Add connect middleware ``async def m(sock, auth)``; raising
         :class:`~trio_sio.ConnectionRefused` refuses the connection with its message and data.
         Middleware runs in the order added, before the socket joins the namespace."""
+        _check(middleware, "use", "(sock, auth)", 2)
         self.handlers.middlewares.append(middleware)
         return middleware
 
-    def use_packet(self, middleware: H) -> H:
+    def use_packet(self, middleware: PacketMiddlewareH) -> PacketMiddlewareH:
         """Add packet middleware ``async def m(sock, event, args)``, run for every incoming
         event; it may edit ``args`` in place, or raise to drop the event."""
+        _check(
+            middleware,
+            "use_packet",
+            "(sock, event, args)",
+            3,
+            hint=", not Node's (packet, next)",
+        )
         self.handlers.packet_middlewares.append(middleware)
         return middleware
 
-    def on_server_event(self, event: str) -> Callable[[H], H]:
+    def on_server_event(self, event: str) -> Callable[[ServerEventH], ServerEventH]:
         """Register ``async def h(*args)`` for ``event`` when another server of the cluster
         sends it with :meth:`Namespace.server_side_emit` (Node: ``serverSideEmit``). Its
         return value (JSON) is this server's answer to ``server_side_emit_with_ack``.
 
         Needs a cluster adapter; handlers run as tasks of the adapter, concurrently.
         """
+        event = _check_event_name(event, "on_server_event")
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a reserved event name")
 
-        def register(handler: H) -> H:
+        def register(handler: ServerEventH) -> ServerEventH:
+            _check(handler, "on_server_event", "(*args)", 0, rest="some")
             self.handlers.server_events[event] = handler
             return handler
 

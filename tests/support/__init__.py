@@ -1,1 +1,2 @@
-"""Test support: a raw HTTP client, servers on loopback, and Engine.IO helpers."""
+"""Test support: a raw HTTP client, servers on loopback, child processes, and Engine.IO
+helpers."""

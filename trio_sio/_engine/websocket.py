@@ -78,8 +78,13 @@ class WebSocketTransport:
             if not session.survive_failure(exc):
                 raise
         except BaseException:
-            # The host cancelled its task (it is shutting down, say): the session goes too.
-            session.close(DisconnectReason.TRANSPORT_CLOSE)
+            # The host cancelled its task: it is stopping. Hosts close the sessions first, but
+            # an ASGI server started on its own (the hypercorn command) cannot: ASGI announces
+            # nothing before it cuts the open connections, at its graceful timeout. So this is
+            # the server shutting down, and the client still gets its close frame (1001).
+            session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self._ws.close(self._close_code)
             raise
         await self._ws.close(self._close_code)
 

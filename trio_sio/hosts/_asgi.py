@@ -52,6 +52,10 @@ class ASGIApp:
 
     The lifespan runs ``endpoint.run`` unless the endpoint is already running (because the
     program started it in its own nursery).
+
+    It needs a Trio ASGI server (``hypercorn -k trio``). Under another (hypercorn's default
+    asyncio worker, uvicorn) the lifespan fails at start-up, and requests get a 500, with a
+    message that says so.
     """
 
     def __init__(
@@ -69,9 +73,17 @@ class ASGIApp:
         #: How long the lifespan's shutdown waits for sessions to close gracefully (``None``:
         #: the endpoint's ``shutdown_grace``, its disconnect handlers' timeout plus a second).
         self.shutdown_grace: float | None = None
+        self._said_wrong_loop = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if not _on_trio():
+            if kind != "lifespan" and not self._said_wrong_loop:
+                # The lifespan's failure the ASGI server reports; requests, only their clients.
+                self._said_wrong_loop = True
+                logger.error(_WRONG_LOOP)
+            await _refuse_other_loop(scope, receive, send)
+            return
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
@@ -150,6 +162,42 @@ class ASGIApp:
             return
         ws = _AsgiWebSocket(scope, receive, send)
         await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+
+
+#: What every request answers, and the lifespan reports, under another event loop.
+_WRONG_LOOP = "trio_sio runs on Trio: use `hypercorn -k trio`"
+
+
+def _on_trio() -> bool:
+    """Whether this task runs under Trio: not under hypercorn's asyncio or uvloop worker
+    (its default), nor uvicorn, where every Trio call would fail."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _refuse_other_loop(scope: Scope, receive: Receive, send: Send) -> None:
+    """Say what is wrong, rather than the 503 of a server that never started.
+
+    The lifespan fails at start-up (hypercorn and uvicorn print the message and exit); with
+    the lifespan off, each request gets the message: a 500, for a WebSocket too where the
+    ASGI server can send one, or else a close with the message as its reason.
+    """
+    kind = scope["type"]
+    response = HttpResponse(500, _WRONG_LOOP.encode(), [("Content-Type", "text/plain")])
+    if kind == "lifespan":
+        await receive()  # lifespan.startup
+        await send({"type": "lifespan.startup.failed", "message": _WRONG_LOOP})
+    elif kind == "http":
+        await _send_response(send, response)
+    elif kind == "websocket":
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await _AsgiWebSocket(scope, receive, send).reject(response)
+        else:
+            await send({"type": "websocket.close", "code": 1011, "reason": _WRONG_LOOP})
 
 
 def _request_from_scope(scope: Scope) -> HttpRequest:

@@ -1,0 +1,101 @@
+"""Type-checking cases for the registration decorators (not a test module: mypy reads it).
+
+``tests/test_registration.py`` runs ``mypy --strict`` on this file. Each mistake is marked
+with the error mypy must report; ``--strict`` reports an ignore that nothing needs, so a
+decorator that stopped catching a mistake fails the check.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import trio_sio
+
+sio = trio_sio.Server()
+
+
+# --- what fits ------------------------------------------------------------------------------
+
+
+@sio.on_connect
+async def connect(sock: trio_sio.Socket, auth: Any) -> None:
+    pass
+
+
+@sio.on_disconnect
+async def disconnect(sock: trio_sio.Socket, reason: str) -> None:
+    pass
+
+
+@sio.use
+async def middleware(sock: trio_sio.Socket, auth: dict[str, str]) -> None:
+    pass
+
+
+@sio.use_packet
+async def packet_middleware(sock: trio_sio.Socket, event: str, args: list[Any]) -> None:
+    pass
+
+
+@sio.on("chat")
+async def chat(sock: trio_sio.Socket, message: str) -> str:
+    return message
+
+
+@sio.on_any_outgoing
+def outgoing(sock: trio_sio.Socket, event: str, *args: Any) -> None:
+    pass
+
+
+async def prefixed(prefix: str, sock: trio_sio.Socket, auth: Any) -> None:
+    pass
+
+
+sio.on_connect(functools.partial(prefixed, "p"))
+
+# The decorators return the function as it was given: still callable with its own types.
+_: str = chat.__name__
+
+
+# --- mistakes -------------------------------------------------------------------------------
+
+
+@sio.on_connect  # type: ignore[type-var]
+async def socketio_connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
+    pass
+
+
+@sio.on_disconnect  # type: ignore[type-var]
+async def socketio_disconnect(sid: str) -> None:
+    pass
+
+
+@sio.on_disconnecting  # type: ignore[type-var]
+def sync_disconnecting(sock: trio_sio.Socket, reason: str) -> None:
+    pass
+
+
+@sio.use  # type: ignore[type-var]
+async def no_auth(sock: trio_sio.Socket) -> None:
+    pass
+
+
+@sio.use_packet  # type: ignore[type-var]
+async def node_packet_middleware(packet: list[Any], next: Any) -> None:
+    pass
+
+
+@sio.on("sync")  # type: ignore[type-var]
+def sync_event(sock: trio_sio.Socket) -> None:
+    pass
+
+
+@sio.on_any_outgoing  # type: ignore[type-var]
+async def async_outgoing(sock: trio_sio.Socket, event: str, *args: Any) -> None:
+    pass
+
+
+@sio.on  # type: ignore[arg-type]
+async def bare(sock: trio_sio.Socket) -> None:
+    pass
