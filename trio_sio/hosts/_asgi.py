@@ -3,11 +3,18 @@
 The server's nursery is hosted by the ASGI *lifespan*, which hypercorn runs in a task that
 outlives every connection, so ``hypercorn -k trio module:app`` needs no other code. Sessions
 never become children of a request's task.
+
+hypercorn's (0.18) reader hands WebSocket messages to the application through a bounded
+queue and waits when the queue is full; it only finishes the connection after queueing
+``websocket.disconnect``. An application that returns while that queue is full leaves the
+reader waiting for good, with the connection's socket. So a WebSocket handler here returns only
+after draining the queue (see :meth:`_AsgiWebSocket.finish`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,6 +56,9 @@ class ASGIApp:
         static_files: URL path -> file or directory to serve as it is (for example
             ``{"/": "index.html"}``), for pages that use the endpoint.
         other_asgi_app: an application for every other request; its lifespan runs too.
+        websocket_close_timeout: how long a WebSocket's closing handshake may take (our close
+            frame out, the client's back) before the connection is handed back to the ASGI
+            server, which then closes it.
 
     The lifespan runs ``endpoint.run`` unless the endpoint is already running (because the
     program started it in its own nursery).
@@ -61,11 +71,15 @@ class ASGIApp:
         path: str = "socket.io",
         static_files: Mapping[str, str | Path] | None = None,
         other_asgi_app: ASGIApplication | None = None,
+        websocket_close_timeout: float = 2.0,
     ) -> None:
+        if websocket_close_timeout <= 0:
+            raise ValueError("websocket_close_timeout must be positive")
         self.endpoint = endpoint
         self.prefix = "/" + path.strip("/") + "/"
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
         self.other_asgi_app = other_asgi_app
+        self.websocket_close_timeout = websocket_close_timeout
         #: How long the lifespan's shutdown waits for sessions to close gracefully (``None``:
         #: the endpoint's ``shutdown_grace``, its disconnect handlers' timeout plus a second).
         self.shutdown_grace: float | None = None
@@ -149,7 +163,13 @@ class ASGIApp:
         if message["type"] != "websocket.connect":
             return
         ws = _AsgiWebSocket(scope, receive, send)
-        await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+        try:
+            await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+        except Exception:
+            await ws.finish(self.websocket_close_timeout, code=1011)
+            raise
+        # Nothing may run between the end of the drain and the return (see finish).
+        await ws.finish(self.websocket_close_timeout)
 
 
 def _request_from_scope(scope: Scope) -> HttpRequest:
@@ -203,6 +223,11 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
     await _send_response(send, response, content_length=len(body))
 
 
+#: After its closing handshake timed out, a WebSocket handler returns only once no message has
+#: come for this long (seconds): see :meth:`_AsgiWebSocket.finish`.
+_QUIET = 1.0
+
+
 class _AsgiWebSocket:
     """:class:`~trio_sio._engine.WebSocketConnection` over an ASGI websocket scope."""
 
@@ -210,14 +235,18 @@ class _AsgiWebSocket:
         self._scope = scope
         self._receive = receive
         self._send = send
-        self._closed = False
+        self._accepted = False
+        self._close_sent = False  # websocket.close (or a rejection) went out
+        self._disconnected = False  # websocket.disconnect came in
+        self._failed = False  # a send failed: the connection is gone
 
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         await self._send({"type": "websocket.accept", "headers": encoded})
+        self._accepted = True
 
     async def reject(self, response: HttpResponse) -> None:
-        self._closed = True
+        self._close_sent = True
         if "websocket.http.response" in self._scope.get("extensions", {}):
             headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
             await self._send(
@@ -232,17 +261,19 @@ class _AsgiWebSocket:
             await self._send({"type": "websocket.close", "code": 1008})
 
     async def receive(self) -> str | bytes:
+        if self._disconnected:
+            raise WebSocketClosed
         message = await self._receive()
         if message["type"] == "websocket.receive":
             text = message.get("text")
             if text is not None:
                 return str(text)
             return bytes(message.get("bytes") or b"")
-        self._closed = True
+        self._disconnected = True
         raise WebSocketClosed(message.get("code", 1005))
 
     async def send(self, items: Sequence[Outgoing]) -> None:
-        if self._closed:
+        if self._close_sent or self._disconnected or self._failed:
             raise WebSocketClosed
         try:
             for item in items:
@@ -252,17 +283,52 @@ class _AsgiWebSocket:
                     else:
                         await self._send({"type": "websocket.send", "bytes": frame})
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._closed = True
+            self._failed = True
             raise WebSocketClosed from exc
 
     async def close(self, code: int = 1000) -> None:
-        if self._closed:
+        if self._close_sent or self._disconnected or self._failed:
             return
-        self._closed = True
+        self._close_sent = True
         try:
             await self._send({"type": "websocket.close", "code": code})
         except Exception:  # the peer is gone already; nothing to close
+            self._failed = True
             logger.debug("websocket close after disconnect", exc_info=True)
+
+    async def finish(self, close_timeout: float, *, code: int = 1000) -> None:
+        """Close (if not done yet) and read until ``websocket.disconnect``, discarding what
+        comes: the last thing the handler does before returning.
+
+        hypercorn finishes a connection only after queueing ``websocket.disconnect`` for the
+        application (when the client answers our close frame, or hangs up, or the handler
+        returns), and its reader waits while the application's queue is full. A session that
+        stopped reading (its event handlers were behind) leaves that queue full; returning then
+        would leave the reader, the connection's task and its socket waiting for good.
+
+        Reading goes on until the disconnect, or for ``close_timeout`` (a client that answers
+        neither close frame nor pings); past it, until no message has come for ``_QUIET``
+        seconds. hypercorn's reader parses everything one socket read brought before reading
+        again, and a handler that returned in the middle of that would leave it blocked on
+        the rest; quiet means it is waiting for its socket, so the queue stays empty until
+        hypercorn, on our return, queues the disconnect and closes the connection (nothing
+        between the end of this loop and the return lets another task run). A client that
+        keeps sending keeps the handler reading, at its own cost, until it stops.
+        """
+        if not self._accepted or self._disconnected or self._failed:
+            return
+        await self.close(code)
+        deadline = trio.current_time() + close_timeout
+        last = -math.inf
+        while True:
+            with trio.move_on_at(max(deadline, last + _QUIET)):
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    self._disconnected = True
+                    return
+                last = trio.current_time()
+                continue
+            return
 
 
 class _LifespanHandle:
