@@ -1,25 +1,34 @@
-"""What hostile WebSocket clients cost each host, measured on the process: file descriptors
-and Trio tasks.
+"""What hostile WebSocket clients cost each host, measured on the process: file descriptors,
+Trio tasks and peak memory.
 
-The hosts are attacked over real sockets on 127.0.0.1 by clients that flood events faster than
-their handler runs and then stop reading: every fd and task must come back once their sessions
-end. A bystander checks that the server kept serving everyone else.
+The hosts are attacked over real sockets on 127.0.0.1: clients that flood events faster than
+their handler runs and then fall silent (every fd and task must come back once their sessions
+end), and permessage-deflate bombs (the server runs in a subprocess, so its peak RSS is its
+own). A bystander checks that the server kept serving everyone else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import subprocess
+import sys
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.lowlevel
+from wsproto.extensions import PerMessageDeflate
 
 import trio_sio
 from support.websocket import Closed, WebSocket, open_websocket
+
+REPO = Path(__file__).resolve().parents[1]
 
 HOSTS: dict[str, Callable[..., Any]] = {
     "native": trio_sio.serve_native,
@@ -191,6 +200,237 @@ async def test_flooding_clients_that_stop_reading_leave_nothing_behind(
         await trio.sleep(0.3)
         assert len(rounds) > before  # the bystander is still echoing
         nursery.cancel_scope.cancel()
+
+
+# --- permessage-deflate bombs ---------------------------------------------------------------
+
+BOMB_APP = """
+import sys
+
+import trio
+
+import trio_sio
+
+sio = trio_sio.Server()
+app = trio_sio.ASGIApp(sio)
+
+
+@sio.on("echo")
+async def echo(sock, *args):
+    return args
+
+
+async def main(host):
+    if host == "serve_hypercorn":
+        serve, options = trio_sio.serve_hypercorn, {}
+    else:
+        config = trio_sio.NativeConfig(websocket_compression=host == "native-deflate")
+        serve, options = trio_sio.serve_native, {"config": config}
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(lambda task_status: serve(
+            sio, "127.0.0.1", 0, task_status=task_status, **options
+        ))
+        print("Running on", urls[0], flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1])
+"""
+
+#: How each server is started: the plain hypercorn command (default settings), and the
+#: embedding functions.
+BOMB_COMMANDS = {
+    "hypercorn command": ["-m", "hypercorn", "-k", "trio", "--bind", "127.0.0.1:0", "bomb_app:app"],
+    "serve_hypercorn": ["bomb_app.py", "serve_hypercorn"],
+    "native": ["bomb_app.py", "native"],
+    "native-deflate": ["bomb_app.py", "native-deflate"],
+}
+
+#: The close code a bomb gets: hypercorn (compression refused) drops the connection on the
+#: reserved bit without a close frame; the native host says 1002 (compression off) or 1009 (on:
+#: inflating stopped at the message limit).
+BOMB_CLOSE_CODES = {
+    "hypercorn command": 1006,
+    "serve_hypercorn": 1006,
+    "native": 1002,
+    "native-deflate": 1009,
+}
+
+#: Largest rise of the server's peak RSS allowed for four bombs at once (unbounded inflation
+#: under hypercorn measured +335 MiB for one, +1010 MiB for four).
+BOMB_RSS_BOUND = 32 * 1024 * 1024
+
+BOMB_INFLATED = 256 * 1024 * 1024
+
+
+@functools.cache
+def deflate_bomb_frame() -> bytes:
+    """One compressed text frame as a permessage-deflate client sends it: 256 MiB of ``4``,
+    raw deflate, 255 KiB on the wire."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = b"4" * (1024 * 1024)
+    payload = b"".join(compressor.compress(block) for _ in range(BOMB_INFLATED // len(block)))
+    payload += compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert payload.endswith(b"\x00\x00\xff\xff")
+    payload = payload[:-4]  # RFC 7692 7.2.1: the sync flush's tail is left out
+    # FIN, RSV1 (compressed), text; masked with an all-zero key, so the payload reads as is.
+    return b"\xc1\xff" + len(payload).to_bytes(8, "big") + b"\0\0\0\0" + payload
+
+
+def peak_rss(pid: int, field: str = "VmHWM") -> dict[int, int]:
+    """Peak resident set size (``VmHWM``; ``VmRSS`` for the current one), in bytes, of the
+    process and its descendants (the hypercorn command serves from a worker process), by pid."""
+    peaks: dict[int, int] = {}
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        proc = Path(f"/proc/{current}")
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                peaks[current] = int(line.split()[1]) * 1024
+        for task in (proc / "task").iterdir():
+            pending.extend(int(child) for child in (task / "children").read_text().split())
+    return peaks
+
+
+def growth(base: dict[int, int], now: dict[int, int]) -> int:
+    """The largest rise of one process's peak RSS (a new process counts from zero)."""
+    return max(peak - base.get(pid, 0) for pid, peak in now.items())
+
+
+@asynccontextmanager
+async def bomb_server(tmp_path: Path, how: str) -> AsyncIterator[tuple[str, int]]:
+    """The server started as ``how`` says, in a subprocess; yields its URL and pid."""
+    (tmp_path / "bomb_app.py").write_text(BOMB_APP)
+    output = tmp_path / "output.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with output.open("wb") as sink:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, *BOMB_COMMANDS[how]],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with trio.fail_after(20):
+            while "Running on http://" not in (text := output.read_text()):
+                assert process.poll() is None, text
+                await trio.sleep(0.05)
+        url = text.split("Running on ", 1)[1].split()[0]
+        yield url, process.pid
+    finally:
+        process.terminate()
+        with trio.fail_after(10):
+            await process.wait()
+        print(output.read_text()[-2000:])
+
+
+async def explode(url: str) -> int:
+    """Send a bomb on a new session; returns the close code the client sees."""
+    async with socketio_websocket(url, extensions=[PerMessageDeflate()], namespace=False) as ws:
+        # The server may hang up before the whole frame is written.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await ws.send_raw(deflate_bomb_frame())
+        with trio.fail_after(8):
+            return await close_code(ws)
+
+
+@pytest.mark.parametrize("how", list(BOMB_COMMANDS))
+async def test_deflate_bombs_do_not_inflate_the_server(tmp_path: Path, how: str) -> None:
+    """One, then four at once, 255 KiB compressed frames that inflate to 256 MiB each: the
+    server's peak RSS stays within a few MiB, each attacker is disconnected, and a bystander
+    session keeps working."""
+    deflate_bomb_frame()
+    codes: list[int] = []
+
+    async def attack() -> None:
+        codes.append(await explode(url))
+
+    async with bomb_server(tmp_path, how) as (url, pid), socketio_websocket(url) as bystander:
+        await echo(bystander, 1)
+        base = peak_rss(pid)
+        figures = [f"baseline {max(base.values()) / 2**20:.0f} MiB"]
+        for bombs in (1, 4):
+            codes.clear()
+            async with trio.open_nursery() as nursery:
+                for _ in range(bombs):
+                    nursery.start_soon(attack)
+            rise = growth(base, peak_rss(pid))
+            held = growth(base, peak_rss(pid, "VmRSS"))
+            figures.append(
+                f"{bombs} bomb(s): peak +{rise / 2**20:.0f} MiB, then +{held / 2**20:.0f} MiB, "
+                f"closed {codes}"
+            )
+            print(f"\n{how}: " + "; ".join(figures))
+            assert codes == [BOMB_CLOSE_CODES[how]] * bombs
+            assert rise < BOMB_RSS_BOUND
+            await echo(bystander, 1 + bombs)
+
+
+# --- permessage-deflate negotiation under hypercorn ---------------------------------------
+
+
+def negotiated(ws: WebSocket) -> list[Any]:
+    """The extensions the server accepted, as the wsproto client sees them."""
+    return list(ws.conn.connection._proto.extensions)
+
+
+def passthrough(app: Any) -> Any:
+    """A middleware that wraps ``send``, as some do (so hypercorn's is out of reach)."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped_send(message: Any) -> None:
+            await send(message)
+
+        await app(scope, receive, wrapped_send)
+
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    ("app", "accepted"),
+    [
+        ("default", False),
+        ("compression", True),
+        ("other application", False),
+    ],
+)
+async def test_serve_hypercorn_refuses_permessage_deflate_unless_asked(
+    app: str, accepted: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    sio = echo_server()
+    asgi_app: Any = None
+    if app == "compression":
+        asgi_app = trio_sio.ASGIApp(sio, websocket_compression=True)
+    elif app == "other application":
+        asgi_app = passthrough(trio_sio.ASGIApp(sio))  # not an ASGIApp itself
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            functools.partial(trio_sio.serve_hypercorn, sio, "127.0.0.1", 0, app=asgi_app)
+        )
+        url = next(u for u in urls if u.startswith("http://"))
+        async with socketio_websocket(url, extensions=[PerMessageDeflate()]) as ws:
+            assert bool(negotiated(ws)) is accepted
+            await echo(ws, 1)
+        nursery.cancel_scope.cancel()
+    assert not [r for r in caplog.records if "permessage-deflate" in r.getMessage()]
+
+
+async def test_compression_out_of_reach_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Behind a middleware that wraps ``send``, under plain hypercorn, the offer cannot be
+    withdrawn: that is logged, once."""
+    from support.servers import serve_app
+
+    sio = echo_server()
+    async with serve_app(passthrough(trio_sio.ASGIApp(sio))) as url:
+        for _ in range(2):
+            async with socketio_websocket(url, extensions=[PerMessageDeflate()]) as ws:
+                assert negotiated(ws)
+                await echo(ws, 1)
+    warnings = [r for r in caplog.records if "permessage-deflate" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
 
 
 @pytest.mark.parametrize("host", list(HOSTS))

@@ -4,11 +4,17 @@ The server's nursery is hosted by the ASGI *lifespan*, which hypercorn runs in a
 outlives every connection, so ``hypercorn -k trio module:app`` needs no other code. Sessions
 never become children of a request's task.
 
-hypercorn's (0.18) reader hands WebSocket messages to the application through a bounded
-queue and waits when the queue is full; it only finishes the connection after queueing
-``websocket.disconnect``. An application that returns while that queue is full leaves the
-reader waiting for good, with the connection's socket. So a WebSocket handler here returns only
-after draining the queue (see :meth:`_AsgiWebSocket.finish`).
+Two things about hypercorn (0.18) shape the WebSocket side:
+
+- Its reader hands messages to the application through a bounded queue and waits when the
+  queue is full; it only finishes the connection after queueing ``websocket.disconnect``. An
+  application that returns while that queue is full leaves the reader waiting for good, with
+  the connection's socket. So a WebSocket handler here returns only after draining the queue
+  (see :meth:`_AsgiWebSocket.finish`).
+- It accepts ``permessage-deflate`` whenever a client offers it, and wsproto inflates without
+  a size limit (hypercorn's ``websocket_max_message_size`` is checked on the inflated data), so
+  255 KiB on the wire cost 256 MiB of memory. The offer is withdrawn before the handshake is
+  answered (see :func:`_refuse_compression`).
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ class ASGIApp:
         websocket_close_timeout: how long a WebSocket's closing handshake may take (our close
             frame out, the client's back) before the connection is handed back to the ASGI
             server, which then closes it.
+        websocket_compression: let hypercorn accept ``permessage-deflate`` when a client
+            offers it (hypercorn's own behaviour). Off by default: hypercorn inflates compressed
+            messages without a size limit, so one small frame can cost hundreds of MiB. Off
+            applies to every WebSocket this application sees, ``other_asgi_app``'s included.
 
     The lifespan runs ``endpoint.run`` unless the endpoint is already running (because the
     program started it in its own nursery).
@@ -72,6 +82,7 @@ class ASGIApp:
         static_files: Mapping[str, str | Path] | None = None,
         other_asgi_app: ASGIApplication | None = None,
         websocket_close_timeout: float = 2.0,
+        websocket_compression: bool = False,
     ) -> None:
         if websocket_close_timeout <= 0:
             raise ValueError("websocket_close_timeout must be positive")
@@ -80,6 +91,8 @@ class ASGIApp:
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
         self.other_asgi_app = other_asgi_app
         self.websocket_close_timeout = websocket_close_timeout
+        self.websocket_compression = websocket_compression
+        self._compression_guard = _CompressionGuard()
         #: How long the lifespan's shutdown waits for sessions to close gracefully (``None``:
         #: the endpoint's ``shutdown_grace``, its disconnect handlers' timeout plus a second).
         self.shutdown_grace: float | None = None
@@ -89,6 +102,8 @@ class ASGIApp:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
+        if kind == "websocket" and not self.websocket_compression:
+            self._compression_guard(scope, send)
         path: str = scope["path"]
         if path == self.prefix or path == self.prefix[:-1]:
             if kind == "http":
@@ -226,6 +241,65 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
 #: After its closing handshake timed out, a WebSocket handler returns only once no message has
 #: come for this long (seconds): see :meth:`_AsgiWebSocket.finish`.
 _QUIET = 1.0
+
+#: Set in a WebSocket scope whose compression offer was withdrawn, for applications inside.
+_REFUSED = "trio_sio.compression_refused"
+
+
+def _refuse_compression(scope: Scope, send: Send) -> bool:
+    """Withdraw a client's ``permessage-deflate`` offer before hypercorn answers it; returns
+    ``False`` if the client offered it and it cannot be withdrawn.
+
+    ASGI has no say in extensions and hypercorn 0.18 has no setting for them: it negotiates
+    from the request's headers, parsed before the application runs, when the application sends
+    ``websocket.accept`` (headers the application adds are appended, not substituted). Its
+    ``send`` is a method of the connection's stream object, which holds that parsed handshake,
+    so the offer is removed there. A compressed frame is then a protocol error, refused from
+    its header before any payload is read. If ``send`` is not hypercorn's (a middleware wrapped
+    it), nothing can be done here.
+    """
+    if scope.get(_REFUSED):
+        return True
+    stream = getattr(send, "__self__", None)
+    handshake: Any = getattr(stream, "handshake", None)
+    if type(stream).__module__.startswith("hypercorn.") and hasattr(handshake, "extensions"):
+        offered = handshake.extensions
+        if isinstance(offered, list):
+            kept = [e for e in offered if e.split(";")[0].strip().lower() != "permessage-deflate"]
+            handshake.extensions = kept or None
+        scope[_REFUSED] = True
+        return True
+    offer = decode_headers(scope.get("headers", ())).get("sec-websocket-extensions", "")
+    return "permessage-deflate" not in offer.lower()
+
+
+class _CompressionGuard:
+    """Refuses compression for one application; warns once when it cannot."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def __call__(self, scope: Scope, send: Send) -> None:
+        if not _refuse_compression(scope, send) and not self._warned:
+            self._warned = True
+            logger.warning(
+                "a client offered permessage-deflate and trio_sio cannot refuse it: the ASGI "
+                "server is not hypercorn, or a middleware wraps send (see the deployment "
+                "documentation on permessage-deflate)"
+            )
+
+
+def without_compression(app: ASGIApplication) -> ASGIApplication:
+    """``app``, with every WebSocket's ``permessage-deflate`` offer refused as
+    :class:`ASGIApp` does (for an application that is not one)."""
+    guard = _CompressionGuard()
+
+    async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            guard(scope, send)
+        await app(scope, receive, send)
+
+    return refusing
 
 
 class _AsgiWebSocket:
