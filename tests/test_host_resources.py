@@ -144,7 +144,8 @@ async def test_flooding_clients_that_stop_reading_leave_nothing_behind(
     answer), but keep their sockets open. Either way, the host gives back every fd and task
     within the heartbeat and closing timeouts of their last message, and a bystander stays
     connected throughout."""
-    ping_interval = ping_timeout = 0.5
+    # A second to answer a ping, for the bystander on a loaded machine.
+    ping_interval, ping_timeout = 0.5, 1.0
     sio = echo_server(ping_interval=ping_interval, ping_timeout=ping_timeout)
 
     @sio.on("slow")
