@@ -3,11 +3,24 @@
 The server's nursery is hosted by the ASGI *lifespan*, which hypercorn runs in a task that
 outlives every connection, so ``hypercorn -k trio module:app`` needs no other code. Sessions
 never become children of a request's task.
+
+Two things about hypercorn (0.18) shape the WebSocket side:
+
+- Its reader hands messages to the application through a bounded queue and waits when the
+  queue is full; it only finishes the connection after queueing ``websocket.disconnect``. An
+  application that returns while that queue is full leaves the reader waiting for good, with
+  the connection's socket. So a WebSocket handler here returns only after draining the queue
+  (see :meth:`_AsgiWebSocket.finish`).
+- It accepts ``permessage-deflate`` whenever a client offers it, and wsproto inflates without
+  a size limit (hypercorn's ``websocket_max_message_size`` is checked on the inflated data), so
+  255 KiB on the wire cost 256 MiB of memory. The offer is withdrawn before the handshake is
+  answered (see :func:`_refuse_compression`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,6 +62,13 @@ class ASGIApp:
         static_files: URL path -> file or directory to serve as it is (for example
             ``{"/": "index.html"}``), for pages that use the endpoint.
         other_asgi_app: an application for every other request; its lifespan runs too.
+        websocket_close_timeout: how long a WebSocket's closing handshake may take (our close
+            frame out, the client's back) before the connection is handed back to the ASGI
+            server, which then closes it.
+        websocket_compression: let hypercorn accept ``permessage-deflate`` when a client
+            offers it (hypercorn's own behaviour). Off by default: hypercorn inflates compressed
+            messages without a size limit, so one small frame can cost hundreds of MiB. Off
+            applies to every WebSocket this application sees, ``other_asgi_app``'s included.
 
     The lifespan runs ``endpoint.run`` unless the endpoint is already running (because the
     program started it in its own nursery).
@@ -65,11 +85,18 @@ class ASGIApp:
         path: str = "socket.io",
         static_files: Mapping[str, str | Path] | None = None,
         other_asgi_app: ASGIApplication | None = None,
+        websocket_close_timeout: float = 2.0,
+        websocket_compression: bool = False,
     ) -> None:
+        if websocket_close_timeout <= 0:
+            raise ValueError("websocket_close_timeout must be positive")
         self.endpoint = endpoint
         self.prefix = "/" + path.strip("/") + "/"
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
         self.other_asgi_app = other_asgi_app
+        self.websocket_close_timeout = websocket_close_timeout
+        self.websocket_compression = websocket_compression
+        self._compression_guard = _CompressionGuard()
         #: How long the lifespan's shutdown waits for sessions to close gracefully (``None``:
         #: the endpoint's ``shutdown_grace``, its disconnect handlers' timeout plus a second).
         self.shutdown_grace: float | None = None
@@ -87,6 +114,8 @@ class ASGIApp:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
+        if kind == "websocket" and not self.websocket_compression:
+            self._compression_guard(scope, send)
         path: str = scope["path"]
         if path == self.prefix or path == self.prefix[:-1]:
             if kind == "http":
@@ -161,7 +190,13 @@ class ASGIApp:
         if message["type"] != "websocket.connect":
             return
         ws = _AsgiWebSocket(scope, receive, send)
-        await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+        try:
+            await self.endpoint.handle_websocket(_request_from_scope(scope), ws)
+        except Exception:
+            await ws.finish(self.websocket_close_timeout, code=1011)
+            raise
+        # Nothing may run between the end of the drain and the return (see finish).
+        await ws.finish(self.websocket_close_timeout)
 
 
 #: What every request answers, and the lifespan reports, under another event loop.
@@ -279,6 +314,70 @@ async def _send_file(send: Send, file: Path, *, head: bool) -> None:
     await _send_response(send, response, content_length=len(body))
 
 
+#: After its closing handshake timed out, a WebSocket handler returns only once no message has
+#: come for this long (seconds): see :meth:`_AsgiWebSocket.finish`.
+_QUIET = 1.0
+
+#: Set in a WebSocket scope whose compression offer was withdrawn, for applications inside.
+_REFUSED = "trio_sio.compression_refused"
+
+
+def _refuse_compression(scope: Scope, send: Send) -> bool:
+    """Withdraw a client's ``permessage-deflate`` offer before hypercorn answers it; returns
+    ``False`` if the client offered it and it cannot be withdrawn.
+
+    ASGI has no say in extensions and hypercorn 0.18 has no setting for them: it negotiates
+    from the request's headers, parsed before the application runs, when the application sends
+    ``websocket.accept`` (headers the application adds are appended, not substituted). Its
+    ``send`` is a method of the connection's stream object, which holds that parsed handshake,
+    so the offer is removed there. A compressed frame is then a protocol error, refused from
+    its header before any payload is read. If ``send`` is not hypercorn's (a middleware wrapped
+    it), nothing can be done here.
+    """
+    if scope.get(_REFUSED):
+        return True
+    stream = getattr(send, "__self__", None)
+    handshake: Any = getattr(stream, "handshake", None)
+    if type(stream).__module__.startswith("hypercorn.") and hasattr(handshake, "extensions"):
+        offered = handshake.extensions
+        if isinstance(offered, list):
+            kept = [e for e in offered if e.split(";")[0].strip().lower() != "permessage-deflate"]
+            handshake.extensions = kept or None
+        scope[_REFUSED] = True
+        return True
+    offer = decode_headers(scope.get("headers", ())).get("sec-websocket-extensions", "")
+    return "permessage-deflate" not in offer.lower()
+
+
+class _CompressionGuard:
+    """Refuses compression for one application; warns once when it cannot."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def __call__(self, scope: Scope, send: Send) -> None:
+        if not _refuse_compression(scope, send) and not self._warned:
+            self._warned = True
+            logger.warning(
+                "a client offered permessage-deflate and trio_sio cannot refuse it: the ASGI "
+                "server is not hypercorn, or a middleware wraps send (see the deployment "
+                "documentation on permessage-deflate)"
+            )
+
+
+def without_compression(app: ASGIApplication) -> ASGIApplication:
+    """``app``, with every WebSocket's ``permessage-deflate`` offer refused as
+    :class:`ASGIApp` does (for an application that is not one)."""
+    guard = _CompressionGuard()
+
+    async def refusing(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            guard(scope, send)
+        await app(scope, receive, send)
+
+    return refusing
+
+
 class _AsgiWebSocket:
     """:class:`~trio_sio._engine.WebSocketConnection` over an ASGI websocket scope."""
 
@@ -286,14 +385,18 @@ class _AsgiWebSocket:
         self._scope = scope
         self._receive = receive
         self._send = send
-        self._closed = False
+        self._accepted = False
+        self._close_sent = False  # websocket.close (or a rejection) went out
+        self._disconnected = False  # websocket.disconnect came in
+        self._failed = False  # a send failed: the connection is gone
 
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         await self._send({"type": "websocket.accept", "headers": encoded})
+        self._accepted = True
 
     async def reject(self, response: HttpResponse) -> None:
-        self._closed = True
+        self._close_sent = True
         if "websocket.http.response" in self._scope.get("extensions", {}):
             headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
             await self._send(
@@ -308,17 +411,19 @@ class _AsgiWebSocket:
             await self._send({"type": "websocket.close", "code": 1008})
 
     async def receive(self) -> str | bytes:
+        if self._disconnected:
+            raise WebSocketClosed
         message = await self._receive()
         if message["type"] == "websocket.receive":
             text = message.get("text")
             if text is not None:
                 return str(text)
             return bytes(message.get("bytes") or b"")
-        self._closed = True
+        self._disconnected = True
         raise WebSocketClosed(message.get("code", 1005))
 
     async def send(self, items: Sequence[Outgoing]) -> None:
-        if self._closed:
+        if self._close_sent or self._disconnected or self._failed:
             raise WebSocketClosed
         try:
             for item in items:
@@ -328,17 +433,52 @@ class _AsgiWebSocket:
                     else:
                         await self._send({"type": "websocket.send", "bytes": frame})
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._closed = True
+            self._failed = True
             raise WebSocketClosed from exc
 
     async def close(self, code: int = 1000) -> None:
-        if self._closed:
+        if self._close_sent or self._disconnected or self._failed:
             return
-        self._closed = True
+        self._close_sent = True
         try:
             await self._send({"type": "websocket.close", "code": code})
         except Exception:  # the peer is gone already; nothing to close
+            self._failed = True
             logger.debug("websocket close after disconnect", exc_info=True)
+
+    async def finish(self, close_timeout: float, *, code: int = 1000) -> None:
+        """Close (if not done yet) and read until ``websocket.disconnect``, discarding what
+        comes: the last thing the handler does before returning.
+
+        hypercorn finishes a connection only after queueing ``websocket.disconnect`` for the
+        application (when the client answers our close frame, or hangs up, or the handler
+        returns), and its reader waits while the application's queue is full. A session that
+        stopped reading (its event handlers were behind) leaves that queue full; returning then
+        would leave the reader, the connection's task and its socket waiting for good.
+
+        Reading goes on until the disconnect, or for ``close_timeout`` (a client that answers
+        neither close frame nor pings); past it, until no message has come for ``_QUIET``
+        seconds. hypercorn's reader parses everything one socket read brought before reading
+        again, and a handler that returned in the middle of that would leave it blocked on
+        the rest; quiet means it is waiting for its socket, so the queue stays empty until
+        hypercorn, on our return, queues the disconnect and closes the connection (nothing
+        between the end of this loop and the return lets another task run). A client that
+        keeps sending keeps the handler reading, at its own cost, until it stops.
+        """
+        if not self._accepted or self._disconnected or self._failed:
+            return
+        await self.close(code)
+        deadline = trio.current_time() + close_timeout
+        last = -math.inf
+        while True:
+            with trio.move_on_at(max(deadline, last + _QUIET)):
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    self._disconnected = True
+                    return
+                last = trio.current_time()
+                continue
+            return
 
 
 class _LifespanHandle:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._asgi import ASGIApp, ASGIApplication
+from ._asgi import ASGIApp, ASGIApplication, without_compression
 from ._common import Endpoint, close_endpoints
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ async def serve_hypercorn(
 
     Args:
         app: the ASGI application to serve (default: ``ASGIApp(server)``), for static files
-            or another application beside Socket.IO.
+            or another application beside Socket.IO. WebSocket compression is refused unless
+            ``app`` is an :class:`ASGIApp` made with ``websocket_compression=True``
+            (hypercorn would inflate compressed messages without a size limit).
         config: a hypercorn ``Config``; ``bind`` is set from ``host`` and ``port``, and its
             WebSocket message limit is lowered to the server's ``max_payload``.
 
@@ -56,6 +58,8 @@ async def serve_hypercorn(
     # explicitly, each within its deadline.
     # hypercorn types its ASGI callables with its own TypedDicts; ours are plain mappings.
     asgi_app: Any = app or ASGIApp(server)
+    if not isinstance(asgi_app, ASGIApp):  # an ASGIApp refuses compression itself, if asked
+        asgi_app = without_compression(asgi_app)
     http_stopped = trio.Event()
     server_scope = trio.CancelScope(shield=True)
 
