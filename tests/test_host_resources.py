@@ -3,8 +3,9 @@ Trio tasks and peak memory.
 
 The hosts are attacked over real sockets on 127.0.0.1: clients that flood events faster than
 their handler runs and stop reading (every fd and task must come back once their sessions end,
-whether they fall silent or keep sending), and permessage-deflate bombs (the server runs in a subprocess, so its peak RSS is its
-own). A bystander checks that the server kept serving everyone else.
+whether they fall silent or keep sending), and permessage-deflate bombs (the server runs in a
+subprocess, so its peak RSS is its own). A bystander checks that the server kept serving
+everyone else.
 """
 
 from __future__ import annotations
