@@ -49,7 +49,7 @@ SIO_JS_SCENARIOS = [
     "connect-timeout",
     "fanout",
 ]
-EIO_JS_SCENARIOS = ["echo-text", "echo-binary", "many", "large", "heartbeat"]
+EIO_JS_SCENARIOS = ["echo-text", "echo-binary", "force-base64", "many", "large", "heartbeat"]
 SIO_PY_SCENARIOS = [
     "auth",
     "echo",
@@ -112,6 +112,18 @@ async def test_engineio_js_client(conformance_url: str, mode: str, scenario: str
         [NODE, str(JS_DIR / "eio_scenarios.mjs")], conformance_url, mode, scenario
     )
     assert result["client"].startswith("engine.io-client@6.")
+
+
+@pytest.mark.node
+@requires_node
+async def test_engineio_js_client_oversized_post(conformance_url: str) -> None:
+    # engine.io answers 413 with an empty body; engine.io-client then closes with
+    # "transport error" (issue 14, A5). Its own suite checks the status and the body.
+    assert NODE is not None
+    result = await run_scenario(
+        [NODE, str(JS_DIR / "eio_scenarios.mjs")], conformance_url, "polling", "too-large"
+    )
+    assert result["observed"] == {"reason": "transport error", "status": 413, "body": ""}
 
 
 @pytest.mark.parametrize("scenario", SIO_PY_SCENARIOS)

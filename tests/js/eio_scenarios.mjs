@@ -19,11 +19,12 @@ import {
 const sockets = [];
 
 /** Open an Engine.IO socket and resolve once the handshake is done. */
-function openSocket(ctx) {
+function openSocket(ctx, extra = {}) {
   const socket = new Socket(ctx.baseUrl, {
     path: "/engine.io/",
     transports: ctx.transports,
     upgrade: ctx.mode === "upgrade",
+    ...extra,
   });
   sockets.push(socket);
   const state = { handshake: null, upgraded: false, upgradeError: null, messages: [] };
@@ -91,8 +92,11 @@ async function echoAll(ctx, client, messages, label) {
 }
 
 let clientUnderCheck = null;
+/** Set by a scenario whose connection ends on purpose (its transport was checked before). */
+let verifiedEarly = false;
 
 async function finalState(ctx) {
+  if (verifiedEarly) return { transport: "polling", upgraded: false };
   const { socket, state } = clientUnderCheck;
   check(socket.readyState === "open", `socket should be open, is ${socket.readyState}`);
   if (ctx.mode === "upgrade" && !state.upgraded) {
@@ -116,9 +120,9 @@ async function cleanup() {
   await sleep(20);
 }
 
-async function connect(ctx) {
+async function connect(ctx, extra = {}) {
   ctx.step("open");
-  const client = openSocket(ctx);
+  const client = openSocket(ctx, extra);
   await client.opened;
   clientUnderCheck = client;
   return client;
@@ -161,6 +165,38 @@ const scenarios = {
     await echoAll(ctx, client, binaries, "binary");
     await echoAll(ctx, client, ["text", all, "text again", Buffer.from([7])], "mixed");
     return { echoed: binaries.length + 4 };
+  },
+
+  /** forceBase64: binary goes out as base64 text (over WebSocket, a text frame "b..."), and
+   * comes back binary, as from engine.io (issue 14, A4). */
+  async "force-base64"(ctx) {
+    const client = await connect(ctx, { forceBase64: true });
+    const binaries = [Buffer.from([0, 1, 2, 255]), Buffer.alloc(10_000, 0x5a)];
+    await echoAll(ctx, client, binaries, "binary as base64");
+    await echoAll(ctx, client, ["text too"], "text");
+    return { echoed: binaries.length + 1 };
+  },
+
+  /** A message over maxPayload over polling: the POST gets 413 with an empty body, and the
+   * client closes with "transport error", as against engine.io (issue 14, A5). */
+  async "too-large"(ctx) {
+    check(ctx.mode === "polling", "polling mode only");
+    const client = await connect(ctx);
+    const closed = new Promise((resolve) => {
+      client.socket.once("close", (reason, description) => resolve({ reason, description }));
+    });
+    client.socket.send(bigText(1_000_100));
+    ctx.step("wait for the close");
+    const { reason, description } = await closed;
+    const context = description?.context;
+    const observed = {
+      reason,
+      status: context?.status ?? null,
+      body: context?.responseText ?? null,
+    };
+    checkEqual(observed, { reason: "transport error", status: 413, body: "" }, "close");
+    verifiedEarly = true;
+    return observed;
   },
 
   /** 500 quick messages (every 10th binary) come back complete and in order. */
