@@ -16,12 +16,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import trio
 
 import trio_sio
 from support.clients import JS_DIR, MODES, NODE, requires_node, run_scenario
-
-HOSTS = ["hypercorn", "native"]
+from support.servers import HOSTS, serve_server
 
 
 def delivery_server() -> trio_sio.Server:
@@ -49,12 +47,8 @@ def delivery_server() -> trio_sio.Server:
 
 @pytest.fixture(params=HOSTS)
 async def delivery_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    sio = delivery_server()
-    serve = trio_sio.serve_native if request.param == "native" else trio_sio.serve_hypercorn
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve, sio, "127.0.0.1", 0)
-        yield urls[0]
-        nursery.cancel_scope.cancel()
+    async with serve_server(request.param, delivery_server()) as url:
+        yield url
 
 
 def assert_quiet_server(caplog: pytest.LogCaptureFixture) -> None:

@@ -24,26 +24,14 @@ import trio.lowlevel
 
 import trio_sio
 from support.http import request
+from support.resources import trio_tasks
+from support.servers import HOSTS, serve_server
 from support.websocket import open_websocket
 from trio_sio._engine import HttpRequest
 from trio_sio._server import MAX_CONNECTS_IN_FLIGHT
 from trio_sio.adapters import RemoteSocket
 from trio_sio.hosts import MemoryWebSocket
 from trio_sio.testing import open_client, running
-
-HOSTS = ["hypercorn", "native"]
-
-
-def count_tasks() -> int:
-    """Every task of this Trio run."""
-    count = 0
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
 
 
 def rss_kib() -> int:
@@ -67,11 +55,8 @@ def hostile_server(**options: Any) -> trio_sio.Server:
 @pytest.fixture(params=HOSTS)
 async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[trio_sio.Server, str]]:
     sio = hostile_server()
-    serve = trio_sio.serve_native if request.param == "native" else trio_sio.serve_hypercorn
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve, sio, "127.0.0.1", 0)
-        yield sio, urls[0]
-        nursery.cancel_scope.cancel()
+    async with serve_server(request.param, sio) as url:
+        yield sio, url
 
 
 async def bystander_echo(url: str) -> float:
@@ -91,7 +76,7 @@ async def bystander_echo(url: str) -> float:
 
 async def test_connects_in_flight_are_bounded(served: tuple[trio_sio.Server, str]) -> None:
     sio, url = served
-    baseline = count_tasks()
+    baseline = trio_tasks()
     peak = baseline
     rss_before = rss_kib()
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
@@ -106,8 +91,8 @@ async def test_connects_in_flight_are_bounded(served: tuple[trio_sio.Server, str
                 sent += 1
                 if sent % 100 == 0:
                     await attacker.send("3")
-                    peak = max(peak, count_tasks())
-        peak = max(peak, count_tasks())
+                    peak = max(peak, trio_tasks())
+        peak = max(peak, trio_tasks())
         latency = await bystander_echo(url)
         rss_growth = rss_kib() - rss_before
     print(

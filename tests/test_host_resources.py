@@ -27,6 +27,7 @@ import trio.lowlevel
 from wsproto.extensions import PerMessageDeflate
 
 import trio_sio
+from support.resources import open_fds, trio_tasks
 from support.websocket import Closed, WebSocket, open_websocket
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,22 +36,6 @@ HOSTS: dict[str, Callable[..., Any]] = {
     "native": trio_sio.serve_native,
     "hypercorn": trio_sio.serve_hypercorn,
 }
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def trio_tasks() -> int:
-    """Every task of this Trio run, found from the root task's nurseries."""
-    count = 0
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        count += 1
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return count
 
 
 @asynccontextmanager

@@ -21,23 +21,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import trio
 
 import trio_sio
 from support.clients import CLIENTS_DIR, JS_DIR, MODES, NODE, requires_node, run_scenario
 from support.defects_app import defects_server
+from support.servers import HOSTS, serve_server
 from trio_sio.testing import open_client, running
-
-HOSTS = ["hypercorn", "native"]
 
 
 @pytest.fixture(params=HOSTS)
 async def defects_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    serve = trio_sio.serve_native if request.param == "native" else trio_sio.serve_hypercorn
-    async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve, defects_server(), "127.0.0.1", 0)
-        yield urls[0]
-        nursery.cancel_scope.cancel()
+    async with serve_server(request.param, defects_server()) as url:
+        yield url
 
 
 async def run_js(url: str, mode: str, scenario: str) -> dict[str, Any]:

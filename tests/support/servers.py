@@ -25,3 +25,20 @@ async def serve_app(app: Any, *, max_message_size: int = 1_000_000) -> AsyncIter
         urls: list[str] = await nursery.start(serve, app, config)
         yield next(url for url in urls if url.startswith("http://"))
         nursery.cancel_scope.cancel()
+
+
+#: The hosts every behaviour is checked on.
+HOSTS = ["hypercorn", "native"]
+
+
+@asynccontextmanager
+async def serve_server(host: str, server: Any) -> AsyncIterator[str]:
+    """Serve a :class:`trio_sio.Server` on ``host`` (``"hypercorn"`` or ``"native"``) on a free
+    loopback port for the duration of the block; yields its URL."""
+    import trio_sio
+
+    serve = trio_sio.serve_native if host == "native" else trio_sio.serve_hypercorn
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(serve, server, "127.0.0.1", 0)
+        yield urls[0]
+        nursery.cancel_scope.cancel()
