@@ -13,10 +13,11 @@
 // Prints one JSON line (see lib/harness.mjs).
 import { Manager } from "socket.io-client";
 
-import { check, checkEqual, packageVersion, runScenarioMain, sleep } from "./lib/harness.mjs";
+import { check, checkEqual, packageVersion, runSocketioScenarios, sleep } from "./lib/harness.mjs";
 
 const managers = [];
-let transportName = null;
+/** The transport the scenario ended on, checked against the mode. */
+const state = { transport: null };
 
 function manager(ctx) {
   const m = new Manager(ctx.baseUrl, {
@@ -47,7 +48,7 @@ async function upgraded(ctx, socket) {
       engine.once("upgradeError", reject);
     });
   }
-  transportName = engine.transport.name;
+  state.transport = engine.transport.name;
 }
 
 /** The ack's arguments, or "timeout" if none came within `ms`. */
@@ -166,19 +167,9 @@ const scenarios = {
   },
 };
 
-async function cleanup() {
-  for (const m of managers) m.engine?.close();
-}
-
-async function finalState(ctx) {
-  const expected = ctx.mode === "polling" ? "polling" : "websocket";
-  check(transportName === expected, `transport is ${transportName}, expected ${expected}`);
-  return { transport: transportName, upgraded: ctx.mode === "upgrade" };
-}
-
-await runScenarioMain({
+await runSocketioScenarios({
   client: `socket.io-client@${packageVersion("socket.io-client")}`,
   scenarios,
-  cleanup,
-  finalState,
+  managers,
+  state,
 });

@@ -16,11 +16,12 @@
 // Prints one JSON line (see lib/harness.mjs).
 import { Manager } from "socket.io-client";
 
-import { check, checkEqual, packageVersion, runScenarioMain } from "./lib/harness.mjs";
+import { check, checkEqual, packageVersion, runSocketioScenarios } from "./lib/harness.mjs";
 
 const options = JSON.parse(process.argv[5] ?? "{}");
 const managers = [];
-let transportName = null;
+/** The transport the scenario ended on, checked against the mode. */
+const state = { transport: null };
 
 function newSocket(ctx) {
   const manager = new Manager(ctx.baseUrl, {
@@ -119,7 +120,7 @@ const scenarios = {
       }),
     ]);
     check(lost.length === 0, `lost: ${lost.join(", ")}`);
-    transportName = sockets[0].io.engine.transport.name;
+    state.transport = sockets[0].io.engine.transport.name;
     return { clients, rounds, ticks_received: receivedTotal };
   },
 
@@ -151,24 +152,14 @@ const scenarios = {
     ctx.step("every broadcast arrives");
     await Promise.all(finished);
     check(lost.length === 0, `lost: ${lost.join(", ")}`);
-    transportName = sockets[0].io.engine.transport.name;
+    state.transport = sockets[0].io.engine.transport.name;
     return { clients, count, received };
   },
 };
 
-async function cleanup() {
-  for (const manager of managers) manager.engine?.close();
-}
-
-async function finalState(ctx) {
-  const expected = ctx.mode === "polling" ? "polling" : "websocket";
-  check(transportName === expected, `transport is ${transportName}, expected ${expected}`);
-  return { transport: transportName, upgraded: ctx.mode === "upgrade" };
-}
-
-await runScenarioMain({
+await runSocketioScenarios({
   client: `socket.io-client@${packageVersion("socket.io-client")}`,
   scenarios,
-  cleanup,
-  finalState,
+  managers,
+  state,
 });

@@ -151,3 +151,23 @@ export async function runScenarioMain({ client, scenarios, cleanup, finalState }
     }
   }
 }
+
+/**
+ * runScenarioMain for socket.io-client scripts that record the transport they ended on in
+ * `state.transport` (checked against the mode) and keep their Managers in `managers`
+ * (closed afterwards).
+ */
+export async function runSocketioScenarios({ scenarios, managers, state, client }) {
+  await runScenarioMain({
+    client,
+    scenarios,
+    async cleanup() {
+      for (const manager of managers) manager.engine?.close();
+    },
+    async finalState(ctx) {
+      const expected = ctx.mode === "polling" ? "polling" : "websocket";
+      check(state.transport === expected, `transport is ${state.transport}, expected ${expected}`);
+      return { transport: state.transport, upgraded: ctx.mode === "upgrade" };
+    },
+  });
+}
