@@ -194,3 +194,38 @@ async def test_remote_socket_join_has_the_local_call_shape() -> None:
         with trio.fail_after(5):
             while "together" in sock.rooms:
                 await trio.lowlevel.checkpoint()
+
+
+async def test_events_waiting_are_bounded_per_client_not_per_namespace() -> None:
+    # Each namespace used to have its own queue of handler_queue_size events, so a client in
+    # many namespaces could make the server hold that many times more (issue 14, B2).
+    sio = trio_sio.Server(handler_queue_size=4)
+    names = ["/", "/a", "/b", "/c"]
+    for name in names:
+
+        @sio.of(name).on("stuck")
+        async def stuck(sock: trio_sio.Socket) -> None:
+            await trio.sleep_forever()
+
+    async with running(sio), trio.open_nursery() as nursery:
+        ws = MemoryWebSocket()
+        request_ = HttpRequest("GET", "/socket.io/", "EIO=4&transport=websocket", {})
+        nursery.start_soon(sio.handle_websocket, request_, ws)
+        assert str(await ws.from_server.receive()).startswith("0")
+        for name in names:
+            await ws.to_server.send("40" if name == "/" else f"40{name},")
+            assert str(await ws.from_server.receive()).startswith("40")
+        sent = 0
+        with trio.move_on_after(1):  # the server stops reading; then sends block
+            for _ in range(50):
+                for name in names:
+                    prefix = "" if name == "/" else f"{name},"
+                    await ws.to_server.send(f'42{prefix}["stuck"]')
+                    sent += 1
+        await trio.testing.wait_all_tasks_blocked()
+        sockets = [s for n in names for s in sio.of(n).sockets.values()]
+        held = sum(s.statistics().queued_events for s in sockets) + len(sockets)  # + running
+        print(f"sent {sent}; held by the server: {held} events")
+        assert held <= sio.handler_queue_size + sio.max_concurrent_handlers + len(names)
+        await ws.to_server.aclose()
+        nursery.cancel_scope.cancel()

@@ -35,7 +35,7 @@ from ._protocol import (
     encode_packet,
     parse_query,
 )
-from ._socket import Socket
+from ._socket import InboundBudget, Socket
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -359,6 +359,8 @@ class _Client:
         self.dropped_events = 0
         self.unknown_acks = 0
         self.connect_deadline: Alarm | None = None  # see Server.on_open
+        #: This client's events queued or being handled, in all its namespaces together.
+        self.inbound = InboundBudget(server.handler_queue_size + server.max_concurrent_handlers)
         self._connect_slot: trio.lowlevel.ParkingLot | None = None  # made when one must wait
 
     async def receive(self, data: str | bytes) -> None:
@@ -382,8 +384,9 @@ class _Client:
                 # In flight while the namespace was disconnecting: dropped and counted.
                 self.dropped_events += 1
                 return
-            # Waits while the socket's queue is full, which stops reading from the client.
-            if not await socket._events.put(packet):
+            # Waits while the client's events fill the budget, which stops reading from it.
+            await self.inbound.acquire()
+            if not socket._events.put_nowait(packet):
                 self.dropped_events += 1
         elif packet_type is PacketType.ACK:
             socket = self.sockets.get(packet.namespace)

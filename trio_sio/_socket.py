@@ -90,37 +90,68 @@ class _AckWaiter:
             self.collector._settle(self.sid, args)
 
 
+class InboundBudget:
+    """How many of one client's events may be queued or being handled at once, across all
+    its namespaces: ``handler_queue_size`` waiting plus ``max_concurrent_handlers`` running.
+    When it is used up, the session's reader waits here, and so stops reading from that
+    client: the bound on what a client can make the server hold does not grow with the
+    number of namespaces it joins."""
+
+    __slots__ = ("_reader", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._reader: trio.lowlevel.Task | None = None  # one reader per session
+
+    async def acquire(self) -> None:
+        """Take one event's place, waiting for one; a checkpoint only if it must wait (the
+        reader's next read from the client is one)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.used >= self.limit:
+            self._reader = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        self.used += 1
+
+    def release(self, count: int = 1) -> None:
+        """Events handled (or dropped): their places are free."""
+        self.used -= count
+        task = self._reader
+        if task is not None:
+            self._reader = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
 class _EventQueue:
-    """A socket's incoming events, from one producer (its session's reader) to one consumer
-    (its task): bounded, in order, closable.
+    """A socket's incoming events, from its session's reader to its task: in order,
+    closable, bounded by the client's :class:`InboundBudget` (each event holds a place from
+    before it is queued until its handler has returned).
 
     A memory channel does this for any number of tasks, at about 1.7 KiB per socket; this is
-    a list and two task slots.
+    a list and one task slot.
     """
 
-    __slots__ = ("_capacity", "_closed", "_consumer", "_items", "_producer")
+    __slots__ = ("_budget", "_closed", "_consumer", "_in_hand", "_items")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, budget: InboundBudget) -> None:
         self._items: list[SocketPacket] = []
-        self._capacity = capacity
+        self._budget = budget
         self._closed = False
+        self._in_hand = 0  # taken with get(), not done() yet
         self._consumer: trio.lowlevel.Task | None = None
-        self._producer: trio.lowlevel.Task | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
-    async def put(self, packet: SocketPacket) -> bool:
-        """Queue ``packet``, waiting while the queue is full; ``False`` if it is closed.
-
-        A cancel point but not a schedule point when there is room: the producer's next read
-        from the client is one, and a second trip through the scheduler per message is
-        measurable."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while len(self._items) >= self._capacity and not self._closed:
-            self._producer = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_put)
+    def put_nowait(self, packet: SocketPacket) -> bool:
+        """Queue ``packet`` (which holds a place of the budget); ``False``, and its place
+        given back, if the queue is closed."""
         if self._closed:
+            self._budget.release()
             return False
         self._items.append(packet)
         if self._consumer is not None:
@@ -129,7 +160,8 @@ class _EventQueue:
         return True
 
     async def get(self) -> SocketPacket | None:
-        """The next packet, waiting for one; ``None`` once closed and drained."""
+        """The next packet, waiting for one; ``None`` once closed and drained. The caller
+        gives its place back (:meth:`done`) once it is handled."""
         if self._items:
             await trio.lowlevel.checkpoint()
         while not self._items:
@@ -138,23 +170,25 @@ class _EventQueue:
                 return None
             self._consumer = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_get)
-        packet = self._items.pop(0)
-        if self._producer is not None:
-            task, self._producer = self._producer, None
-            trio.lowlevel.reschedule(task)
-        return packet
+        self._in_hand += 1
+        return self._items.pop(0)
+
+    def done(self) -> None:
+        """One event taken with :meth:`get` has been handled."""
+        self._in_hand -= 1
+        if not self._closed:  # close() gave back the places of everything left
+            self._budget.release()
 
     def close(self) -> None:
-        """Refuse further packets; the consumer still gets those already queued."""
+        """Refuse further packets, and give back the places of everything not handled yet:
+        the consumer is being cancelled, and may still get those already queued."""
+        if self._closed:
+            return
         self._closed = True
-        for task in (self._producer, self._consumer):
-            if task is not None:
-                trio.lowlevel.reschedule(task)
-        self._producer = self._consumer = None
-
-    def _abort_put(self, _: object) -> trio.lowlevel.Abort:
-        self._producer = None
-        return trio.lowlevel.Abort.SUCCEEDED
+        self._budget.release(len(self._items) + self._in_hand)
+        if self._consumer is not None:
+            trio.lowlevel.reschedule(self._consumer)
+        self._consumer = None
 
     def _abort_get(self, _: object) -> trio.lowlevel.Abort:
         self._consumer = None
@@ -224,7 +258,7 @@ class Socket:
         self._sink: Session | _Holder = session
         self._refusal: ConnectionRefused | None = None
         self._finished = False
-        self._events = _EventQueue(namespace.server.handler_queue_size)
+        self._events = _EventQueue(client.inbound)
         self._pending_acks: dict[int, _AckWaiter] = {}
         self._rooms_at_disconnect: frozenset[str] | None = None
         namespace._enter()
@@ -476,7 +510,10 @@ class Socket:
                     # of its own, which every idle socket would keep.
                     events = self._events
                     while (packet := await events.get()) is not None:
-                        await self._handle_event(packet)
+                        try:
+                            await self._handle_event(packet)
+                        finally:
+                            events.done()
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
             if self._refusal is not None:
@@ -536,6 +573,7 @@ class Socket:
                     try:
                         await self._handle_event(packet)
                     finally:
+                        events.done()
                         capacity.release()
 
                 handlers.start_soon(run)
