@@ -28,9 +28,10 @@ class Flushable(Protocol):
 class FanOut:
     """The broadcast side of one server's sessions.
 
-    **The flusher.** A broadcast that finds a recipient idle (and able to be written without
-    waiting) queues the packet without waking that recipient's writer and schedules a flush
-    here; idle recipients then cost no task switch each. The flusher task waits while
+    **The flusher.** A broadcast that finds a recipient idle queues the packet without waking
+    that recipient's writer and schedules a flush here; idle recipients then cost no task
+    switch each where the host can write without waiting (the native host), and take a
+    burst in one batch where it cannot (ASGI). The flusher task waits while
     broadcasts keep adding to the connections it is about to write, as a handler's loop of
     broadcasts does: until two scheduler passes in a row add nothing, for at most
     :data:`MAX_COALESCE_PASSES` passes, or until a recipient is behind (below). Then

@@ -101,6 +101,7 @@ class HttpConnection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
         self._reusable = False  # the last response left the connection ready for another
         self._keep_alive = True  # the client did not ask to close after this request
+        self._first_request = True
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
         self._reader = Reader(stream, config.receive_size)
@@ -148,7 +149,10 @@ class HttpConnection:
         buffered: bytes = conn.trailing_data[0]
         started = bool(buffered)
         deadline: float | None = None
-        waited = False
+        # A new connection's first request needs no turn of its own: the connection's task has
+        # just started (and accepting it was one).
+        waited = self._first_request
+        self._first_request = False
         while True:
             # h11 bounds incomplete heads only: a complete one arriving in a single read may be
             # of any size. Refuse a head that does not end within the limit.
