@@ -17,7 +17,7 @@ import trio
 
 from .._protocol import Outgoing
 from .fanout import FanOut
-from .host import WritesWithoutWaiting
+from .host import WritesWithoutWaiting, direct_writer
 from .queue import PacketQueue
 from .states import Consumer
 
@@ -26,20 +26,6 @@ __all__ = ["Delivery", "DeliveryClosed"]
 # The states the hot paths compare with, as module constants (one lookup instead of two).
 _IDLE = Consumer.IDLE
 _FLUSH_DUE = Consumer.FLUSH_DUE
-
-
-#: Per connection class, whether it can write without waiting: a runtime_checkable
-#: isinstance walks the protocol's members each time, about 5 µs per connection.
-_CAN_WRITE_NOWAIT: dict[type, bool] = {}
-
-
-def _direct_writer(connection: object) -> WritesWithoutWaiting | None:
-    """``connection`` if it has the host ability to write without waiting, else ``None``."""
-    kind = type(connection)
-    able = _CAN_WRITE_NOWAIT.get(kind)
-    if able is None:
-        able = _CAN_WRITE_NOWAIT[kind] = isinstance(connection, WritesWithoutWaiting)
-    return connection if able else None  # type: ignore[return-value]
 
 
 class DeliveryClosed(Exception):
@@ -237,7 +223,7 @@ class Delivery:
         If ``connection`` can write without waiting, packets may skip the writer task."""
         if self._consumer is Consumer.POLL:
             self.stop_poll_wait()
-        self._direct = _direct_writer(connection)
+        self._direct = direct_writer(connection)
         self._consumer = Consumer.BUSY
 
     async def take(self) -> list[Outgoing]:
