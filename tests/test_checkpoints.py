@@ -166,6 +166,7 @@ RECIPES: dict[str, Recipe] = {
     "Socket.emit": lambda w: w.socket.emit("e", 1),
     "Socket.call": lambda w: w.socket.call("e", 1),
     "Socket.disconnect": lambda w: w.socket.disconnect(),
+    "Socket.wait_disconnected": lambda w: w.socket.wait_disconnected(),
     "RemoteSocket.emit": lambda w: _remote(w).emit("e"),
     "RemoteSocket.emit_with_ack": lambda w: _remote(w).emit_with_ack("e"),
     "RemoteSocket.disconnect": lambda w: _remote(w).disconnect(),

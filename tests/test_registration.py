@@ -29,6 +29,7 @@ REGISTRATIONS: dict[str, Register] = {
     "on_disconnect": lambda sio: sio.on_disconnect,
     "on_disconnecting": lambda sio: sio.on_disconnecting,
     "on_any": lambda sio: sio.on_any,
+    "prepend_any": lambda sio: sio.prepend_any,
     "use": lambda sio: sio.use,
     "use_packet": lambda sio: sio.use_packet,
     "on_server_event": lambda sio: sio.on_server_event("tick"),
@@ -59,7 +60,7 @@ def test_async_outgoing_hook_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"make .*outgoing a plain `def`, not `async def`"):
         sio.on_any_outgoing(outgoing)  # type: ignore[type-var]
-    assert sio.handlers.any_outgoing is None
+    assert sio.handlers.any_outgoing == ()
 
 
 def test_bare_on_is_refused_instead_of_registering_nothing() -> None:

@@ -99,3 +99,32 @@ async def async_outgoing(sock: trio_sio.Socket, event: str, *args: Any) -> None:
 @sio.on  # type: ignore[arg-type]
 async def bare(sock: trio_sio.Socket) -> None:
     pass
+
+
+# --- a socket's own registrations, and class-based namespaces --------------------------------
+
+
+async def per_socket(sock: trio_sio.Socket) -> None:
+    sock.on("chat")(chat)
+    sock.on_any(seen)
+    sock.prepend_any(seen)
+    sock.on_any_outgoing(outgoing)
+    sock.use(packet_middleware)
+    sock.on("sync")(sync_event)  # type: ignore[type-var]
+    sock.on_any_outgoing(async_outgoing)  # type: ignore[type-var]
+    sock.use(node_packet_middleware)  # type: ignore[type-var]
+    reason: trio_sio.DisconnectReason = await sock.wait_disconnected()
+    del reason
+
+
+async def seen(sock: trio_sio.Socket, event: str, *args: Any) -> None:
+    pass
+
+
+class Chat(trio_sio.NamespaceHandlers):
+    async def on_message(self, sock: trio_sio.Socket, text: str) -> None:
+        pass
+
+
+chat_handlers: Chat = sio.of("/chat").register(Chat())
+sio.register(object())  # type: ignore[type-var]

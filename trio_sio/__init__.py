@@ -22,6 +22,7 @@ from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
 from ._namespace import Namespace as Namespace
+from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import ProtocolError as ProtocolError
 from ._server import Server as Server
@@ -47,6 +48,7 @@ __all__ = [
     "Disconnected",
     "Handshake",
     "Namespace",
+    "NamespaceHandlers",
     "NativeConfig",
     "ParentNamespace",
     "ProtocolError",

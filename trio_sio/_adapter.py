@@ -122,13 +122,13 @@ class Adapter:
     def broadcast_local(self, packet: SocketPacket, opts: BroadcastOptions) -> int:
         """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it."""
         outgoing = self.encode(packet)
-        notify = self.namespace.handlers.any_outgoing
+        notify = self.namespace._outgoing_hook()
         volatile = opts.volatile
         delivered = 0
         # The per-recipient cost of a broadcast is this loop body: keep it to a queue append.
         for socket in self.select(opts):
             if notify is not None:
-                notify(socket, *packet.data)
+                notify(socket, packet)
             if socket._sink.offer(outgoing, volatile=volatile):
                 delivered += 1
         return delivered

@@ -29,6 +29,7 @@ __all__ = [
     "Handlers",
     "Middleware",
     "Namespace",
+    "NamespaceHandlers",
     "NamespaceMatcher",
     "PacketMiddleware",
     "ParentNamespace",
@@ -63,6 +64,8 @@ MiddlewareH = TypeVar("MiddlewareH", bound=Middleware)
 PacketMiddlewareH = TypeVar("PacketMiddlewareH", bound=PacketMiddleware)
 OutgoingH = TypeVar("OutgoingH", bound=OutgoingHandler)
 ServerEventH = TypeVar("ServerEventH", bound=ServerEventHandler)
+T = TypeVar("T")
+NamespaceHandlersT = TypeVar("NamespaceHandlersT", bound="NamespaceHandlers")
 
 
 @dataclass
@@ -73,8 +76,10 @@ class Handlers:
     connect: ConnectHandler | None = None
     disconnect: DisconnectHandler | None = None
     disconnecting: DisconnectHandler | None = None
-    any: EventHandler | None = None
-    any_outgoing: OutgoingHandler | None = None
+    # Tuples, replaced on every change: a listener that registers or removes one while the
+    # listeners run does not disturb the loop over them, and "no listener" is one falsy test.
+    any: tuple[EventHandler, ...] = ()
+    any_outgoing: tuple[OutgoingHandler, ...] = ()
     middlewares: list[Middleware] = field(default_factory=list)
     packet_middlewares: list[PacketMiddleware] = field(default_factory=list)
     server_events: dict[str, ServerEventHandler] = field(default_factory=dict)
@@ -156,7 +161,9 @@ def _check(
         raise TypeError(f"{kind} handlers take {takes}{hint}; {name}{plain} does not")
 
 
-def _check_event_name(event: object, decorator: str, *, alternative: str = "") -> str:
+def _check_event_name(
+    event: object, decorator: str, *, alternative: str = "", owner: str = "sio"
+) -> str:
     """``event`` if it is an event's name; a message naming the fix otherwise."""
     if isinstance(event, str):
         return event
@@ -164,9 +171,60 @@ def _check_event_name(event: object, decorator: str, *, alternative: str = "") -
         # A bare `@sio.on`: on() got the handler where the event's name goes, and would
         # return a decorator that nobody calls, registering nothing.
         raise TypeError(
-            f'{decorator} takes the event\'s name: @sio.{decorator}("name"){alternative}'
+            f'{decorator} takes the event\'s name: @{owner}.{decorator}("name"){alternative}'
         )
     raise TypeError(f"event names are strings, not {event!r}")
+
+
+# The checks each kind of registration makes, shared by the namespace's decorators, the
+# socket's (Socket.on, Socket.on_any, Socket.use...) and class-based namespaces.
+
+
+def _check_handled_event(event: object, *, owner: str = "sio") -> str:
+    """The name ``on(event)`` may register a handler for."""
+    event = _check_event_name(
+        event, "on", alternative=f", or @{owner}.event to name it after the function", owner=owner
+    )
+    if event == "*":
+        raise ValueError(f'"*" is no catch-all here: use @{owner}.on_any (it sees every event)')
+    if event in RESERVED_EVENTS:
+        raise ValueError(f"{event!r} is reserved: use on_connect/on_disconnect/...")
+    return event
+
+
+def _check_event_handler(handler: object, kind: str = "on") -> None:
+    _check(handler, kind, "(sock, *args)", 1, rest="some")
+
+
+def _check_any(handler: object, kind: str) -> None:
+    _check(
+        handler,
+        kind,
+        "(sock, event, *args)",
+        2,
+        rest="any",
+        hint=", not python-socketio's catch-all (event, sid, data)",
+    )
+
+
+def _check_any_outgoing(handler: object, kind: str) -> None:
+    _check(handler, kind, "(sock, event, *args)", 2, rest="any", synchronous=True)
+
+
+def _check_packet_middleware(middleware: object, kind: str) -> None:
+    _check(middleware, kind, "(sock, event, args)", 3, hint=", not Node's (packet, next)")
+
+
+def _without(listeners: tuple[T, ...], listener: T | None) -> tuple[T, ...]:
+    """``listeners`` without ``listener`` (its first occurrence, as Node's ``offAny``), or
+    without any when it is ``None``."""
+    if listener is None:
+        return ()
+    for index, candidate in enumerate(listeners):
+        # == rather than is: a bound method is a new object each time it is read.
+        if candidate == listener:
+            return listeners[:index] + listeners[index + 1 :]
+    return listeners
 
 
 class _Registry:
@@ -181,16 +239,10 @@ class _Registry:
     def on(self, event: str) -> Callable[[EventH], EventH]:
         """Register the handler of ``event``: ``async def h(sock, *args)``; its return value is
         the acknowledgement (``None``: none; a tuple: several arguments)."""
-        event = _check_event_name(
-            event, "on", alternative=", or @sio.event to name it after the function"
-        )
-        if event == "*":
-            raise ValueError('"*" is no catch-all here: use @sio.on_any (it sees every event)')
-        if event in RESERVED_EVENTS:
-            raise ValueError(f"{event!r} is reserved: use on_connect/on_disconnect/...")
+        event = _check_handled_event(event)
 
         def register(handler: EventH) -> EventH:
-            _check(handler, "on", "(sock, *args)", 1, rest="some")
+            _check_event_handler(handler)
             self.handlers.events[event] = handler
             return handler
 
@@ -235,25 +287,43 @@ class _Registry:
         return handler
 
     def on_any(self, handler: EventH) -> EventH:
-        """Register ``async def h(sock, event, *args)``, run for every incoming event before
-        its own handler."""
-        _check(
-            handler,
-            "on_any",
-            "(sock, event, *args)",
-            2,
-            rest="any",
-            hint=", not python-socketio's catch-all (event, sid, data)",
-        )
-        self.handlers.any = handler
+        """Add ``async def h(sock, event, *args)``, run for every incoming event before its
+        own handler, after the listeners added before it (Node's ``onAny``). A socket's own
+        listeners (:meth:`Socket.on_any <trio_sio.Socket.on_any>`) run after the
+        namespace's."""
+        _check_any(handler, "on_any")
+        self.handlers.any = (*self.handlers.any, handler)
         return handler
 
-    def on_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
-        """Register ``def h(sock, event, *args)`` (synchronous), called for every event sent
-        to a socket, broadcasts included."""
-        _check(handler, "on_any_outgoing", "(sock, event, *args)", 2, rest="any", synchronous=True)
-        self.handlers.any_outgoing = handler
+    def prepend_any(self, handler: EventH) -> EventH:
+        """Like :meth:`on_any`, but run before the listeners added so far (Node's
+        ``prependAny``)."""
+        _check_any(handler, "prepend_any")
+        self.handlers.any = (handler, *self.handlers.any)
         return handler
+
+    def off_any(self, handler: EventHandler | None = None) -> None:
+        """Remove ``handler`` from the :meth:`on_any` listeners, or all of them without an
+        argument (Node's ``offAny``)."""
+        self.handlers.any = _without(self.handlers.any, handler)
+
+    def on_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
+        """Add ``def h(sock, event, *args)`` (synchronous), called for every event sent to a
+        socket, broadcasts included, after the listeners added before it (Node's
+        ``onAnyOutgoing``)."""
+        _check_any_outgoing(handler, "on_any_outgoing")
+        self.handlers.any_outgoing = (*self.handlers.any_outgoing, handler)
+        return handler
+
+    def prepend_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
+        """Like :meth:`on_any_outgoing`, but called before the listeners added so far."""
+        _check_any_outgoing(handler, "prepend_any_outgoing")
+        self.handlers.any_outgoing = (handler, *self.handlers.any_outgoing)
+        return handler
+
+    def off_any_outgoing(self, handler: OutgoingHandler | None = None) -> None:
+        """Remove ``handler`` from the :meth:`on_any_outgoing` listeners, or all of them."""
+        self.handlers.any_outgoing = _without(self.handlers.any_outgoing, handler)
 
     def use(self, middleware: MiddlewareH) -> MiddlewareH:
         """Add connect middleware ``async def m(sock, auth)``; raising
@@ -266,13 +336,7 @@ class _Registry:
     def use_packet(self, middleware: PacketMiddlewareH) -> PacketMiddlewareH:
         """Add packet middleware ``async def m(sock, event, args)``, run for every incoming
         event; it may edit ``args`` in place, or raise to drop the event."""
-        _check(
-            middleware,
-            "use_packet",
-            "(sock, event, args)",
-            3,
-            hint=", not Node's (packet, next)",
-        )
+        _check_packet_middleware(middleware, "use_packet")
         self.handlers.packet_middlewares.append(middleware)
         return middleware
 
@@ -293,6 +357,84 @@ class _Registry:
             return handler
 
         return register
+
+    def register(self, handlers: NamespaceHandlersT) -> NamespaceHandlersT:
+        """Register the ``on_<name>`` methods of a :class:`NamespaceHandlers` object:
+        ``on_connect``, ``on_disconnecting`` and ``on_disconnect`` as the decorators of the
+        same names do, every other ``on_<event>`` as the handler of ``<event>``. Each is
+        checked as its decorator checks it, all of them before any is registered, so a class
+        with a mistake registers nothing."""
+        if not isinstance(handlers, NamespaceHandlers):
+            raise TypeError(f"register takes a NamespaceHandlers object, not {handlers!r}")
+        if handlers._namespace is not None:
+            raise RuntimeError(f"{handlers!r} is already registered on {handlers._namespace!r}")
+        connect: Any = None
+        disconnecting: Any = None
+        disconnect: Any = None
+        events: dict[str, EventHandler] = {}
+        for attribute in sorted(dir(type(handlers))):
+            if not attribute.startswith("on_"):
+                continue
+            method = getattr(handlers, attribute)
+            kind = f"{type(handlers).__name__}.{attribute}"
+            if attribute == "on_connect":
+                _check(method, kind, "(self, sock, auth)", 2)
+                connect = method
+            elif attribute == "on_disconnecting":
+                _check(method, kind, "(self, sock, reason)", 2)
+                disconnecting = method
+            elif attribute == "on_disconnect":
+                _check(method, kind, "(self, sock, reason)", 2)
+                disconnect = method
+            else:
+                event = _check_handled_event(attribute.removeprefix("on_"))
+                _check(method, kind, "(self, sock, *args)", 1, rest="some")
+                events[event] = method
+        # Checked: now register, as the decorators would.
+        if connect is not None:
+            self.handlers.connect = connect
+        if disconnecting is not None:
+            self.handlers.disconnecting = disconnecting
+        if disconnect is not None:
+            self.handlers.disconnect = disconnect
+        self.handlers.events.update(events)
+        handlers._namespace = self._registration_target()
+        return handlers
+
+    def _registration_target(self) -> Namespace | ParentNamespace:
+        """What :attr:`NamespaceHandlers.namespace` is, once registered here."""
+        raise NotImplementedError
+
+
+class NamespaceHandlers:
+    """A namespace's handlers as methods of a class, python-socketio's ``AsyncNamespace``::
+
+        class Chat(trio_sio.NamespaceHandlers):
+            async def on_connect(self, sock: trio_sio.Socket, auth: Any) -> None:
+                sock.join("lobby")
+
+            async def on_message(self, sock: trio_sio.Socket, text: str) -> str:
+                await self.namespace.emit("message", text)
+                return "sent"
+
+        sio.of("/chat").register(Chat())
+
+    Every ``on_<event>`` method handles ``<event>`` (so event names that are not Python
+    names need the decorators); ``on_connect``, ``on_disconnecting`` and ``on_disconnect``
+    are the connection's, with the parameters of the decorators of the same names. Methods
+    are ``async def``, checked when the object is registered (:meth:`Namespace.register`),
+    and state kept on ``self`` is shared by every socket of the namespace (per-socket state
+    belongs in ``sock.data``). One object is registered on one namespace.
+    """
+
+    _namespace: Namespace | ParentNamespace | None = None
+
+    @property
+    def namespace(self) -> Namespace | ParentNamespace:
+        """The namespace (or family of dynamic namespaces) this object is registered on."""
+        if self._namespace is None:
+            raise RuntimeError(f"{self!r} is not registered on a namespace yet")
+        return self._namespace
 
 
 class _Targets:
@@ -398,6 +540,9 @@ class Namespace(_Registry, _Targets):
         self._ack_ids = itertools.count()
         self._occupants = 0  # sockets connected or on their way (middleware, on_connect)
         self._adapter_scope: trio.CancelScope | None = None  # cancels the adapter's task
+        # Sockets with outgoing listeners of their own: while there are none, a broadcast
+        # need not look at each recipient for them (see _outgoing_hook).
+        self._watched_outgoing = 0
 
     def _enter(self) -> None:
         """A socket for this namespace exists (it may still be refused)."""
@@ -420,9 +565,23 @@ class Namespace(_Registry, _Targets):
         return BroadcastOperator(self)
 
     def _notify_outgoing(self, socket: Socket, packet: SocketPacket) -> None:
-        outgoing = self.handlers.any_outgoing
-        if outgoing is not None:
-            outgoing(socket, *packet.data)
+        """Show ``packet``, on its way to ``socket``, to the namespace's outgoing listeners,
+        then to the socket's own."""
+        for listener in self.handlers.any_outgoing:
+            listener(socket, *packet.data)
+        if socket._listeners is not None:
+            for listener in socket._listeners.any_outgoing:
+                listener(socket, *packet.data)
+
+    def _outgoing_hook(self) -> Callable[[Socket, SocketPacket], None] | None:
+        """What a broadcast calls for each recipient: ``None`` when nobody listens to
+        outgoing events (the common case), so that the fan-out loop costs no call."""
+        if self.handlers.any_outgoing or self._watched_outgoing:
+            return self._notify_outgoing
+        return None
+
+    def _registration_target(self) -> Namespace:
+        return self
 
     @property
     def _namespace(self) -> Namespace:
@@ -463,6 +622,9 @@ class ParentNamespace(_Registry):
             self.children[name] = namespace
             self.server._adopt(namespace)
         return namespace
+
+    def _registration_target(self) -> ParentNamespace:
+        return self
 
     def _reclaim(self, namespace: Namespace) -> None:
         """Forget a child whose last socket left (Node's ``cleanupEmptyChildNamespaces``):

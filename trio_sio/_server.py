@@ -161,6 +161,9 @@ class Server(_Registry, _Targets):
             self._adopt(namespace)
         return namespace
 
+    def _registration_target(self) -> Namespace:
+        return self.main
+
     def of_dynamic(self, matcher: NamespaceMatcher) -> ParentNamespace:
         """A family of namespaces created when a client connects to a name that
         ``matcher`` (a compiled regular expression, or ``(name, auth) -> bool``) accepts."""

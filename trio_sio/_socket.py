@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -26,8 +26,12 @@ from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector, BroadcastOperator
-    from ._namespace import Namespace
+    from ._namespace import EventHandler, Namespace, OutgoingHandler, PacketMiddleware
     from ._server import _Client
+
+    EventH = TypeVar("EventH", bound=EventHandler)
+    OutgoingH = TypeVar("OutgoingH", bound=OutgoingHandler)
+    PacketMiddlewareH = TypeVar("PacketMiddlewareH", bound=PacketMiddleware)
 
 __all__ = ["Handshake", "Socket", "SocketStatistics"]
 
@@ -217,6 +221,22 @@ class _Holder:
         return True
 
 
+class _Listeners:
+    """What is registered on one socket (Socket.on, on_any, use...), made on the first
+    registration: most sockets have none, and keep one ``None`` instead."""
+
+    __slots__ = ("any", "any_outgoing", "counted", "events", "middlewares")
+
+    def __init__(self) -> None:
+        self.events: dict[str, EventHandler] = {}
+        # Tuples, as in Handlers: replaced on change, so a listener may add or remove
+        # listeners while they run.
+        self.any: tuple[EventHandler, ...] = ()
+        self.any_outgoing: tuple[OutgoingHandler, ...] = ()
+        self.middlewares: tuple[PacketMiddleware, ...] = ()
+        self.counted = False  # in the namespace's count of sockets watching outgoing events
+
+
 class Socket:
     """A client's connection to one namespace; the first argument of every handler.
 
@@ -261,6 +281,8 @@ class Socket:
         self._events = _EventQueue(client.inbound)
         self._pending_acks: dict[int, _AckWaiter] = {}
         self._rooms_at_disconnect: frozenset[str] | None = None
+        self._listeners: _Listeners | None = None
+        self._gone: trio.Event | None = None  # made by wait_disconnected(), set by _close()
         namespace._enter()
 
     def __repr__(self) -> str:
@@ -308,6 +330,129 @@ class Socket:
     def broadcast(self) -> BroadcastOperator:
         """Broadcast to every other socket of the namespace."""
         return self.namespace.except_(self.id)
+
+    # --- this socket's own handlers and listeners ----------------------------------------
+    #
+    # Registered on one socket, they end with it: for state that lives with one connection.
+    # They are checked as the namespace's decorators check theirs, and take the same
+    # parameters (the socket first), so one function can be registered at either level.
+
+    def _own(self) -> _Listeners:
+        if self._listeners is None:
+            self._listeners = _Listeners()
+        return self._listeners
+
+    def on(self, event: str) -> Callable[[EventH], EventH]:
+        """Register ``async def h(sock, *args)`` as this socket's handler of ``event``. It
+        runs instead of the namespace's handler of that event, if there is one (Node has only
+        per-socket handlers; this keeps the namespace's as the default)."""
+        from ._namespace import _check_event_handler, _check_handled_event  # import cycle
+
+        event = _check_handled_event(event, owner="sock")
+
+        def register(handler: EventH) -> EventH:
+            _check_event_handler(handler)
+            self._own().events[event] = handler
+            return handler
+
+        return register
+
+    def off(self, event: str) -> None:
+        """Remove this socket's handler of ``event``: the namespace's handles it again."""
+        if self._listeners is not None:
+            self._listeners.events.pop(event, None)
+
+    def on_any(self, handler: EventH) -> EventH:
+        """Add ``async def h(sock, event, *args)``, run for every event this socket receives,
+        after the namespace's :meth:`~trio_sio.Namespace.on_any` listeners and this socket's
+        added before it, and before the event's handler (Node's ``socket.onAny``)."""
+        from ._namespace import _check_any  # import cycle
+
+        _check_any(handler, "on_any")
+        own = self._own()
+        own.any = (*own.any, handler)
+        return handler
+
+    def prepend_any(self, handler: EventH) -> EventH:
+        """Like :meth:`on_any`, but run before this socket's listeners added so far."""
+        from ._namespace import _check_any  # import cycle
+
+        _check_any(handler, "prepend_any")
+        own = self._own()
+        own.any = (handler, *own.any)
+        return handler
+
+    def off_any(self, handler: EventHandler | None = None) -> None:
+        """Remove ``handler`` from this socket's :meth:`on_any` listeners, or all of them
+        without an argument."""
+        from ._namespace import _without  # import cycle
+
+        if self._listeners is not None:
+            self._listeners.any = _without(self._listeners.any, handler)
+
+    def on_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
+        """Add ``def h(sock, event, *args)`` (synchronous), called for every event sent to
+        this socket, broadcasts included, after the namespace's outgoing listeners (Node's
+        ``socket.onAnyOutgoing``)."""
+        from ._namespace import _check_any_outgoing  # import cycle
+
+        _check_any_outgoing(handler, "on_any_outgoing")
+        self._set_any_outgoing((*self._own().any_outgoing, handler))
+        return handler
+
+    def prepend_any_outgoing(self, handler: OutgoingH) -> OutgoingH:
+        """Like :meth:`on_any_outgoing`, but called before this socket's listeners added so
+        far."""
+        from ._namespace import _check_any_outgoing  # import cycle
+
+        _check_any_outgoing(handler, "prepend_any_outgoing")
+        self._set_any_outgoing((handler, *self._own().any_outgoing))
+        return handler
+
+    def off_any_outgoing(self, handler: OutgoingHandler | None = None) -> None:
+        """Remove ``handler`` from this socket's :meth:`on_any_outgoing` listeners, or all of
+        them."""
+        from ._namespace import _without  # import cycle
+
+        if self._listeners is not None:
+            self._set_any_outgoing(_without(self._listeners.any_outgoing, handler))
+
+    def _set_any_outgoing(self, listeners: tuple[OutgoingHandler, ...]) -> None:
+        own = self._own()
+        own.any_outgoing = listeners
+        # Broadcasts look for per-socket listeners only while some socket has them.
+        watched = bool(listeners) and not self._finished
+        if watched != own.counted:
+            own.counted = watched
+            self.namespace._watched_outgoing += 1 if watched else -1
+
+    def use(self, middleware: PacketMiddlewareH) -> PacketMiddlewareH:
+        """Add packet middleware ``async def m(sock, event, args)`` for this socket's
+        events, run after the namespace's (:meth:`~trio_sio.Namespace.use_packet`) in the
+        order added (Node's ``socket.use``). It may edit ``args`` in place; raising drops the
+        event, and the error is logged on the server (as Node hands it to the socket's
+        ``"error"`` listeners): the client is not told."""
+        from ._namespace import _check_packet_middleware  # import cycle
+
+        _check_packet_middleware(middleware, "use")
+        own = self._own()
+        own.middlewares = (*own.middlewares, middleware)
+        return middleware
+
+    async def wait_disconnected(self) -> DisconnectReason:
+        """Wait until this socket has disconnected (at once if it has), and return why.
+
+        The socket's own tasks are cancelled when it disconnects, so this is for a task
+        elsewhere that follows a socket; within the socket's nursery it never returns.
+        """
+        if self._finished:
+            await trio.lowlevel.checkpoint()
+        else:
+            if self._gone is None:
+                self._gone = trio.Event()
+            await self._gone.wait()
+        assert self.disconnect_reason is not None
+        return self.disconnect_reason
 
     # --- emitting ------------------------------------------------------------------------
 
@@ -469,6 +614,9 @@ class Socket:
         self.connected = False
         self.disconnect_reason = reason
         self._rooms_at_disconnect = self.rooms
+        if self._listeners is not None and self._listeners.counted:
+            self._listeners.counted = False
+            self.namespace._watched_outgoing -= 1
         self.namespace.adapter.delete_all(self.id)
         self.namespace.sockets.pop(self.id, None)
         self._client.sockets.pop(self.namespace.name, None)
@@ -480,6 +628,8 @@ class Socket:
             waiter.settle(None)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+        if self._gone is not None:
+            self._gone.set()
 
     # --- the socket task -----------------------------------------------------------------
 
@@ -582,17 +732,29 @@ class Socket:
         event: str = packet.data[0]
         args: list[Any] = packet.data[1:]
         handlers = self.namespace.handlers
-        for middleware in handlers.packet_middlewares:
-            try:
-                await middleware(self, event, args)
-            except Exception as exc:
-                logger.info("packet middleware refused %r on %s: %s", event, self, exc)
-                return
-        if handlers.any is not None:
-            await self._run_handler(handlers.any, (self, event, *args))
-        handler = handlers.events.get(event)
-        if handler is None:
+        own = self._listeners
+        if handlers.packet_middlewares and not await self._admits(
+            handlers.packet_middlewares, event, args
+        ):
             return
+        if (
+            own is not None
+            and own.middlewares
+            and not await self._admits(own.middlewares, event, args)
+        ):
+            return
+        for listener in handlers.any:
+            await self._run_handler(listener, (self, event, *args))
+        handler = None
+        if own is not None:
+            for listener in own.any:
+                await self._run_handler(listener, (self, event, *args))
+            # The socket's own handler, if it has one, instead of the namespace's.
+            handler = own.events.get(event)
+        if handler is None:
+            handler = handlers.events.get(event)
+            if handler is None:
+                return
         ok, result = await self._run_handler(handler, (self, *args))
         if not ok or packet.id is None or not self.connected:
             return
@@ -615,6 +777,20 @@ class Socket:
                 self.session.send_nowait(encoded)
             except trio.WouldBlock:
                 await self.session.send(encoded)
+
+    async def _admits(
+        self, middlewares: Sequence[PacketMiddleware], event: str, args: list[Any]
+    ) -> bool:
+        """Run packet middleware; ``False`` if one refused the event (by raising)."""
+        for middleware in middlewares:
+            try:
+                await middleware(self, event, args)
+            except Exception as exc:
+                # Refusing is what packet middleware is for, so not an error with a traceback;
+                # as in Node, the client is not told.
+                logger.info("packet middleware refused %r on %s: %s", event, self, exc)
+                return False
+        return True
 
     async def _run_handler(self, handler: Any, args: tuple[Any, ...]) -> tuple[bool, Any]:
         try:
