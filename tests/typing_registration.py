@@ -128,3 +128,13 @@ class Chat(trio_sio.NamespaceHandlers):
 
 chat_handlers: Chat = sio.of("/chat").register(Chat())
 sio.register(object())  # type: ignore[type-var]
+
+
+async def fetched_sockets() -> None:
+    # Local and remote sockets mixed: one call shape for both (issue 16, item 5).
+    for fetched in await sio.fetch_sockets():
+        fetched.join("x")
+        fetched.leave("x")
+        await fetched.emit("e", 1)
+        await fetched.disconnect()
+        fetched.emit("e")  # type: ignore[unused-coroutine]
