@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import ssl
@@ -20,9 +21,13 @@ from typing import Any
 
 import trio
 
-from .hosts import Endpoint, serve_native
+from .hosts import Endpoint, NativeConfig, serve_native
 
-__all__ = ["main", "run"]
+__all__ = ["LOG_FORMAT", "main", "run"]
+
+#: The format of the command line's log lines: time, level, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def run(
@@ -106,7 +111,9 @@ def _static(pairs: Sequence[str]) -> Mapping[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m trio_sio MODULE:SERVER [--host H] [--port P] [--static /URL=PATH]...
-    [--certfile F --keyfile F]``; ``PATH.py:SERVER`` names the module by its file."""
+    [--certfile F --keyfile F] [--log-level L] [--access-log]``; ``PATH.py:SERVER`` names
+    the module by its file. Logging goes to stderr, one line per record with its time and
+    level (:data:`LOG_FORMAT`)."""
     parser = argparse.ArgumentParser(
         prog="python -m trio_sio",
         description="Serve a trio_sio Server on the native Trio host.",
@@ -132,7 +139,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--certfile", type=Path, help="TLS certificate chain (PEM); with --keyfile")
     parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the least severe log records shown (default: %(default)s; debug traces packets)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP response (logger trio_sio.hosts.native.access)",
+    )
     args = parser.parse_args(argv)
+    # Before the server's module is imported: its own logging at import time is shown too.
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     try:
         server = _load(args.server)
         static_files = _static(args.static)
@@ -151,4 +171,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         static_files=static_files,
         path=args.path,
         ssl_context=ssl_context,
+        config=NativeConfig(access_log=args.access_log),
     )

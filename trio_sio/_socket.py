@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Handshake", "Socket", "SocketStatistics"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.socketio")
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,8 @@ class _Holder:
         socket = self._socket
         if len(self._held) >= socket.namespace.server.engine_options.outbound_queue_packets:
             if not volatile:
+                lifecycle = socket.namespace.server.engine.lifecycle
+                lifecycle.slow_consumer(socket.session.sid, len(self._held), 0)
                 socket._close(DisconnectReason.SLOW_CONSUMER)
             return False
         self._held.append(item)
@@ -309,12 +311,18 @@ class Socket:
         broadcasts reach the socket once it has connected."""
         if self.connected or self._held is not None:
             self.namespace.adapter.add_all(self.id, rooms)
+            lifecycle = self.namespace.server.lifecycle
+            if lifecycle.listeners:
+                lifecycle.joined(self, rooms)
 
     def leave(self, *rooms: str) -> None:
         """Leave rooms."""
         adapter = self.namespace.adapter
         for room in rooms:
             adapter.delete(self.id, room)
+        lifecycle = self.namespace.server.lifecycle
+        if lifecycle.listeners:
+            lifecycle.left(self, rooms)
 
     def to(self, *rooms: str) -> BroadcastOperator:
         """Broadcast to rooms, except to this socket."""
@@ -460,7 +468,16 @@ class Socket:
         return SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args], ack_id)
 
     def _encode(self, packet: SocketPacket) -> Outgoing:
-        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+        """``packet`` ready for this client's session; counted as sent (and traced)."""
+        server = self.namespace.server
+        outgoing = Outgoing.message(*encode_packet(server.json, packet))
+        lifecycle = server.lifecycle
+        lifecycle.bytes_out += outgoing.nbytes
+        if packet.type is PacketType.EVENT:
+            lifecycle.events_out += 1
+        if lifecycle.trace:
+            lifecycle.trace_out(self.id, outgoing)
+        return outgoing
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to this client, waiting while its outbound queue is full.
@@ -611,6 +628,7 @@ class Socket:
         self._finished = True
         self._held = None
         self._sink = self.session
+        was_connected = self.connected
         self.connected = False
         self.disconnect_reason = reason
         self._rooms_at_disconnect = self.rooms
@@ -630,6 +648,8 @@ class Socket:
             self._nursery.cancel_scope.cancel()
         if self._gone is not None:
             self._gone.set()
+        if was_connected:
+            self.namespace.server.lifecycle.disconnected(self, reason)
 
     # --- the socket task -----------------------------------------------------------------
 
@@ -667,7 +687,7 @@ class Socket:
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
             if self._refusal is not None:
-                await self._client.refuse(namespace.name, self._refusal)
+                await self._client.refuse(namespace.name, self._refusal, "on_connect")
             elif accepted:
                 await self._run_disconnect_handlers()
 
@@ -708,6 +728,7 @@ class Socket:
         self._sink = self.session
         self.connected = True
         self._client.connected(self)
+        self.namespace.server.lifecycle.connected(self)
         return True
 
     async def _process_events_concurrently(self, limiter: int) -> None:
