@@ -60,17 +60,16 @@ MAX_CONNECTS_IN_FLIGHT = 8
 @dataclass(frozen=True)
 class ServerStatistics:
     """A snapshot of a :class:`Server` (trio's ``statistics()`` convention): gauges of what
-    is open now, and counters of what happened since the server was made.
+    is open now (``sessions`` to ``namespaces``), and counters of what happened since the
+    server was made (the others).
 
-    Gauges:
+    Attributes:
         sessions: open Engine.IO sessions.
         polling, websocket: of those, how many use each transport.
         sockets: connected sockets, all namespaces together.
         rooms: rooms in all namespaces (each socket's own room included).
         queued_bytes: bytes waiting in all outbound queues.
         namespaces: per namespace (dynamic children included), its sockets and rooms.
-
-    Counters:
         connections: Engine.IO sessions opened (handshakes).
         upgrades: sessions upgraded from long-polling to WebSocket.
         disconnects: sessions closed, by reason (the :class:`~trio_sio.DisconnectReason`
@@ -521,7 +520,11 @@ class _Client:
             except Exception:
                 if self.server.handler_errors == "raise":
                     raise
-                logger.exception("connect middleware failed for namespace %s", name)
+                logger.exception(
+                    "sid=%s connect_middleware_failed namespace=%s: refusing it",
+                    self.session.sid,
+                    name,
+                )
                 await self.refuse(name, ConnectionRefused(_SERVER_ERROR), "server_error")
                 return
             if self.session.state is not SessionState.OPEN:

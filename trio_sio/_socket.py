@@ -706,7 +706,11 @@ class Socket:
                     return False  # the connection went away meanwhile
                 if self.namespace.server.handler_errors == "raise":
                     raise
-                logger.exception("on_connect handler failed on %s; refusing it", self)
+                logger.exception(
+                    "socket=%s on_connect_failed namespace=%s: refusing it",
+                    self.id,
+                    self.namespace.name,
+                )
                 self._refusal = ConnectionRefused("Internal server error")
                 return False
             if accepted is False:  # python-socketio's idiom
@@ -789,7 +793,13 @@ class Socket:
             # The handler's mistake: reported as its failure, and this socket carries on.
             if self.namespace.server.handler_errors == "raise":
                 raise
-            logger.error("handler of %r on %s: %s; no acknowledgement sent", event, self, exc)
+            logger.error(
+                "socket=%s ack_not_encodable namespace=%s event=%r error=%s: no ack sent",
+                self.id,
+                self.namespace.name,
+                event,
+                exc,
+            )
             return
         with contextlib.suppress(Disconnected):
             try:
@@ -809,7 +819,13 @@ class Socket:
             except Exception as exc:
                 # Refusing is what packet middleware is for, so not an error with a traceback;
                 # as in Node, the client is not told.
-                logger.info("packet middleware refused %r on %s: %s", event, self, exc)
+                logger.info(
+                    "socket=%s packet_middleware refused namespace=%s event=%r error=%s",
+                    self.id,
+                    self.namespace.name,
+                    event,
+                    exc,
+                )
                 return False
         return True
 
@@ -821,7 +837,12 @@ class Socket:
                 return False, None  # this socket went away under its handler: nothing to report
             if self.namespace.server.handler_errors == "raise":
                 raise
-            logger.exception("handler %s failed on %s", getattr(handler, "__name__", handler), self)
+            logger.exception(
+                "socket=%s handler_failed namespace=%s handler=%s",
+                self.id,
+                self.namespace.name,
+                getattr(handler, "__qualname__", handler),
+            )
             return False, None
 
     async def _run_disconnect_handlers(self) -> None:

@@ -12,29 +12,12 @@ the metrics cost nothing between scrapes; :func:`metrics_route` serves them on e
 Under another ASGI framework, register the collector in a registry and mount
 ``prometheus_client.make_asgi_app(registry)``.
 
-The metrics (all prefixed ``trio_sio_``):
-
-=====================================  =======  ==============================================
-``sessions{transport}``                gauge    open Engine.IO sessions, by transport
-``sockets{namespace}``                 gauge    connected sockets, by namespace
-``rooms{namespace}``                   gauge    rooms, by namespace (socket ids included)
-``queued_bytes``                       gauge    bytes waiting in all outbound queues
-``connections_total``                  counter  Engine.IO sessions opened (handshakes)
-``upgrades_total``                     counter  sessions upgraded to WebSocket
-``disconnects_total{reason}``          counter  sessions closed, by reason
-``socket_connects_total``              counter  sockets connected (all namespaces)
-``socket_disconnects_total{reason}``   counter  sockets disconnected, by reason
-``events_received_total``              counter  events received from clients
-``events_sent_total``                  counter  events sent (once per recipient)
-``received_bytes_total``               counter  Socket.IO packet bytes received
-``sent_bytes_total``                   counter  Socket.IO packet bytes sent
-``slow_consumers_total``               counter  clients cut for a full outbound queue
-``protocol_errors_total``              counter  sessions closed for breaking the protocol
-``refusals_total{cause}``              counter  refused handshakes and CONNECTs, by cause
-=====================================  =======  ==============================================
-
-Reasons and causes that never happened are reported as 0, so that ``rate()`` has a series
-from the first scrape.
+The metrics are ``trio_sio_sessions{transport}``, ``trio_sio_sockets{namespace}``,
+``trio_sio_rooms{namespace}`` and ``trio_sio_queued_bytes`` (gauges), and counters named
+``trio_sio_..._total`` for the counters of :class:`~trio_sio.ServerStatistics`; the
+documentation's "Operating trio_sio" page lists them, with a scrape configuration. Reasons
+and causes that never happened are reported as 0, so that ``rate()`` has a series from the
+first scrape.
 """
 
 from __future__ import annotations
