@@ -302,9 +302,10 @@ async def test_metrics_reflect_connects_and_disconnects(conformance_url: str, mo
 @pytest.mark.node
 @requires_node
 async def test_metrics_show_the_connected_sockets_while_they_are(conformance_url: str) -> None:
-    """Gauges while a client is connected (the rooms scenario keeps its sockets a while)."""
+    """Gauges while a client is connected (the heartbeat scenario stays for several pings;
+    its socket's own room is a room)."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_js, conformance_url, "websocket", "rooms")
+        nursery.start_soon(run_js, conformance_url, "websocket", "heartbeat")
         samples = await scrape_until(conformance_url, {})
         with trio.fail_after(10):
             while samples[("trio_sio_sockets", (("namespace", "/"),))] == 0:
@@ -314,6 +315,7 @@ async def test_metrics_show_the_connected_sockets_while_they_are(conformance_url
         assert samples[("trio_sio_rooms", (("namespace", "/"),))] >= 1
     samples = await scrape_until(conformance_url, {("trio_sio_sockets", (("namespace", "/"),)): 0})
     assert samples[("trio_sio_refusals_total", (("cause", "middleware"),))] == 0
+    assert (await request(conformance_url, "POST", "/metrics")).status == 405
 
 
 @pytest.mark.parametrize("conformance_env", [{}])

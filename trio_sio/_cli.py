@@ -23,7 +23,7 @@ import trio
 
 from .hosts import Endpoint, NativeConfig, serve_native
 
-__all__ = ["LOG_FORMAT", "main", "run"]
+__all__ = ["LOG_FORMAT", "configure_logging", "main", "run"]
 
 #: The format of the command line's log lines: time, level, logger, message.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,17 +34,24 @@ def run(
     server: Endpoint,
     host: str = "127.0.0.1",
     port: int = 5001,
+    *,
+    log_level: str = "info",
     **serve_options: Any,
 ) -> None:
     """Serve ``server`` on the native host until SIGINT (Ctrl+C) or SIGTERM: :func:`trio.run`
     and :func:`~trio_sio.serve_native` (whose keyword arguments it takes) in one call, for the
     end of a script. Prints the URLs it listens on once it does.
 
+    Unless the program configured logging already, records at ``log_level`` and above go to
+    stderr with their time and level (:data:`LOG_FORMAT`), as with ``python -m trio_sio``.
+
     The signal stops it gracefully, as cancelling :func:`~trio_sio.serve_native` does: every
     session closes with ``"server shutting down"`` and its disconnect handlers run. Must be
     called from the main thread. Inside a Trio program, start
     :func:`~trio_sio.serve_native` in a nursery instead.
     """
+
+    configure_logging(log_level)
 
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -60,6 +67,12 @@ def run(
                     break
 
     trio.run(serve)
+
+
+def configure_logging(level: str) -> None:
+    """Records at ``level`` (``"info"``...) and above to stderr, in :data:`LOG_FORMAT`; nothing
+    if the program configured logging already (:func:`logging.basicConfig`'s rule)."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def _load(spec: str) -> Endpoint:
@@ -152,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     # Before the server's module is imported: its own logging at import time is shown too.
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(args.log_level)
     try:
         server = _load(args.server)
         static_files = _static(args.static)
@@ -168,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server,
         args.host,
         args.port,
+        log_level=args.log_level,
         static_files=static_files,
         path=args.path,
         ssl_context=ssl_context,

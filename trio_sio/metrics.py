@@ -134,7 +134,8 @@ class ServerCollector(Collector):
 
 
 def metrics_route(server: Server, *, registry: CollectorRegistry | None = None) -> Route:
-    """A :data:`~trio_sio.hosts.Route` that answers ``GET`` with the Prometheus text format.
+    """A :data:`~trio_sio.hosts.Route` that answers ``GET`` with the Prometheus text format
+    (other methods with 405).
 
     Args:
         server: the server whose statistics are reported (a :class:`ServerCollector` is
@@ -150,8 +151,8 @@ def metrics_route(server: Server, *, registry: CollectorRegistry | None = None) 
 
     async def metrics(request: HttpRequest) -> HttpResponse:
         await trio.lowlevel.checkpoint()
-        if request.method not in ("GET", "HEAD"):
-            return HttpResponse(405, b"Method Not Allowed", [("Allow", "GET, HEAD")])
+        if request.method != "GET":
+            return HttpResponse(405, b"Method Not Allowed", [("Allow", "GET")])
         body = generate_latest(metrics_registry)
         return HttpResponse(200, body, [("Content-Type", CONTENT_TYPE_LATEST)])
 
