@@ -25,6 +25,8 @@ from support.defects_app import defects_server
 from support.http import request
 from support.servers import HOSTS, serve_server
 from support.websocket import Rejected, open_websocket
+from trio_sio._engine.lifecycle import SessionInfo
+from trio_sio._lifecycle import ServerListener
 from trio_sio.engineio import HttpRequest
 
 SID = r"[A-Za-z0-9_-]{20}"
@@ -375,3 +377,79 @@ async def test_packets_are_traced_at_debug(
     await wait_for_line(caplog, PACKETS, f"socket={SID} out '2\\[\"auth\",\\{{\\}}\\]'")
     await wait_for_line(caplog, PACKETS, f"sid={SID} in '2\\[\"disconnect-me\"\\]'")
     await wait_for_line(caplog, PACKETS, f"socket={SID} out '1'")
+
+
+# --- the listeners (the hook point of the Admin UI) ---------------------------------------
+
+
+class Recorder(ServerListener):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, ...]] = []
+
+    def session_opened(self, session: SessionInfo) -> None:
+        self.seen.append(("opened", session.transport.value))
+
+    def session_upgraded(self, session: SessionInfo) -> None:
+        self.seen.append(("upgraded", session.transport.value))
+
+    def session_closed(self, session: SessionInfo, reason: trio_sio.DisconnectReason) -> None:
+        self.seen.append(("closed", reason.value))
+
+    def socket_connected(self, socket: trio_sio.Socket) -> None:
+        self.seen.append(("connected", socket.namespace.name))
+
+    def socket_disconnected(
+        self, socket: trio_sio.Socket, reason: trio_sio.DisconnectReason
+    ) -> None:
+        self.seen.append(("disconnected", reason.value, *sorted(socket.rooms - {socket.id})))
+
+    def rooms_joined(self, socket: trio_sio.Socket, rooms: tuple[str, ...]) -> None:
+        self.seen.append(("joined", *rooms))
+
+    def rooms_left(self, socket: trio_sio.Socket, rooms: tuple[str, ...]) -> None:
+        self.seen.append(("left", *rooms))
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_listeners_see_the_lifecycle_of_an_upgraded_client(host: str) -> None:
+    """By hand over real sockets: a long-polling handshake, an upgrade, rooms, a close."""
+    sio = trio_sio.Server()
+    recorder = Recorder()
+    sio.lifecycle.listeners.append(recorder)
+    sio.engine.lifecycle.listeners.append(recorder)
+
+    @sio.on("rooms")
+    async def rooms(sock: trio_sio.Socket, join: list[str], leave: list[str]) -> None:
+        sock.join(*join)
+        sock.leave(*leave)
+
+    async with serve_server(host, sio) as url:
+        sid = json.loads((await request(url, "GET", HANDSHAKE)).text[1:])["sid"]
+        target = f"{HANDSHAKE}&sid={sid}"
+        assert (await request(url, "POST", target, b"40")).text == "ok"
+        assert (await request(url, "GET", target)).text.startswith("40")
+        ws_url = (
+            url.replace("http://", "ws://") + f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        )
+        async with open_websocket(ws_url) as ws:
+            await ws.send("2probe")
+            assert await ws.receive() == "3probe"
+            await ws.send("5")
+            await ws.send('42["rooms",["a","b"],["b"]]')
+            await ws.send('42["rooms",["c"],[]]')
+            with trio.fail_after(5):
+                while ("joined", "c") not in recorder.seen:
+                    await trio.sleep(0.01)
+        with trio.fail_after(5):
+            while not recorder.seen or recorder.seen[-1][0] != "disconnected":
+                await trio.sleep(0.01)
+    assert recorder.seen == [
+        ("opened", "polling"),
+        ("connected", "/"),
+        ("upgraded", "websocket"),
+        ("joined", "a", "b"),
+        ("left", "b"),
+        ("joined", "c"),
+        ("closed", "transport close"),
+        ("disconnected", "transport close", "a", "c"),
+    ]

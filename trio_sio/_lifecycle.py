@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._engine.lifecycle import quote
+from ._engine.lifecycle import EngineListener, quote
 from ._errors import DisconnectReason
 
 if TYPE_CHECKING:
@@ -39,10 +39,13 @@ packet_logger = logging.getLogger("trio_sio.socketio.packets")
 TRACE_CHARS = 200
 
 
-class ServerListener:
+class ServerListener(EngineListener):
     """Told of every socket's lifecycle, synchronously, as it happens; every method does
-    nothing unless overridden. Register with ``ServerLifecycle.listeners.append``. A listener
-    must not raise, nor block: it runs inside the server's own bookkeeping."""
+    nothing unless overridden. A listener must not raise, nor block: it runs inside the
+    server's own bookkeeping. Register one for the sockets with
+    ``sio.lifecycle.listeners.append(listener)``, and for the sessions as well (the
+    :class:`EngineListener` methods: handshake, upgrade, close) with
+    ``sio.engine.lifecycle.listeners.append(listener)``."""
 
     def socket_connected(self, socket: Socket) -> None:
         """``socket`` connected (the client has its CONNECT packet)."""

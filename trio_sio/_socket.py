@@ -312,7 +312,7 @@ class Socket:
         if self.connected or self._held is not None:
             self.namespace.adapter.add_all(self.id, rooms)
             lifecycle = self.namespace.server.lifecycle
-            if lifecycle.listeners:
+            if lifecycle.listeners and rooms:
                 lifecycle.joined(self, rooms)
 
     def leave(self, *rooms: str) -> None:
@@ -321,7 +321,7 @@ class Socket:
         for room in rooms:
             adapter.delete(self.id, room)
         lifecycle = self.namespace.server.lifecycle
-        if lifecycle.listeners:
+        if lifecycle.listeners and rooms:
             lifecycle.left(self, rooms)
 
     def to(self, *rooms: str) -> BroadcastOperator:
