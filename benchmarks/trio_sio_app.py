@@ -62,10 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="the trio_sio benchmark fixture")
     parser.add_argument("--native", action="store_true", help="serve on the native Trio host")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        help="as trio_sio.run's (default %(default)s, what users get; warning: no lifecycle lines)",
+    )
     args = parser.parse_args(argv)
     if not args.native:
         parser.error("only --native can be served this way; use hypercorn for `app`")
-    trio_sio.run(sio, "127.0.0.1", args.port)
+    trio_sio.run(sio, "127.0.0.1", args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

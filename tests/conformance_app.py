@@ -6,7 +6,8 @@ official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the p
 client tests drive it from outside.
 
 With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
-adapter, so several copies of it (and Node servers) form one cluster.
+adapter, so several copies of it (and Node servers) form one cluster. With
+``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def _cluster_options() -> dict[str, Any]:
     from trio_sio.adapters.redis import RedisAdapter
 
     return {"adapter_factory": RedisAdapter.factory(url)}
+
+
+def _routes() -> dict[str, trio_sio.hosts.Route]:
+    """``/metrics`` when ``TRIO_SIO_METRICS=1`` is set; nothing more otherwise."""
+    if os.environ.get("TRIO_SIO_METRICS") != "1":
+        return {}
+    from trio_sio.metrics import metrics_route
+
+    return {"/metrics": metrics_route(sio)}
 
 
 sio = trio_sio.Server(
@@ -114,13 +124,19 @@ echo = EngineServer(
     ),
 )
 
-app = trio_sio.ASGIApp(sio, other_asgi_app=trio_sio.ASGIApp(echo, path="engine.io"))
+routes = _routes()
+app = trio_sio.ASGIApp(sio, routes=routes, other_asgi_app=trio_sio.ASGIApp(echo, path="engine.io"))
 
 
 async def serve_native(port: int, *, task_status: trio.TaskStatus[list[str]]) -> None:
     """Both endpoints on the native host (``/socket.io/`` and ``/engine.io/``), on 127.0.0.1."""
     await trio_sio.serve_native(
-        sio, "127.0.0.1", port, endpoints={"engine.io": echo}, task_status=task_status
+        sio,
+        "127.0.0.1",
+        port,
+        endpoints={"engine.io": echo},
+        routes=routes,
+        task_status=task_status,
     )
 
 
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.native:
         parser.error("only --native can be served this way; use hypercorn for `app`")
-    trio_sio.run(sio, "127.0.0.1", args.port, endpoints={"engine.io": echo})
+    trio_sio.run(sio, "127.0.0.1", args.port, endpoints={"engine.io": echo}, routes=routes)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 ``/engine.io/``). By default it serves ``tests/conformance_app.py`` in-process, once on each
 host: its ``app`` with hypercorn's Trio worker, and the same servers on the native Trio host.
 With ``TRIO_SIO_EXTERNAL_URL`` set it uses that server instead, once (for example a Node
-reference server, to check the harness itself).
+reference server, to check the harness itself). A test module switches on an optional part of
+the fixture app (``TRIO_SIO_METRICS``) by overriding the ``conformance_env`` fixture.
 """
 
 from __future__ import annotations
@@ -52,9 +53,22 @@ def load_conformance_module() -> Any:
 HOSTS = ["hypercorn", "native"]
 
 
+@pytest.fixture
+def conformance_env() -> dict[str, str]:
+    """Environment variables set while the fixture app is loaded: none here; a test module
+    overrides this fixture to switch on an optional part of the app."""
+    return {}
+
+
 @pytest.fixture(params=HOSTS)
-async def conformance_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def conformance_url(
+    request: pytest.FixtureRequest,
+    conformance_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[str]:
     """Base URL of the fixture app, served for the duration of one test, on each host."""
+    for name, value in conformance_env.items():
+        monkeypatch.setenv(name, value)
     external = os.environ.get(EXTERNAL_URL_ENV)
     if external:
         if request.param != HOSTS[0]:

@@ -61,6 +61,8 @@ EXEMPT = {
     "Server.on_message": "the Socket.IO layer's Engine.IO hook",
     # The session's own task, which the server starts.
     "Session.run": "task function started by the server",
+    # A field holding the host's callable (its default, trio.sleep_forever, is a checkpoint).
+    "HttpRequest.wait_disconnected": "the host's callable, not a method",
     # The second half of a broadcast's checkpoint: the schedule point after the effect,
     # shielded like trio's cancel_shielded_checkpoint (the first half is the operation's).
     "EngineServer.pace_broadcast": "schedule point after an effect",

@@ -207,6 +207,49 @@ def test_command_line_refuses_bad_arguments(
     assert message in result.stderr
 
 
+#: The command line's log lines: time, level, logger, message.
+LOG_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): "
+HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
+
+
+async def test_command_line_logs_the_lifecycle_at_info_with_time_and_level(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    async with child("-m", "trio_sio", "cli_app:sio", "--port", "0", cwd=tmp_path) as server:
+        url = (await server.wait_for(r"serving on (http://\S+)"))[1]
+        await request(url, "GET", HANDSHAKE)
+        handshake = (
+            LOG_LINE + r"sid=(?P<sid>\S+) handshake transport=polling remote=127\.0\.0\.1:\d+\n"
+        )
+        found = await server.wait_for(handshake)
+        assert (found["level"], found["logger"]) == ("INFO", "trio_sio.engine")
+        assert await server.interrupt() == 0
+    closed = LOG_LINE + f'sid={found["sid"]} close reason="server shutting down"\n'
+    assert re.search(closed, server.output), server.output
+    assert "trio_sio.hosts.native.access" not in server.output  # off by default
+
+
+async def test_command_line_log_level_and_access_log(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    arguments = ["-m", "trio_sio", "cli_app:sio", "--port", "0"]
+    async with child(*arguments, "--log-level", "warning", "--access-log", cwd=tmp_path) as server:
+        url = (await server.wait_for(r"serving on (http://\S+)"))[1]
+        await request(url, "GET", HANDSHAKE)
+        assert await server.interrupt() == 0
+    assert " INFO " not in server.output, server.output
+    async with child(*arguments, "--access-log", cwd=tmp_path) as server:
+        url = (await server.wait_for(r"serving on (http://\S+)"))[1]
+        await request(url, "GET", HANDSHAKE)
+        access = (
+            LOG_LINE
+            + r'127\.0\.0\.1:\d+ "GET /socket\.io/\?EIO=4&transport=polling HTTP/1\.1" 200 '
+        )
+        found = await server.wait_for(access)
+        assert (found["level"], found["logger"]) == ("INFO", "trio_sio.hosts.native.access")
+        assert await server.interrupt() == 0
+
+
 # --- the wrong ASGI server -----------------------------------------------------------------
 
 WRONG_LOOP = "trio_sio runs on Trio: use `hypercorn -k trio`"

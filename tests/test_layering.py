@@ -179,7 +179,7 @@ def test_relative_imports_resolve_from_the_package_init() -> None:
 
 ENGINE = "trio_sio._engine"
 SOCKETIO = {f"trio_sio.{name}" for name in ("_server", "_namespace", "_socket", "_broadcast")}
-SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster"}
+SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster", "trio_sio._lifecycle"}
 HOSTS = "trio_sio.hosts"
 ADAPTERS = "trio_sio.adapters"
 TRANSPORTS = {f"{ENGINE}.polling", f"{ENGINE}.websocket"}

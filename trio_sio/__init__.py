@@ -25,6 +25,7 @@ from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import ProtocolError as ProtocolError
+from ._server import NamespaceStatistics as NamespaceStatistics
 from ._server import Server as Server
 from ._server import ServerStatistics as ServerStatistics
 from ._socket import Handshake as Handshake
@@ -49,6 +50,7 @@ __all__ = [
     "Handshake",
     "Namespace",
     "NamespaceHandlers",
+    "NamespaceStatistics",
     "NativeConfig",
     "ParentNamespace",
     "ProtocolError",

@@ -131,6 +131,7 @@ class Adapter:
                 notify(socket, packet)
             if socket._sink.offer(outgoing, volatile=volatile):
                 delivered += 1
+        self._count_sent(outgoing, delivered)
         return delivered
 
     def broadcast_with_ack_local(
@@ -144,7 +145,17 @@ class Adapter:
         for socket in self.select(opts):
             if socket._deliver_expecting_ack(outgoing, packet, collector, volatile=opts.volatile):
                 delivered += 1
+        self._count_sent(outgoing, delivered)
         return delivered
+
+    def _count_sent(self, outgoing: Outgoing, recipients: int) -> None:
+        """A broadcast's events and bytes out, counted once per broadcast, not per
+        recipient."""
+        lifecycle = self.namespace.server.lifecycle
+        lifecycle.events_out += recipients
+        lifecycle.bytes_out += recipients * outgoing.nbytes
+        if lifecycle.trace:
+            lifecycle.trace_broadcast(self.namespace.name, recipients, outgoing)
 
     # --- the operations of a broadcast operator; a cluster adapter extends each -----------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import ssl
@@ -20,26 +21,37 @@ from typing import Any
 
 import trio
 
-from .hosts import Endpoint, serve_native
+from .hosts import Endpoint, NativeConfig, serve_native
 
-__all__ = ["main", "run"]
+__all__ = ["LOG_FORMAT", "configure_logging", "main", "run"]
+
+#: The format of the command line's log lines: time, level, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def run(
     server: Endpoint,
     host: str = "127.0.0.1",
     port: int = 5001,
+    *,
+    log_level: str = "info",
     **serve_options: Any,
 ) -> None:
     """Serve ``server`` on the native host until SIGINT (Ctrl+C) or SIGTERM: :func:`trio.run`
     and :func:`~trio_sio.serve_native` (whose keyword arguments it takes) in one call, for the
     end of a script. Prints the URLs it listens on once it does.
 
+    Unless the program configured logging already, records at ``log_level`` and above go to
+    stderr with their time and level (:data:`LOG_FORMAT`), as with ``python -m trio_sio``.
+
     The signal stops it gracefully, as cancelling :func:`~trio_sio.serve_native` does: every
     session closes with ``"server shutting down"`` and its disconnect handlers run. Must be
     called from the main thread. Inside a Trio program, start
     :func:`~trio_sio.serve_native` in a nursery instead.
     """
+
+    configure_logging(log_level)
 
     async def serve() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -55,6 +67,12 @@ def run(
                     break
 
     trio.run(serve)
+
+
+def configure_logging(level: str) -> None:
+    """Records at ``level`` (``"info"``...) and above to stderr, in :data:`LOG_FORMAT`; nothing
+    if the program configured logging already (:func:`logging.basicConfig`'s rule)."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def _load(spec: str) -> Endpoint:
@@ -106,7 +124,9 @@ def _static(pairs: Sequence[str]) -> Mapping[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m trio_sio MODULE:SERVER [--host H] [--port P] [--static /URL=PATH]...
-    [--certfile F --keyfile F]``; ``PATH.py:SERVER`` names the module by its file."""
+    [--certfile F --keyfile F] [--log-level L] [--access-log]``; ``PATH.py:SERVER`` names
+    the module by its file. Logging goes to stderr, one line per record with its time and
+    level (:data:`LOG_FORMAT`)."""
     parser = argparse.ArgumentParser(
         prog="python -m trio_sio",
         description="Serve a trio_sio Server on the native Trio host.",
@@ -132,7 +152,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--certfile", type=Path, help="TLS certificate chain (PEM); with --keyfile")
     parser.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the least severe log records shown (default: %(default)s; debug traces packets)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP response (logger trio_sio.hosts.native.access)",
+    )
     args = parser.parse_args(argv)
+    # Before the server's module is imported: its own logging at import time is shown too.
+    configure_logging(args.log_level)
     try:
         server = _load(args.server)
         static_files = _static(args.static)
@@ -148,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         server,
         args.host,
         args.port,
+        log_level=args.log_level,
         static_files=static_files,
         path=args.path,
         ssl_context=ssl_context,
+        config=NativeConfig(access_log=args.access_log),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -23,6 +23,7 @@ from ._engine import (
     WebSocketConnection,
 )
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason
+from ._lifecycle import ServerLifecycle
 from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry, _Targets
 from ._protocol import (
     Decoder,
@@ -40,15 +41,15 @@ from ._socket import InboundBudget, Socket
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["Server", "ServerStatistics"]
+__all__ = ["NamespaceStatistics", "Server", "ServerStatistics"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.socketio")
 
 #: Added to the disconnect handlers' timeout: how long a shutdown waits for the transports to
 #: close after the handlers ran.
 SHUTDOWN_GRACE = 1.0
 
-_INVALID_NAMESPACE = {"message": "Invalid namespace"}
+_INVALID_NAMESPACE = "Invalid namespace"
 _SERVER_ERROR = "Internal server error"
 
 #: CONNECT packets one client may have in progress (middleware and on_connect running); past
@@ -58,19 +59,62 @@ MAX_CONNECTS_IN_FLIGHT = 8
 
 @dataclass(frozen=True)
 class ServerStatistics:
-    """A snapshot of a :class:`Server` (trio's ``statistics()`` convention).
+    """A snapshot of a :class:`Server` (trio's ``statistics()`` convention): gauges of what
+    is open now (``sessions`` to ``namespaces``), and counters of what happened since the
+    server was made (the others).
 
     Attributes:
         sessions: open Engine.IO sessions.
+        polling, websocket: of those, how many use each transport.
         sockets: connected sockets, all namespaces together.
         rooms: rooms in all namespaces (each socket's own room included).
         queued_bytes: bytes waiting in all outbound queues.
+        namespaces: per namespace (dynamic children included), its sockets and rooms.
+        connections: Engine.IO sessions opened (handshakes).
+        upgrades: sessions upgraded from long-polling to WebSocket.
+        disconnects: sessions closed, by reason (the :class:`~trio_sio.DisconnectReason`
+            values, such as ``"transport close"``).
+        socket_connects: sockets connected, all namespaces together.
+        socket_disconnects: sockets disconnected, by reason.
+        events_in, events_out: events received and sent (a broadcast counts once per
+            recipient).
+        bytes_in, bytes_out: the size of the Socket.IO packets received and sent, binary
+            attachments included; heartbeats and transport framing are not counted.
+        slow_consumers: clients cut because their outbound queue was full.
+        protocol_errors: sessions closed because the client broke the protocol.
+        refusals: refused handshakes and CONNECTs, by cause: the setting that refused a
+            handshake (``cors_allowed_origins``, ``allow_request``, ``max_sessions``), or
+            who refused a CONNECT (``middleware``, ``on_connect``, ``invalid_namespace``,
+            ``max_namespaces_per_client``, ``server_error``).
     """
 
     sessions: int
     sockets: int
     rooms: int
     queued_bytes: int
+    polling: int
+    websocket: int
+    namespaces: Mapping[str, NamespaceStatistics]
+    connections: int
+    upgrades: int
+    disconnects: Mapping[str, int]
+    socket_connects: int
+    socket_disconnects: Mapping[str, int]
+    events_in: int
+    events_out: int
+    bytes_in: int
+    bytes_out: int
+    slow_consumers: int
+    protocol_errors: int
+    refusals: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class NamespaceStatistics:
+    """One namespace in :attr:`ServerStatistics.namespaces`."""
+
+    sockets: int
+    rooms: int
 
 
 class Server(_Registry, _Targets):
@@ -139,6 +183,10 @@ class Server(_Registry, _Targets):
         self.disconnect_handler_timeout = disconnect_handler_timeout
         self.handler_errors = handler_errors
         self.adapter_factory = adapter_factory
+        #: The sockets' cumulative counters, lifecycle log and listeners (the sessions' are
+        #: ``engine.lifecycle``); read the counters with :meth:`statistics`. The listeners are
+        #: an internal extension point (the Admin UI's), not a stable interface yet.
+        self.lifecycle = ServerLifecycle()
         self._namespaces: dict[str, Namespace] = {}
         self._parents: list[ParentNamespace] = []
         self._nursery: trio.Nursery | None = None
@@ -311,14 +359,35 @@ class Server(_Registry, _Targets):
         await self.engine.handle_websocket(request, ws)
 
     def statistics(self) -> ServerStatistics:
-        """Counts of sessions, sockets, rooms and queued bytes."""
+        """What is open now (sessions, sockets, rooms, queued bytes) and the counters of
+        what happened since the server was made. Costs a walk over the sessions."""
         engine = self.engine.statistics()
-        namespaces = self.namespaces.values()
+        namespaces = {
+            name: NamespaceStatistics(sockets=len(n.sockets), rooms=len(n.adapter.rooms))
+            for name, n in self.namespaces.items()
+        }
+        sessions = self.engine.lifecycle
+        sockets = self.lifecycle
         return ServerStatistics(
             sessions=engine.sessions,
-            sockets=sum(len(n.sockets) for n in namespaces),
-            rooms=sum(len(n.adapter.rooms) for n in namespaces),
+            sockets=sum(n.sockets for n in namespaces.values()),
+            rooms=sum(n.rooms for n in namespaces.values()),
             queued_bytes=engine.queued_bytes,
+            polling=engine.polling,
+            websocket=engine.websocket,
+            namespaces=namespaces,
+            connections=sessions.handshakes,
+            upgrades=sessions.upgrades,
+            disconnects=dict(sessions.closes),
+            socket_connects=sockets.socket_connects,
+            socket_disconnects=dict(sockets.socket_disconnects),
+            events_in=sockets.events_in,
+            events_out=sockets.events_out,
+            bytes_in=sockets.bytes_in,
+            bytes_out=sockets.bytes_out,
+            slow_consumers=sessions.slow_consumers,
+            protocol_errors=sessions.protocol_errors,
+            refusals={**sessions.refusals, **sockets.refusals},
         )
 
     # --- Engine.IO handler ---------------------------------------------------------------
@@ -326,6 +395,7 @@ class Server(_Registry, _Targets):
     def on_open(self, session: Session) -> None:
         """Engine.IO hook: a session opened."""
         client = session.app_state = _Client(self, session)
+        self.lifecycle.session_opened()
         # Cancelled when a namespace accepts the client, or when the session closes.
         client.connect_deadline = self.engine.call_at(
             trio.current_time() + self.connect_timeout, client.connect_timed_out
@@ -368,6 +438,10 @@ class _Client:
 
     async def receive(self, data: str | bytes) -> None:
         decoder = self.decoder
+        lifecycle = self.server.lifecycle
+        lifecycle.bytes_in += len(data)
+        if lifecycle.trace:
+            lifecycle.trace_in(self.session.sid, data)
         if isinstance(data, str):
             packet = decoder.receive_text(data)
             if packet is None:
@@ -382,6 +456,7 @@ class _Client:
                 return
         packet_type = packet.type
         if packet_type is PacketType.EVENT:
+            lifecycle.events_in += 1
             socket = self.sockets.get(packet.namespace)
             if socket is None:
                 # In flight while the namespace was disconnecting: dropped and counted.
@@ -403,7 +478,8 @@ class _Client:
             if namespace_name in self.sockets or namespace_name in connecting:
                 raise ProtocolError("namespace already connected", namespace_name)
             if len(self.sockets) + len(connecting) >= self.server.max_namespaces_per_client:
-                await self.refuse(namespace_name, ConnectionRefused("Too many namespaces"))
+                refusal = ConnectionRefused("Too many namespaces")
+                await self.refuse(namespace_name, refusal, "max_namespaces_per_client")
                 return
             while len(connecting) >= MAX_CONNECTS_IN_FLIGHT:
                 # Backpressure: stop reading this client until one of its CONNECTs is done.
@@ -432,20 +508,24 @@ class _Client:
         try:
             namespace = await self.server._find_namespace(name, auth)
             if namespace is None:
-                await self._send(SocketPacket(PacketType.CONNECT_ERROR, name, _INVALID_NAMESPACE))
+                await self.refuse(name, ConnectionRefused(_INVALID_NAMESPACE), "invalid_namespace")
                 return
             socket = Socket(namespace, self, auth)
             try:
                 for middleware in namespace.handlers.middlewares:
                     await middleware(socket, auth)
             except ConnectionRefused as refusal:
-                await self.refuse(name, refusal)
+                await self.refuse(name, refusal, "middleware")
                 return
             except Exception:
                 if self.server.handler_errors == "raise":
                     raise
-                logger.exception("connect middleware failed for namespace %s", name)
-                await self.refuse(name, ConnectionRefused(_SERVER_ERROR))
+                logger.exception(
+                    "sid=%s connect_middleware_failed namespace=%s: refusing it",
+                    self.session.sid,
+                    name,
+                )
+                await self.refuse(name, ConnectionRefused(_SERVER_ERROR), "server_error")
                 return
             if self.session.state is not SessionState.OPEN:
                 return
@@ -461,8 +541,10 @@ class _Client:
             if self._connect_slot:
                 self._connect_slot.unpark()
 
-    async def refuse(self, namespace: str, refusal: ConnectionRefused) -> None:
-        """Answer a CONNECT with CONNECT_ERROR (bounded, and whatever cancels the caller)."""
+    async def refuse(self, namespace: str, refusal: ConnectionRefused, cause: str) -> None:
+        """Answer a CONNECT with CONNECT_ERROR (bounded, and whatever cancels the caller);
+        ``cause`` says who refused, for the log and the counters."""
+        self.server.lifecycle.refused(self.session.sid, namespace, cause, refusal.message)
         packet = SocketPacket(PacketType.CONNECT_ERROR, namespace, refusal.payload())
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await self._send(packet)
@@ -473,6 +555,7 @@ class _Client:
 
     def connect_timed_out(self) -> None:
         self.connect_deadline = None
+        self.server.lifecycle.connect_timed_out(self.session.sid, self.server.connect_timeout)
         self.session.close(DisconnectReason.FORCED_CLOSE)
 
     def _cancel_connect_deadline(self) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Handshake", "Socket", "SocketStatistics"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.socketio")
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,8 @@ class _Holder:
         socket = self._socket
         if len(self._held) >= socket.namespace.server.engine_options.outbound_queue_packets:
             if not volatile:
+                lifecycle = socket.namespace.server.engine.lifecycle
+                lifecycle.slow_consumer(socket.session.sid, len(self._held), 0)
                 socket._close(DisconnectReason.SLOW_CONSUMER)
             return False
         self._held.append(item)
@@ -309,12 +311,18 @@ class Socket:
         broadcasts reach the socket once it has connected."""
         if self.connected or self._held is not None:
             self.namespace.adapter.add_all(self.id, rooms)
+            lifecycle = self.namespace.server.lifecycle
+            if lifecycle.listeners and rooms:
+                lifecycle.joined(self, rooms)
 
     def leave(self, *rooms: str) -> None:
         """Leave rooms."""
         adapter = self.namespace.adapter
         for room in rooms:
             adapter.delete(self.id, room)
+        lifecycle = self.namespace.server.lifecycle
+        if lifecycle.listeners and rooms:
+            lifecycle.left(self, rooms)
 
     def to(self, *rooms: str) -> BroadcastOperator:
         """Broadcast to rooms, except to this socket."""
@@ -460,7 +468,16 @@ class Socket:
         return SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args], ack_id)
 
     def _encode(self, packet: SocketPacket) -> Outgoing:
-        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+        """``packet`` ready for this client's session; counted as sent (and traced)."""
+        server = self.namespace.server
+        outgoing = Outgoing.message(*encode_packet(server.json, packet))
+        lifecycle = server.lifecycle
+        lifecycle.bytes_out += outgoing.nbytes
+        if packet.type is PacketType.EVENT:
+            lifecycle.events_out += 1
+        if lifecycle.trace:
+            lifecycle.trace_out(self.id, outgoing)
+        return outgoing
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to this client, waiting while its outbound queue is full.
@@ -611,6 +628,7 @@ class Socket:
         self._finished = True
         self._held = None
         self._sink = self.session
+        was_connected = self.connected
         self.connected = False
         self.disconnect_reason = reason
         self._rooms_at_disconnect = self.rooms
@@ -630,6 +648,8 @@ class Socket:
             self._nursery.cancel_scope.cancel()
         if self._gone is not None:
             self._gone.set()
+        if was_connected:
+            self.namespace.server.lifecycle.disconnected(self, reason)
 
     # --- the socket task -----------------------------------------------------------------
 
@@ -667,7 +687,7 @@ class Socket:
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
             if self._refusal is not None:
-                await self._client.refuse(namespace.name, self._refusal)
+                await self._client.refuse(namespace.name, self._refusal, "on_connect")
             elif accepted:
                 await self._run_disconnect_handlers()
 
@@ -686,7 +706,11 @@ class Socket:
                     return False  # the connection went away meanwhile
                 if self.namespace.server.handler_errors == "raise":
                     raise
-                logger.exception("on_connect handler failed on %s; refusing it", self)
+                logger.exception(
+                    "socket=%s on_connect_failed namespace=%s: refusing it",
+                    self.id,
+                    self.namespace.name,
+                )
                 self._refusal = ConnectionRefused("Internal server error")
                 return False
             if accepted is False:  # python-socketio's idiom
@@ -708,6 +732,7 @@ class Socket:
         self._sink = self.session
         self.connected = True
         self._client.connected(self)
+        self.namespace.server.lifecycle.connected(self)
         return True
 
     async def _process_events_concurrently(self, limiter: int) -> None:
@@ -768,7 +793,13 @@ class Socket:
             # The handler's mistake: reported as its failure, and this socket carries on.
             if self.namespace.server.handler_errors == "raise":
                 raise
-            logger.error("handler of %r on %s: %s; no acknowledgement sent", event, self, exc)
+            logger.error(
+                "socket=%s ack_not_encodable namespace=%s event=%r error=%s: no ack sent",
+                self.id,
+                self.namespace.name,
+                event,
+                exc,
+            )
             return
         with contextlib.suppress(Disconnected):
             try:
@@ -788,7 +819,13 @@ class Socket:
             except Exception as exc:
                 # Refusing is what packet middleware is for, so not an error with a traceback;
                 # as in Node, the client is not told.
-                logger.info("packet middleware refused %r on %s: %s", event, self, exc)
+                logger.info(
+                    "socket=%s packet_middleware refused namespace=%s event=%r error=%s",
+                    self.id,
+                    self.namespace.name,
+                    event,
+                    exc,
+                )
                 return False
         return True
 
@@ -800,7 +837,12 @@ class Socket:
                 return False, None  # this socket went away under its handler: nothing to report
             if self.namespace.server.handler_errors == "raise":
                 raise
-            logger.exception("handler %s failed on %s", getattr(handler, "__name__", handler), self)
+            logger.exception(
+                "socket=%s handler_failed namespace=%s handler=%s",
+                self.id,
+                self.namespace.name,
+                getattr(handler, "__qualname__", handler),
+            )
             return False, None
 
     async def _run_disconnect_handlers(self) -> None:

@@ -18,7 +18,7 @@ import sys
 
 __all__ = ["MIDDLE_THRESHOLD", "YOUNG_THRESHOLD", "tune_gc"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.engine")
 
 #: The young-generation threshold a server sets (allocations between young collections).
 YOUNG_THRESHOLD = 50_000

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import trio
 
+from .._errors import DisconnectReason
 from .alarms import Alarms
 from .fanout import FanOut
+from .lifecycle import EngineLifecycle
 from .options import EngineOptions
 from .session import EngineHandler, Session
 
 __all__ = ["SessionRegistry"]
 
-logger = logging.getLogger("trio_sio")
-
 
 class SessionRegistry:
     """The open sessions by id, and what they share: the server's options, the layer above,
-    one timer task and one flusher task. Each session sees it as its
-    :class:`~trio_sio._engine.session.SessionHost`.
+    one timer task, one flusher task, and the lifecycle's counters and log. Each session sees
+    it as its :class:`~trio_sio._engine.session.SessionHost`.
 
     With ``supervise``, an exception escaping a session closes that session and is logged
     once; without it, it propagates (for tests).
@@ -32,6 +31,7 @@ class SessionRegistry:
         self.supervise = supervise
         self.alarms = Alarms()
         self.fanout = FanOut()
+        self.lifecycle = EngineLifecycle()
         self._sessions: dict[str, Session] = {}
         self._tasks = 0
         self._tasks_ended = trio.Event()
@@ -50,6 +50,7 @@ class SessionRegistry:
     def add(self, session: Session) -> None:
         """Register a new session under its id."""
         self._sessions[session.sid] = session
+        self.lifecycle.opened(session)
 
     @property
     def tasks(self) -> int:
@@ -69,6 +70,8 @@ class SessionRegistry:
     def session_closed(self, session: Session) -> None:
         if self._sessions.get(session.sid) is session:
             del self._sessions[session.sid]
+            reason = session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN
+            self.lifecycle.closed(session, reason)
 
     def session_ended(self) -> None:
         self._tasks -= 1
@@ -79,5 +82,5 @@ class SessionRegistry:
     def survive_failure(self, session: Session, exc: Exception) -> bool:
         if not self.supervise:
             return False
-        logger.error("session %s failed; closed it", session.sid, exc_info=exc)
+        self.lifecycle.failed(session.sid, exc)
         return True

@@ -28,6 +28,7 @@ from .._protocol import (
 from .alarms import Alarm
 from .gc_tuning import tune_gc
 from .host import HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
+from .lifecycle import EngineLifecycle, quote
 from .options import EngineOptions
 from .polling import PollingTransport
 from .registry import SessionRegistry
@@ -147,6 +148,12 @@ class EngineServer:
         """How long :meth:`shutdown` may take (the hosts give it that long when they stop)."""
         return 1.0
 
+    @property
+    def lifecycle(self) -> EngineLifecycle:
+        """The sessions' cumulative counters, lifecycle log and listeners (an internal
+        extension point, not a stable interface yet)."""
+        return self._sessions.lifecycle
+
     def sessions(self) -> Iterator[Session]:
         """The open sessions."""
         return iter(self._sessions)
@@ -176,9 +183,11 @@ class EngineServer:
             raise _Unavailable
         limit = self.options.max_sessions
         if limit is not None and len(self._sessions) >= limit:
+            self.lifecycle.refused(request, "max_sessions", f"limit={limit}")
             raise _Unavailable
         allow = self.options.allow_request
         if allow is not None and not await allow(request):
+            self.lifecycle.refused(request, "allow_request")
             raise HandshakeError(EngineErrorCode.FORBIDDEN)
         session = Session(self._sessions, secrets.token_urlsafe(15), request)
         session.attach(transport(session))
@@ -201,6 +210,9 @@ class EngineServer:
             max_payload=options.max_payload,
         )
 
+    def _refuse_origin(self, request: HttpRequest, origin: str) -> None:
+        self.lifecycle.refused(request, "cors_allowed_origins", f"origin={quote(origin)}")
+
     # --- HTTP (long-polling) -------------------------------------------------------------
 
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
@@ -219,6 +231,7 @@ class EngineServer:
                 HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid origin"), None
             )
         if origin is not None and not self.options.origin_allowed(origin, request):
+            self._refuse_origin(request, origin)
             return error_response(HandshakeError(EngineErrorCode.FORBIDDEN), None)
         cors = cors_headers(self.options, origin)
         if request.method == "OPTIONS":
@@ -277,9 +290,12 @@ class EngineServer:
 
     async def handle_websocket(self, request: HttpRequest, ws: WebSocketConnection) -> None:
         """Serve one WebSocket connection: a new session, or the upgrade of a polling one."""
+        # Not even a session opened and closed again when cancelled (the counters would see it).
+        await trio.lowlevel.checkpoint_if_cancelled()
         origin = request.headers.get("origin")
         try:
             if origin is not None and not self.options.origin_allowed(origin, request):
+                self._refuse_origin(request, origin)
                 raise HandshakeError(EngineErrorCode.FORBIDDEN)
             engine_request = validate_request(
                 "GET",

@@ -15,7 +15,6 @@ through the small :class:`SessionHost` interface.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from typing import Any, Protocol
 
@@ -33,6 +32,7 @@ from .alarms import Alarms
 from .delivery import Delivery, DeliveryClosed
 from .fanout import FanOut
 from .host import HttpRequest
+from .lifecycle import EngineLifecycle
 from .options import EngineOptions
 from .states import SessionState, SessionTransport, UpgradeState
 
@@ -41,8 +41,6 @@ __all__ = [
     "Session",
     "SessionHost",
 ]
-
-logger = logging.getLogger("trio_sio")
 
 _PING = Outgoing.control(EnginePacketType.PING)
 _CLOSE = Outgoing.control(EnginePacketType.CLOSE)
@@ -79,6 +77,9 @@ class SessionHost(Protocol):
 
     @property
     def fanout(self) -> FanOut: ...
+
+    @property
+    def lifecycle(self) -> EngineLifecycle: ...
 
     def session_started(self) -> None:
         """A session's task started."""
@@ -175,6 +176,8 @@ class Session:
         if old is not None:
             old.detach(None)
         self._transport = transport
+        if old is not None:
+            self._host.lifecycle.upgraded(self)
 
     # --- sending -------------------------------------------------------------------------
 
@@ -216,12 +219,7 @@ class Session:
             return False
         except trio.WouldBlock:
             packets, nbytes = self.delivery.queued()
-            logger.warning(
-                "session %s is a slow consumer (%d packets, %d bytes queued): closing it",
-                self.sid,
-                packets,
-                nbytes,
-            )
+            self._host.lifecycle.slow_consumer(self.sid, packets, nbytes)
             self.close(DisconnectReason.SLOW_CONSUMER)
             return False
 
@@ -246,7 +244,7 @@ class Session:
 
     def refuse(self, exc: ProtocolError) -> None:
         """The client broke the protocol: close with ``"parse error"``, logged once."""
-        logger.info("session %s: %s; closing it", self.sid, exc)
+        self._host.lifecycle.protocol_error(self.sid, exc)
         self.close(DisconnectReason.PARSE_ERROR)
 
     # --- closing -------------------------------------------------------------------------

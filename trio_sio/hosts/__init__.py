@@ -8,11 +8,12 @@ endpoint through :class:`Endpoint` only.
   :func:`serve_native` with :class:`NativeConfig`;
 - the in-memory host of :mod:`trio_sio.testing` (:class:`MemoryWebSocket`).
 
-They share the endpoint protocol, static files and the ordered shutdown (``_common``).
+They share the endpoint protocol, routes, static files and the ordered shutdown
+(``_common``).
 """
 
 from ._asgi import ASGIApp, ASGIApplication
-from ._common import Endpoint
+from ._common import Endpoint, Route
 from ._hypercorn import serve_hypercorn
 from ._memory import MemoryWebSocket
 from .native import NativeConfig, serve_native
@@ -23,6 +24,7 @@ __all__ = [
     "Endpoint",
     "MemoryWebSocket",
     "NativeConfig",
+    "Route",
     "serve_hypercorn",
     "serve_native",
 ]

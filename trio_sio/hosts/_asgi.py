@@ -36,11 +36,11 @@ from .._engine import (
     decode_headers,
 )
 from .._protocol import Outgoing
-from ._common import Endpoint, close_endpoints, content_type, find_static_file
+from ._common import Endpoint, Route, close_endpoints, content_type, find_static_file
 
 __all__ = ["ASGIApp", "ASGIApplication"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.hosts.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -61,6 +61,9 @@ class ASGIApp:
         path: where the endpoint is mounted (``"socket.io"`` gives ``/socket.io/``).
         static_files: URL path -> file or directory to serve as it is (for example
             ``{"/": "index.html"}``), for pages that use the endpoint.
+        routes: URL path -> :data:`~trio_sio.hosts.Route`, an ``async`` function that answers
+            the HTTP requests for that exact path (for example
+            ``{"/metrics": trio_sio.metrics.metrics_route(sio)}``).
         other_asgi_app: an application for every other request; its lifespan runs too.
         websocket_close_timeout: how long a WebSocket's closing handshake may take (our close
             frame out, the client's back) before the connection is handed back to the ASGI
@@ -84,6 +87,7 @@ class ASGIApp:
         *,
         path: str = "socket.io",
         static_files: Mapping[str, str | Path] | None = None,
+        routes: Mapping[str, Route] | None = None,
         other_asgi_app: ASGIApplication | None = None,
         websocket_close_timeout: float = 2.0,
         websocket_compression: bool = False,
@@ -93,6 +97,7 @@ class ASGIApp:
         self.endpoint = endpoint
         self.prefix = "/" + path.strip("/") + "/"
         self.static_files = {url: Path(file) for url, file in (static_files or {}).items()}
+        self.routes = dict(routes or {})
         self.other_asgi_app = other_asgi_app
         self.websocket_close_timeout = websocket_close_timeout
         self.websocket_compression = websocket_compression
@@ -119,9 +124,13 @@ class ASGIApp:
         path: str = scope["path"]
         if path == self.prefix or path == self.prefix[:-1]:
             if kind == "http":
-                await self._http(scope, receive, send)
+                await self._http(scope, receive, send, self.endpoint.handle_http)
             elif kind == "websocket":
                 await self._websocket(scope, receive, send)
+            return
+        route = self.routes.get(path)
+        if route is not None and kind == "http":
+            await self._http(scope, receive, send, route)
             return
         if kind == "http" and scope["method"] in ("GET", "HEAD"):
             file = find_static_file(self.static_files, path)
@@ -161,7 +170,7 @@ class ASGIApp:
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, handle: Route) -> None:
         request = _request_from_scope(scope)
         if request.method == "GET":
             # A long-poll watches the connection while it waits.
@@ -176,7 +185,7 @@ class ASGIApp:
             body = _Body(receive, request.headers)
             request.read_body = body.read
         try:
-            response = await self.endpoint.handle_http(request)
+            response = await handle(request)
         except _ClientGone:
             return
         await _send_response(send, response)

@@ -11,7 +11,12 @@ import trio
 
 from .._engine import HttpRequest, HttpResponse
 
-__all__ = ["Endpoint", "close_endpoints", "content_type", "find_static_file"]
+__all__ = ["Endpoint", "Route", "close_endpoints", "content_type", "find_static_file"]
+
+#: ``async def route(request) -> HttpResponse``: a plain HTTP handler a host serves at a path
+#: of its own (the Prometheus metrics of :mod:`trio_sio.metrics`, a health check), beside the
+#: endpoints and the static files.
+Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class Endpoint(Protocol):

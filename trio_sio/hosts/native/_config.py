@@ -36,6 +36,10 @@ class NativeConfig:
             with them for as long as it is connected. Browsers send none, and other clients
             one ping every few seconds at most.
         receive_size: bytes asked of the socket per read.
+        access_log: log one line per HTTP response, and per WebSocket when it ends, on
+            ``trio_sio.hosts.native.access`` at INFO: the peer, the request line (the query
+            included, so the ``sid`` of a long-poll), the status, the bytes of the body and
+            the time taken. Off by default: a line per long-poll is a lot of lines.
     """
 
     request_timeout: float = 10.0
@@ -48,6 +52,7 @@ class NativeConfig:
     compression_threshold: int = 1024
     websocket_control_frame_rate: float | None = 100.0
     receive_size: int = 64 * 1024
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -23,14 +23,15 @@ import trio
 
 from ..._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
 from ..._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
-from .._common import Endpoint, content_type, find_static_file
+from .._common import Endpoint, Route, content_type, find_static_file
 from ._config import NativeConfig
 from ._io import Reader, raw_socket, send_raw
 from ._websocket import DirectWebSocket, NativeWebSocket
 
 __all__ = ["HttpConnection", "Mount", "Router"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.hosts.native")
+access_logger = logging.getLogger("trio_sio.hosts.native.access")
 
 _DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError)
 # Exported by h11 at run time, though missing from its __all__.
@@ -56,10 +57,11 @@ class Mount:
 
 @dataclass(frozen=True)
 class Router:
-    """Where requests go: the endpoints, then static files, else 404."""
+    """Where requests go: the endpoints, then the routes, then static files, else 404."""
 
     mounts: tuple[Mount, ...]
     static_files: dict[str, Path]
+    routes: dict[str, Route]
 
     def mount_for(self, path: str) -> Mount | None:
         for mount in self.mounts:
@@ -108,6 +110,9 @@ class HttpConnection:
         self._has_body = False
         self._headers: dict[str, str] = {}
         self._method = ""
+        # For the access log: the request line, and when the request's head was complete.
+        self._request_line = ""
+        self._started = 0.0
 
     async def serve(self) -> None:
         """Handle requests until the connection should end; never raises for the client's
@@ -118,6 +123,9 @@ class HttpConnection:
                 request = await self._next_request()
                 if request is None:
                     return
+                if self.config.access_log:
+                    self._started = trio.current_time()
+                    self._request_line = _request_line(request)
                 self._reusable = False
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
@@ -311,7 +319,11 @@ class HttpConnection:
             await self._websocket(http_request, mount)
             raise _Close
         if mount is not None:
-            await self._endpoint_http(http_request, mount.endpoint)
+            await self._endpoint_http(http_request, mount.endpoint.handle_http)
+            return
+        route = self.router.routes.get(http_request.path)
+        if route is not None:
+            await self._endpoint_http(http_request, route)
             return
         method = http_request.method
         if self.conn.their_state is h11.SEND_BODY:
@@ -325,7 +337,7 @@ class HttpConnection:
                 return
         await self._send_response(HttpResponse(404, b"Not Found"))
 
-    async def _endpoint_http(self, request: HttpRequest, endpoint: Endpoint) -> None:
+    async def _endpoint_http(self, request: HttpRequest, handle: Route) -> None:
         try:
             if request.method == "GET":
                 # A long-poll watches the connection while it waits.
@@ -336,7 +348,7 @@ class HttpConnection:
                 # on another connection, say) reach the endpoint first: trio runs a batch of
                 # ready tasks in random order, and clients expect arrival order.
                 await trio.lowlevel.checkpoint()
-            response = await endpoint.handle_http(request)
+            response = await handle(request)
         except (_ClientGone, _Close, *_DISCONNECTED):
             raise
         except Exception:
@@ -426,6 +438,8 @@ class HttpConnection:
                     await ws.close(1000)
             finally:
                 self._track_websocket(-1)
+                if self.config.access_log and ws.accepted:  # a refusal was logged as sent
+                    self._log_access(101, 0)
 
     # --- writing responses -------------------------------------------------------------
 
@@ -476,6 +490,21 @@ class HttpConnection:
         )
         await self._send_bytes(data)
         self._reusable = not close
+        if self.config.access_log:
+            self._log_access(
+                response.status, len(response.body) if content_length is None else content_length
+            )
+
+    def _log_access(self, status: int, nbytes: int) -> None:
+        client = self.client
+        access_logger.info(
+            '%s "%s" %d %d %.3fs',
+            f"{client[0]}:{client[1]}" if client else "-",
+            self._request_line or "-",
+            status,
+            nbytes,
+            trio.current_time() - self._started if self._started else 0.0,
+        )
 
     async def _send_error(self, status: int) -> None:
         """An error response to a request we could not read, then the connection ends."""
@@ -510,6 +539,14 @@ class HttpConnection:
                     pass
             except (*_DISCONNECTED, OSError):
                 pass
+
+
+def _request_line(request: h11.Request) -> str:
+    """``METHOD target HTTP/x.y``, with anything unprintable escaped: a log line stays one
+    line whatever the client sent."""
+    target = request.target.decode("latin-1").encode("unicode_escape").decode("ascii")
+    version = request.http_version.decode("ascii", "replace")
+    return f"{request.method.decode('ascii', 'replace')} {target} HTTP/{version}"
 
 
 def _serialize(

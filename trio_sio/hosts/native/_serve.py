@@ -11,13 +11,13 @@ from typing import NoReturn
 
 import trio
 
-from .._common import Endpoint, close_endpoints
+from .._common import Endpoint, Route, close_endpoints
 from ._config import NativeConfig
 from ._http import HttpConnection, Mount, Router
 
 __all__ = ["serve_native"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.hosts.native")
 
 
 def _url(sockname: tuple[str, int] | tuple[str, int, int, int], scheme: str) -> str:
@@ -106,6 +106,7 @@ async def serve_native(
     static_files: Mapping[str, str | Path] | None = None,
     path: str = "socket.io",
     endpoints: Mapping[str, Endpoint] | None = None,
+    routes: Mapping[str, Route] | None = None,
     config: NativeConfig | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
@@ -128,6 +129,9 @@ async def serve_native(
         path: where ``server`` is mounted (``"socket.io"`` gives ``/socket.io/``).
         endpoints: more endpoints, by path (for example a bare Engine.IO server at
             ``"engine.io"``); each is started unless already running.
+        routes: URL path -> :data:`~trio_sio.hosts.Route`, an ``async`` function that answers
+            the HTTP requests for that exact path (for example
+            ``{"/metrics": trio_sio.metrics.metrics_route(sio)}``).
         config: limits and timeouts (:class:`~trio_sio.NativeConfig`).
 
     On cancellation: no new connections; every session of the endpoints started here closes
@@ -139,7 +143,11 @@ async def serve_native(
     mounts = [Mount("/" + path.strip("/") + "/", server)]
     for extra_path, endpoint in (endpoints or {}).items():
         mounts.append(Mount("/" + extra_path.strip("/") + "/", endpoint))
-    router = Router(tuple(mounts), {url: Path(file) for url, file in (static_files or {}).items()})
+    router = Router(
+        tuple(mounts),
+        {url: Path(file) for url, file in (static_files or {}).items()},
+        dict(routes or {}),
+    )
     owned = [mount.endpoint for mount in mounts if not mount.endpoint.running]
     listeners = await trio.open_tcp_listeners(port, host=host)
     the_host = _Host(router, config, ssl_context)

@@ -27,7 +27,7 @@ from ._io import Reader, raw_socket, send_raw
 
 __all__ = ["DirectWebSocket", "NativeWebSocket"]
 
-logger = logging.getLogger("trio_sio")
+logger = logging.getLogger("trio_sio.hosts.native")
 
 _DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError)
 _TOO_MANY_CONTROL_FRAMES = WebSocketError(
