@@ -21,6 +21,7 @@ from ._cli import run as run
 from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
+from ._errors import RefusalCause as RefusalCause
 from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
@@ -54,6 +55,7 @@ __all__ = [
     "NativeConfig",
     "ParentNamespace",
     "ProtocolError",
+    "RefusalCause",
     "Server",
     "ServerStatistics",
     "Socket",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["ConnectionRefused", "DisconnectReason", "Disconnected"]
+__all__ = ["ConnectionRefused", "DisconnectReason", "Disconnected", "RefusalCause"]
 
 
 class DisconnectReason(str, enum.Enum):
@@ -29,6 +29,23 @@ class DisconnectReason(str, enum.Enum):
     SLOW_CONSUMER = "slow consumer"
     #: The server closed the whole connection (for instance: no namespace joined in time).
     FORCED_CLOSE = "forced close"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RefusalCause(str, enum.Enum):
+    """Who refused a handshake or a CONNECT, as counted in ``ServerStatistics.refusals`` and
+    named in the log line: for a handshake, the setting that refused it."""
+
+    CORS_ALLOWED_ORIGINS = "cors_allowed_origins"
+    ALLOW_REQUEST = "allow_request"
+    MAX_SESSIONS = "max_sessions"
+    MIDDLEWARE = "middleware"
+    ON_CONNECT = "on_connect"
+    INVALID_NAMESPACE = "invalid_namespace"
+    MAX_NAMESPACES_PER_CLIENT = "max_namespaces_per_client"
+    SERVER_ERROR = "server_error"
 
     def __str__(self) -> str:
         return self.value

@@ -20,11 +20,12 @@ flag.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ._engine.lifecycle import EngineListener, quote
-from ._errors import DisconnectReason
+from ._errors import DisconnectReason, RefusalCause
 
 if TYPE_CHECKING:
     from ._protocol import Outgoing
@@ -79,8 +80,8 @@ class ServerLifecycle:
 
     def __init__(self) -> None:
         self.socket_connects = 0
-        self.socket_disconnects: dict[str, int] = {}
-        self.refusals: dict[str, int] = {}
+        self.socket_disconnects: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
         self.events_in = 0
         self.events_out = 0
         self.bytes_in = 0
@@ -105,8 +106,7 @@ class ServerLifecycle:
             listener.socket_connected(socket)
 
     def disconnected(self, socket: Socket, reason: DisconnectReason) -> None:
-        counts = self.socket_disconnects
-        counts[reason.value] = counts.get(reason.value, 0) + 1
+        self.socket_disconnects[reason.value] += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "socket=%s disconnect namespace=%s reason=%s sid=%s",
@@ -118,15 +118,15 @@ class ServerLifecycle:
         for listener in self.listeners:
             listener.socket_disconnected(socket, reason)
 
-    def refused(self, sid: str, namespace: str, cause: str, message: str) -> None:
+    def refused(self, sid: str, namespace: str, cause: RefusalCause, message: str) -> None:
         """A CONNECT to ``namespace`` was refused, by ``cause``, with ``message``."""
-        self.refusals[cause] = self.refusals.get(cause, 0) + 1
+        self.refusals[cause.value] += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "sid=%s refused namespace=%s cause=%s message=%s",
                 sid,
                 quote(namespace),
-                cause,
+                cause.value,
                 quote(message),
             )
 

@@ -22,7 +22,7 @@ from ._engine import (
     SessionState,
     WebSocketConnection,
 )
-from ._errors import ConnectionRefused, Disconnected, DisconnectReason
+from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
 from ._lifecycle import ServerLifecycle
 from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry, _Targets
 from ._protocol import (
@@ -479,7 +479,7 @@ class _Client:
                 raise ProtocolError("namespace already connected", namespace_name)
             if len(self.sockets) + len(connecting) >= self.server.max_namespaces_per_client:
                 refusal = ConnectionRefused("Too many namespaces")
-                await self.refuse(namespace_name, refusal, "max_namespaces_per_client")
+                await self.refuse(namespace_name, refusal, RefusalCause.MAX_NAMESPACES_PER_CLIENT)
                 return
             while len(connecting) >= MAX_CONNECTS_IN_FLIGHT:
                 # Backpressure: stop reading this client until one of its CONNECTs is done.
@@ -508,14 +508,16 @@ class _Client:
         try:
             namespace = await self.server._find_namespace(name, auth)
             if namespace is None:
-                await self.refuse(name, ConnectionRefused(_INVALID_NAMESPACE), "invalid_namespace")
+                await self.refuse(
+                    name, ConnectionRefused(_INVALID_NAMESPACE), RefusalCause.INVALID_NAMESPACE
+                )
                 return
             socket = Socket(namespace, self, auth)
             try:
                 for middleware in namespace.handlers.middlewares:
                     await middleware(socket, auth)
             except ConnectionRefused as refusal:
-                await self.refuse(name, refusal, "middleware")
+                await self.refuse(name, refusal, RefusalCause.MIDDLEWARE)
                 return
             except Exception:
                 if self.server.handler_errors == "raise":
@@ -525,7 +527,7 @@ class _Client:
                     self.session.sid,
                     name,
                 )
-                await self.refuse(name, ConnectionRefused(_SERVER_ERROR), "server_error")
+                await self.refuse(name, ConnectionRefused(_SERVER_ERROR), RefusalCause.SERVER_ERROR)
                 return
             if self.session.state is not SessionState.OPEN:
                 return
@@ -541,7 +543,7 @@ class _Client:
             if self._connect_slot:
                 self._connect_slot.unpark()
 
-    async def refuse(self, namespace: str, refusal: ConnectionRefused, cause: str) -> None:
+    async def refuse(self, namespace: str, refusal: ConnectionRefused, cause: RefusalCause) -> None:
         """Answer a CONNECT with CONNECT_ERROR (bounded, and whatever cancels the caller);
         ``cause`` says who refused, for the log and the counters."""
         self.server.lifecycle.refused(self.session.sid, namespace, cause, refusal.message)

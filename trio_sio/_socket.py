@@ -21,7 +21,7 @@ import trio
 
 from ._acks import ack_arguments, ack_value
 from ._engine import Session
-from ._errors import ConnectionRefused, Disconnected, DisconnectReason
+from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
 from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
 
 if TYPE_CHECKING:
@@ -216,7 +216,10 @@ class _Holder:
         if len(self._held) >= socket.namespace.server.engine_options.outbound_queue_packets:
             if not volatile:
                 lifecycle = socket.namespace.server.engine.lifecycle
-                lifecycle.slow_consumer(socket.session.sid, len(self._held), 0)
+                held = self._held
+                lifecycle.slow_consumer(
+                    socket.session.sid, len(held), sum(item.nbytes for item in held)
+                )
                 socket._close(DisconnectReason.SLOW_CONSUMER)
             return False
         self._held.append(item)
@@ -687,7 +690,7 @@ class Socket:
         finally:
             self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
             if self._refusal is not None:
-                await self._client.refuse(namespace.name, self._refusal, "on_connect")
+                await self._client.refuse(namespace.name, self._refusal, RefusalCause.ON_CONNECT)
             elif accepted:
                 await self._run_disconnect_handlers()
 

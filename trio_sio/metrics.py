@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._engine import HttpRequest, HttpResponse
-from ._errors import DisconnectReason
+from ._errors import DisconnectReason, RefusalCause
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -46,16 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["REFUSAL_CAUSES", "ServerCollector", "metrics_route"]
 
 #: Every cause of a refusal the server counts (see ``ServerStatistics.refusals``).
-REFUSAL_CAUSES = (
-    "cors_allowed_origins",
-    "allow_request",
-    "max_sessions",
-    "middleware",
-    "on_connect",
-    "invalid_namespace",
-    "max_namespaces_per_client",
-    "server_error",
-)
+REFUSAL_CAUSES = tuple(cause.value for cause in RefusalCause)
 
 _REASONS = tuple(reason.value for reason in DisconnectReason)
 

@@ -18,9 +18,10 @@ Log lines are ``key=value`` pairs (values with spaces quoted) after a fixed firs
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Protocol
 
-from .._errors import DisconnectReason
+from .._errors import DisconnectReason, RefusalCause
 from .._protocol import Transport
 from .host import HttpRequest
 
@@ -89,8 +90,8 @@ class EngineLifecycle:
     def __init__(self) -> None:
         self.handshakes = 0
         self.upgrades = 0
-        self.closes: dict[str, int] = {}
-        self.refusals: dict[str, int] = {}
+        self.closes: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
         self.slow_consumers = 0
         self.protocol_errors = 0
         self.listeners: list[EngineListener] = []
@@ -114,20 +115,19 @@ class EngineLifecycle:
             listener.session_upgraded(session)
 
     def closed(self, session: SessionInfo, reason: DisconnectReason) -> None:
-        closes = self.closes
-        closes[reason.value] = closes.get(reason.value, 0) + 1
+        self.closes[reason.value] += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info("sid=%s close reason=%s", session.sid, quote(reason.value))
         for listener in self.listeners:
             listener.session_closed(session, reason)
 
-    def refused(self, request: HttpRequest, cause: str, detail: str = "") -> None:
+    def refused(self, request: HttpRequest, cause: RefusalCause, detail: str = "") -> None:
         """A handshake was refused by the setting named ``cause``."""
-        self.refusals[cause] = self.refusals.get(cause, 0) + 1
+        self.refusals[cause.value] += 1
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "sid=- refused cause=%s remote=%s%s",
-                cause,
+                cause.value,
                 remote(request),
                 detail and " " + detail,
             )

@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import trio
 
-from .._errors import DisconnectReason
+from .._errors import DisconnectReason, RefusalCause
 from .._protocol import (
     EngineErrorCode,
     HandshakeError,
@@ -183,11 +183,11 @@ class EngineServer:
             raise _Unavailable
         limit = self.options.max_sessions
         if limit is not None and len(self._sessions) >= limit:
-            self.lifecycle.refused(request, "max_sessions", f"limit={limit}")
+            self.lifecycle.refused(request, RefusalCause.MAX_SESSIONS, f"limit={limit}")
             raise _Unavailable
         allow = self.options.allow_request
         if allow is not None and not await allow(request):
-            self.lifecycle.refused(request, "allow_request")
+            self.lifecycle.refused(request, RefusalCause.ALLOW_REQUEST)
             raise HandshakeError(EngineErrorCode.FORBIDDEN)
         session = Session(self._sessions, secrets.token_urlsafe(15), request)
         session.attach(transport(session))
@@ -211,7 +211,9 @@ class EngineServer:
         )
 
     def _refuse_origin(self, request: HttpRequest, origin: str) -> None:
-        self.lifecycle.refused(request, "cors_allowed_origins", f"origin={quote(origin)}")
+        self.lifecycle.refused(
+            request, RefusalCause.CORS_ALLOWED_ORIGINS, f"origin={quote(origin)}"
+        )
 
     # --- HTTP (long-polling) -------------------------------------------------------------
 
