@@ -154,9 +154,9 @@ def _node(port: int) -> list[str]:
     return ["node", str(JS / "node_server.mjs"), str(port)]
 
 
-def _native_at(script: str) -> Callable[[int], list[str]]:
+def _native_at(script: str, *extra: str) -> Callable[[int], list[str]]:
     def argv(port: int) -> list[str]:
-        return [sys.executable, script, "--native", "--port", str(port)]
+        return [sys.executable, script, "--native", "--port", str(port), *extra]
 
     return argv
 
@@ -173,6 +173,13 @@ SERVERS: dict[str, ServerSpec] = {
             _hypercorn("trio", "benchmarks/trio_sio_app.py:app"),
         ),
         ServerSpec("trio_sio_native", "trio_sio (native Trio host)", _native),
+        # What INFO logging (the default, one line per lifecycle event) costs: the same
+        # host with only warnings (issue 15).
+        ServerSpec(
+            "trio_sio_native_quiet",
+            "trio_sio (native Trio host), log level warning",
+            _native_at("benchmarks/trio_sio_app.py", "--log-level", "warning"),
+        ),
         ServerSpec("psio_uvicorn", "python-socketio (uvicorn)", _uvicorn),
         ServerSpec(
             "psio_hypercorn",

@@ -72,7 +72,15 @@ def run(
 def configure_logging(level: str) -> None:
     """Records at ``level`` (``"info"``...) and above to stderr, in :data:`LOG_FORMAT`; nothing
     if the program configured logging already (:func:`logging.basicConfig`'s rule)."""
+    if logging.getLogger().handlers:
+        return
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    # The format names no thread or process, so records need not look them up: a quarter of
+    # a record's cost, and at INFO a handshake writes two (the logging HOWTO's
+    # "Optimization"; benchmarks/RESULTS.md measures what the lines cost).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _load(spec: str) -> Endpoint:
