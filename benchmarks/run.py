@@ -360,6 +360,21 @@ def scenarios(smoke: bool, *, conn_time_limit: float) -> list[Scenario]:
             ECHO_METRICS,
             ("acksPerSec", "cpuUsPerAck", "p50Ms"),
         ),
+        # As browsers and the official clients send them: each session's GETs and POSTs on
+        # their own keep-alive connection, each request in one write (issue 18).
+        Scenario(
+            "poll_echo_dedicated",
+            f"long-polling echo, {polling_clients} clients, a connection each for GET and POST",
+            "echo",
+            {
+                "scenario": "poll_echo",
+                "connections": "dedicated",
+                "clients": polling_clients,
+                **echo,
+            },
+            ECHO_METRICS,
+            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
+        ),
         Scenario(
             "bcast_1000",
             f"broadcast to {bcast_small} clients in one room",

@@ -82,7 +82,7 @@ def test_fixture_passes_the_official_client_check(smoke_run: tuple[dict[str, Any
     assert results["sanity"]["trio_sio"]["ok"], results["sanity"]
 
 
-@pytest.mark.parametrize("scenario", ["echo_1", "echo_100", "poll_echo"])
+@pytest.mark.parametrize("scenario", ["echo_1", "echo_100", "poll_echo", "poll_echo_dedicated"])
 def test_echo_scenarios_measure_acks(smoke_run: tuple[dict[str, Any], str], scenario: str) -> None:
     run = _run(smoke_run[0], scenario)
     assert run["acks"] > 0
@@ -117,5 +117,5 @@ def test_connection_scenarios_reach_their_target(
 def test_report_has_a_table_per_scenario(smoke_run: tuple[dict[str, Any], str]) -> None:
     _, report = smoke_run
     assert report.startswith("# Benchmark results (smoke run")
-    assert report.count("| trio_sio (hypercorn -k trio) |") == 8
+    assert report.count("| trio_sio (hypercorn -k trio) |") == 9
     assert "## Machine" in report

@@ -11,6 +11,7 @@
 // at the edges of the measurement window, by this process, so the window is exact.
 import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { performance } from "node:perf_hooks";
 
 import { requireFromTestsJs } from "./modules.mjs";
@@ -284,9 +285,112 @@ function httpRequest(method, query, body, timeoutMs) {
   });
 }
 
+/**
+ * One keep-alive HTTP/1.1 connection with at most one request in flight, written in one write
+ * with `Host`, `Content-Type: text/plain;charset=UTF-8` and `Content-Length`, as browsers and
+ * the official clients write them. The "dedicated" polling mode gives each session one of these
+ * for its GETs and another for its POSTs (issue 18's second load generator did so).
+ */
+class KeepAliveConnection {
+  constructor() {
+    this.socket = null;
+    this.buffer = Buffer.alloc(0);
+    this.pending = null; // {resolve, reject, method, timer} of the request in flight
+  }
+
+  connect() {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(Number(base.port), base.hostname, () => resolve());
+      socket.setNoDelay(true);
+      socket.on("error", (error) => (this.pending ? this.fail(error) : reject(error)));
+      socket.on("close", () => this.fail(new Error("connection closed by the server")));
+      socket.on("data", (chunk) => this.onData(chunk));
+      this.socket = socket;
+    });
+  }
+
+  request(method, query, body, timeoutMs) {
+    if (this.pending !== null) throw new Error("one request at a time on a connection");
+    const payload = body === undefined ? null : Buffer.from(body);
+    const head =
+      `${method} ${ENDPOINT}?${query} HTTP/1.1\r\nHost: ${base.host}\r\nAccept: */*\r\n` +
+      (payload === null
+        ? "\r\n"
+        : `Content-Type: text/plain;charset=UTF-8\r\nContent-Length: ${payload.length}\r\n\r\n`);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.fail(new Error(`${method} timed out after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.pending = { resolve, reject, method, timer };
+      this.socket.write(payload === null ? head : Buffer.concat([Buffer.from(head), payload]));
+    });
+  }
+
+  onData(chunk) {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const end = this.buffer.indexOf("\r\n\r\n");
+    if (end < 0 || this.pending === null) return;
+    const head = this.buffer.subarray(0, end).toString("latin1");
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    let body;
+    let total;
+    if (length !== null) {
+      total = end + 4 + Number(length[1]);
+      if (this.buffer.length < total) return;
+      body = this.buffer.subarray(end + 4, total);
+    } else if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+      const chunks = [];
+      let at = end + 4;
+      for (;;) {
+        const line = this.buffer.indexOf("\r\n", at);
+        if (line < 0) return; // wait for more bytes
+        const size = parseInt(this.buffer.subarray(at, line).toString("latin1"), 16);
+        if (this.buffer.length < line + 2 + size + 2) return;
+        if (size === 0) {
+          total = line + 4;
+          break;
+        }
+        chunks.push(this.buffer.subarray(line + 2, line + 2 + size));
+        at = line + 2 + size + 2;
+      }
+      body = Buffer.concat(chunks);
+    } else {
+      return this.fail(new Error(`response without a length: ${head}`));
+    }
+    const text = body.toString();
+    this.buffer = this.buffer.subarray(total);
+    const { resolve, reject, method, timer } = this.pending;
+    this.pending = null;
+    clearTimeout(timer);
+    const status = Number(head.slice(9, 12));
+    if (status !== 200) reject(new Error(`${method} ${status}: ${text}`));
+    else resolve(text);
+  }
+
+  fail(error) {
+    if (this.pending === null) return;
+    const { reject, timer } = this.pending;
+    this.pending = null;
+    clearTimeout(timer);
+    reject(error);
+  }
+
+  close() {
+    this.socket?.destroy();
+  }
+}
+
 /** A Socket.IO client over long-polling, namespace "/". */
 class PollClient {
-  constructor() {
+  /**
+   * connections: "pooled" (node:http's shared keep-alive agent: any free socket) or "dedicated"
+   * (one KeepAliveConnection for the GETs and one for the POSTs).
+   */
+  constructor(connections = "pooled") {
+    this.connections = connections;
+    this.getConnection = null;
+    this.postConnection = null;
     this.sid = null;
     this.outbox = []; // packets waiting for the next POST
     this.posting = false;
@@ -302,9 +406,29 @@ class PollClient {
     return `EIO=4&transport=polling&sid=${this.sid}`;
   }
 
+  async open() {
+    if (this.connections !== "dedicated") return;
+    this.getConnection = new KeepAliveConnection();
+    this.postConnection = new KeepAliveConnection();
+    await Promise.all([this.getConnection.connect(), this.postConnection.connect()]);
+  }
+
+  request(method, query, body, timeoutMs) {
+    const connection = method === "GET" ? this.getConnection : this.postConnection;
+    if (connection === null) return httpRequest(method, query, body, timeoutMs);
+    return connection.request(method, query, body, timeoutMs);
+  }
+
+  close() {
+    this.stopped = true;
+    this.getConnection?.close();
+    this.postConnection?.close();
+  }
+
   async handshake(timeoutMs) {
     this.timeoutMs = timeoutMs;
-    const open = await httpRequest("GET", "EIO=4&transport=polling", undefined, timeoutMs);
+    await this.open();
+    const open = await this.request("GET", "EIO=4&transport=polling", undefined, timeoutMs);
     if (open[0] !== "0") throw new Error(`bad open packet: ${open.slice(0, 80)}`);
     this.sid = JSON.parse(open.slice(1)).sid;
   }
@@ -312,10 +436,10 @@ class PollClient {
   /** Handshake, CONNECT and its reply, with a single GET (used before an upgrade). */
   async connectOnce(timeoutMs) {
     await this.handshake(timeoutMs);
-    await httpRequest("POST", this.query(), "40", timeoutMs);
+    await this.request("POST", this.query(), "40", timeoutMs);
     const deadline = now() + timeoutMs;
     for (let polls = 0; polls < 8 && now() < deadline; polls++) {
-      const payload = await httpRequest("GET", this.query(), undefined, timeoutMs);
+      const payload = await this.request("GET", this.query(), undefined, timeoutMs);
       if (payload.split(RS).some((p) => p.startsWith("40"))) return;
     }
     throw new Error("no CONNECT reply over polling");
@@ -337,7 +461,7 @@ class PollClient {
     while (!this.stopped) {
       let payload;
       try {
-        payload = await httpRequest("GET", this.query(), undefined, 60_000);
+        payload = await this.request("GET", this.query(), undefined, 60_000);
       } catch (error) {
         if (!this.stopped) this.failure = error;
         return;
@@ -377,7 +501,7 @@ class PollClient {
       while (this.outbox.length > 0 && !this.stopped) {
         const body = this.outbox.join(RS);
         this.outbox = [];
-        await httpRequest("POST", this.query(), body, this.timeoutMs);
+        await this.request("POST", this.query(), body, this.timeoutMs);
       }
     } catch (error) {
       if (!this.stopped) this.failure = error;
@@ -651,7 +775,7 @@ async function pollEchoScenario() {
   const { clients: count, warmup, duration } = config;
   const clients = [];
   const { done, errors } = await ramp(count, 50, now() + 30_000, async () => {
-    const client = new PollClient();
+    const client = new PollClient(config.connections ?? "pooled");
     clients.push(client);
     await client.connectAndPoll(10_000);
   });
@@ -687,7 +811,7 @@ async function pollEchoScenario() {
   running = false;
   await withDeadline(Promise.all(loops), 10_000, "polling echo acks outstanding at the end");
   const failures = clients.filter((c) => c.failure !== null).map((c) => String(c.failure));
-  for (const client of clients) client.stopped = true;
+  for (const client of clients) client.close();
   if (failures.length > 0) throw new Error(`${failures.length} clients failed: ${failures[0]}`);
   const sorted = latencies.subarray(0, samples).sort();
   return {
