@@ -179,7 +179,7 @@ def test_relative_imports_resolve_from_the_package_init() -> None:
 
 ENGINE = "trio_sio._engine"
 SOCKETIO = {f"trio_sio.{name}" for name in ("_server", "_namespace", "_socket", "_broadcast")}
-SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster", "trio_sio._lifecycle"}
+SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster", "trio_sio._lifecycle", "trio_sio._recovery"}
 HOSTS = "trio_sio.hosts"
 ADAPTERS = "trio_sio.adapters"
 TRANSPORTS = {f"{ENGINE}.polling", f"{ENGINE}.websocket"}
@@ -306,3 +306,11 @@ def test_the_core_never_uses_the_adapter_plugins(module: str) -> None:
 def test_engine_files_stay_small(module: str) -> None:
     path, _ = MODULES[module]
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 370  # "about 350"
+
+
+def test_the_recovery_store_is_sans_io() -> None:
+    """The connection state recovery store is a pure state machine (given the time by its
+    callers), as the protocol core is, so it is tested with a model rather than a clock."""
+    path, _ = MODULES["trio_sio._recovery"]
+    names = imported_modules(path.read_text(encoding="utf-8"), "trio_sio._recovery")
+    assert [name for name in names if name.split(".")[0] in FORBIDDEN | {"trio_sio"}] == []
