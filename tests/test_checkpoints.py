@@ -54,6 +54,8 @@ EXEMPT = {
             "server_count",
             "server_side_emit",
             "server_side_emit_with_ack",
+            # Must not checkpoint: see its docstring (no broadcast between restore and rooms).
+            "restore_session",
         )
     },
     # Engine.IO hooks: the session calls them for each message it reads.

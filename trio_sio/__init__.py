@@ -26,6 +26,9 @@ from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import ProtocolError as ProtocolError
+from ._recovery import ConnectionStateRecovery as ConnectionStateRecovery
+from ._recovery import RecoveryFailure as RecoveryFailure
+from ._recovery import RecoveryStatistics as RecoveryStatistics
 from ._server import NamespaceStatistics as NamespaceStatistics
 from ._server import Server as Server
 from ._server import ServerStatistics as ServerStatistics
@@ -46,6 +49,7 @@ __all__ = [
     "BroadcastOperator",
     "BroadcastOptions",
     "ConnectionRefused",
+    "ConnectionStateRecovery",
     "DisconnectReason",
     "Disconnected",
     "Handshake",
@@ -55,6 +59,8 @@ __all__ = [
     "NativeConfig",
     "ParentNamespace",
     "ProtocolError",
+    "RecoveryFailure",
+    "RecoveryStatistics",
     "RefusalCause",
     "Server",
     "ServerStatistics",

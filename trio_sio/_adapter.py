@@ -5,18 +5,23 @@ As in Node's ``socket.io-adapter``, each namespace has one adapter. It owns the 
 encoded once and the same :class:`~trio_sio._protocol.Outgoing` is offered to every recipient's
 bounded queue without waiting, so a broadcast costs one queue append per recipient, no JSON and
 no task. A multi-node adapter (Redis) subclasses :class:`Adapter` and adds the network part.
+
+With connection state recovery on, the in-memory adapter also feeds the server's
+:class:`~trio_sio._recovery.RecoveryStore` (as Node's ``SessionAwareAdapter``): it appends an
+offset to each recoverable packet and keeps it, and it persists and restores sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
 from ._cluster import ClusterReplies
-from ._protocol import Outgoing, SocketPacket, encode_packet
+from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+from ._recovery import PersistedSession, RecoveryFailure, RestoredSession
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector
@@ -49,6 +54,12 @@ class Adapter:
 
     Membership changes are synchronous: the registry is in memory. Empty rooms disappear.
     """
+
+    #: Whether this adapter can recover sessions when the server has connection state
+    #: recovery on. A cluster adapter that cannot share sessions and packets between its
+    #: nodes sets it to ``False``: its clients are then offered no recovery (no ``pid``, no
+    #: offsets), as with Node's classic Redis adapter.
+    supports_recovery: ClassVar[bool] = True
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace
@@ -119,9 +130,13 @@ class Adapter:
         """Encode ``packet`` once for every recipient."""
         return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
 
-    def broadcast_local(self, packet: SocketPacket, opts: BroadcastOptions) -> int:
-        """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it."""
-        outgoing = self.encode(packet)
+    def broadcast_local(
+        self, packet: SocketPacket, opts: BroadcastOptions, outgoing: Outgoing | None = None
+    ) -> int:
+        """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it.
+        ``outgoing`` is its encoding, if the caller has it already."""
+        if outgoing is None:
+            outgoing = self.encode(packet)
         notify = self.namespace._outgoing_hook()
         volatile = opts.volatile
         delivered = 0
@@ -157,6 +172,59 @@ class Adapter:
         if lifecycle.trace:
             lifecycle.trace_broadcast(self.namespace.name, recipients, outgoing)
 
+    # --- connection state recovery ------------------------------------------------------
+
+    @property
+    def recovering(self) -> bool:
+        """Whether this namespace's sockets are offered recovery: the server has it on and
+        this adapter supports it."""
+        return self.supports_recovery and self.namespace.server.recovery_store is not None
+
+    def record(
+        self,
+        packet: SocketPacket,
+        opts: BroadcastOptions,
+        encode: Callable[[SocketPacket], Outgoing],
+    ) -> Outgoing:
+        """``packet`` encoded with ``encode``. If recovery keeps it (Node's rule: an event
+        without an acknowledgement id, not volatile), it is encoded with the next offset as
+        its last argument, and kept with the rooms of ``opts``."""
+        store = self.namespace.server.recovery_store
+        if (
+            store is None
+            or not self.supports_recovery
+            or packet.type is not PacketType.EVENT
+            or packet.id is not None
+            or opts.volatile
+        ):
+            return encode(packet)
+        outgoing = encode(replace(packet, data=[*packet.data, store.next_offset]))
+        store.keep(self.namespace.name, opts.rooms, opts.except_rooms, outgoing, outgoing.nbytes)
+        return outgoing
+
+    def persist_session(self, session: PersistedSession) -> None:
+        """Keep a socket that lost its connection, for its client to come back to (Node's
+        ``persistSession``). Called as the socket disconnects, only if :attr:`recovering`."""
+        store = self.namespace.server.recovery_store
+        assert store is not None
+        store.persist(session, trio.current_time())
+
+    async def restore_session(
+        self, pid: str, offset: str | None
+    ) -> RestoredSession[Outgoing] | RecoveryFailure:
+        """The session ``pid`` with the packets its client missed after ``offset``, encoded,
+        or why it cannot be restored (Node's ``restoreSession``). Called only if
+        :attr:`recovering`.
+
+        The socket is put back in its rooms as soon as this returns, without a checkpoint in
+        between: an implementation must not checkpoint after it has taken the packets, or a
+        broadcast could fall between the packets replayed and those delivered. The in-memory
+        one never checkpoints.
+        """
+        store = self.namespace.server.recovery_store
+        assert store is not None
+        return store.restore(self.namespace.name, pid, offset, trio.current_time())
+
     # --- the operations of a broadcast operator; a cluster adapter extends each -----------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -167,7 +235,7 @@ class Adapter:
 
     async def broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
         """Broadcast ``packet``. A cluster adapter also forwards it to the other nodes."""
-        self.broadcast_local(packet, opts)
+        self.broadcast_local(packet, opts, self.record(packet, opts, self.encode))
 
     async def broadcast_with_ack(
         self, packet: SocketPacket, opts: BroadcastOptions, collector: AckCollector

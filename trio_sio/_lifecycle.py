@@ -9,6 +9,8 @@ registered. Lines start with ``socket=<socket id>`` once there is a socket, or w
     socket=Qw7e connect namespace=/chat sid=Ab3x
     socket=Qw7e disconnect namespace=/chat reason="io client disconnect" sid=Ab3x
     sid=Ab3x refused namespace=/admin cause=middleware message="not authorized"
+    sid=Cd5y recovered namespace=/chat socket=Qw7e replayed=12
+    sid=Ef7z recovery_failed namespace=/chat reason=expired: fresh session
 
 Per packet there are only counters (events and bytes in and out), and, when the logger
 ``trio_sio.socketio.packets`` is at DEBUG, one trace line per packet. Whether to trace is
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ._engine.lifecycle import EngineListener, quote
 from ._errors import DisconnectReason, RefusalCause
+from ._recovery import RecoveryFailure
 
 if TYPE_CHECKING:
     from ._protocol import Outgoing
@@ -129,6 +132,25 @@ class ServerLifecycle:
                 cause.value,
                 quote(message),
             )
+
+    def recovered(self, sid: str, namespace: str, socket_id: str, replayed: int) -> None:
+        """A reconnecting client got its socket back, with ``replayed`` missed packets."""
+        logger.info(
+            "sid=%s recovered namespace=%s socket=%s replayed=%d",
+            sid,
+            quote(namespace),
+            socket_id,
+            replayed,
+        )
+
+    def recovery_failed(self, sid: str, namespace: str, failure: RecoveryFailure) -> None:
+        """A reconnecting client could not get its socket back: it gets a fresh one."""
+        logger.info(
+            "sid=%s recovery_failed namespace=%s reason=%s: fresh session",
+            sid,
+            quote(namespace),
+            quote(failure.value),
+        )
 
     def connect_timed_out(self, sid: str, timeout: float) -> None:
         logger.info("sid=%s connect_timeout after=%ss: closing it", sid, timeout)

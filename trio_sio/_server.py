@@ -36,6 +36,13 @@ from ._protocol import (
     encode_packet,
     parse_query,
 )
+from ._recovery import (
+    ConnectionStateRecovery,
+    RecoveryFailure,
+    RecoveryStatistics,
+    RecoveryStore,
+    RestoredSession,
+)
 from ._socket import InboundBudget, Socket
 
 if TYPE_CHECKING:
@@ -86,6 +93,8 @@ class ServerStatistics:
             handshake (``cors_allowed_origins``, ``allow_request``, ``max_sessions``), or
             who refused a CONNECT (``middleware``, ``on_connect``, ``invalid_namespace``,
             ``max_namespaces_per_client``, ``server_error``).
+        recovery: the connection state recovery store (``None`` when recovery is off):
+            what it keeps now, and its counters.
     """
 
     sessions: int
@@ -107,6 +116,7 @@ class ServerStatistics:
     slow_consumers: int
     protocol_errors: int
     refusals: Mapping[str, int]
+    recovery: RecoveryStatistics | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,10 @@ class Server(_Registry, _Targets):
             ``"raise"`` lets the exception end the server's nursery (for tests).
         json: the JSON codec (see :class:`~trio_sio._protocol.JsonCodec`).
         adapter_factory: builds each namespace's :class:`Adapter` (a cluster adapter here).
+        connection_state_recovery: turns recovery on (see
+            :class:`~trio_sio.ConnectionStateRecovery`): a client that lost its connection
+            and comes back in time gets its socket back, with its rooms, its ``data`` and
+            the packets it missed.
     """
 
     def __init__(
@@ -164,6 +178,7 @@ class Server(_Registry, _Targets):
         handler_errors: Literal["log", "raise"] = "log",
         json: JsonCodec | None = None,
         adapter_factory: Callable[[Namespace], Adapter] = Adapter,
+        connection_state_recovery: ConnectionStateRecovery | None = None,
         **engine_settings: Unpack[EngineSettings],
     ) -> None:
         if max_concurrent_handlers < 1 or handler_queue_size < 1:
@@ -183,6 +198,12 @@ class Server(_Registry, _Targets):
         self.disconnect_handler_timeout = disconnect_handler_timeout
         self.handler_errors = handler_errors
         self.adapter_factory = adapter_factory
+        self.connection_state_recovery = connection_state_recovery
+        #: Where recoverable packets and disconnected sessions are kept (``None`` when
+        #: recovery is off); the in-memory adapters of all namespaces share it.
+        self.recovery_store: RecoveryStore[Outgoing] | None = (
+            RecoveryStore(connection_state_recovery) if connection_state_recovery else None
+        )
         #: The sockets' cumulative counters, lifecycle log and listeners (the sessions' are
         #: ``engine.lifecycle``); read the counters with :meth:`statistics`. The listeners are
         #: an internal extension point (the Admin UI's), not a stable interface yet.
@@ -388,6 +409,7 @@ class Server(_Registry, _Targets):
             slow_consumers=sessions.slow_consumers,
             protocol_errors=sessions.protocol_errors,
             refusals={**sessions.refusals, **sockets.refusals},
+            recovery=self.recovery_store.statistics() if self.recovery_store else None,
         )
 
     # --- Engine.IO handler ---------------------------------------------------------------
@@ -512,9 +534,16 @@ class _Client:
                     name, ConnectionRefused(_INVALID_NAMESPACE), RefusalCause.INVALID_NAMESPACE
                 )
                 return
-            socket = Socket(namespace, self, auth)
+            auth, restored = await self._restore(namespace, auth)
+            socket = Socket(namespace, self, auth, restored)
+            if restored is not None:
+                # At once, with no checkpoint since the restore: no broadcast can fall
+                # between the packets replayed and those the socket receives.
+                socket._register()
+            recovery = self.server.connection_state_recovery
+            skip = restored is not None and recovery is not None and recovery.skip_middlewares
             try:
-                for middleware in namespace.handlers.middlewares:
+                for middleware in () if skip else namespace.handlers.middlewares:
                     await middleware(socket, auth)
             except ConnectionRefused as refusal:
                 await self.refuse(name, refusal, RefusalCause.MIDDLEWARE)
@@ -542,6 +571,31 @@ class _Client:
                     self.connecting = None
             if self._connect_slot:
                 self._connect_slot.unpark()
+
+    async def _restore(
+        self, namespace: Namespace, auth: Any
+    ) -> tuple[Any, RestoredSession[Outgoing] | None]:
+        """The CONNECT payload without the recovery fields (``pid``, ``offset``), and the
+        session they restore, if they do. Without them (a first connection, or recovery
+        off) the payload is the application's, unchanged."""
+        adapter = namespace.adapter
+        if not (adapter.recovering and isinstance(auth, dict) and "pid" in auth):
+            return auth, None
+        auth = dict(auth)
+        pid = auth.pop("pid")
+        offset = auth.pop("offset", None)
+        # Values of other types are no session and no offset of ours.
+        result = await adapter.restore_session(
+            pid if isinstance(pid, str) else "", offset if isinstance(offset, str) else None
+        )
+        lifecycle = self.server.lifecycle
+        if isinstance(result, RecoveryFailure):
+            lifecycle.recovery_failed(self.session.sid, namespace.name, result)
+            return auth, None
+        lifecycle.recovered(
+            self.session.sid, namespace.name, result.session.sid, len(result.missed)
+        )
+        return auth, result
 
     async def refuse(self, namespace: str, refusal: ConnectionRefused, cause: RefusalCause) -> None:
         """Answer a CONNECT with CONNECT_ERROR (bounded, and whatever cancels the caller);

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,9 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ._acks import ack_arguments, ack_value
+from ._adapter import BroadcastOptions
 from ._engine import Session
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
 from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+from ._recovery import PersistedSession, RestoredSession
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector, BroadcastOperator
@@ -36,6 +39,20 @@ if TYPE_CHECKING:
 __all__ = ["Handshake", "Socket", "SocketStatistics"]
 
 logger = logging.getLogger("trio_sio.socketio")
+
+#: The reasons to disconnect a socket can recover from (Node's list, plus ours: a slow
+#: consumer gets what it missed, within the store's bounds); not those where a side chose to
+#: leave, nor a client that broke the protocol.
+RECOVERABLE_REASONS = frozenset(
+    {
+        DisconnectReason.TRANSPORT_ERROR,
+        DisconnectReason.TRANSPORT_CLOSE,
+        DisconnectReason.FORCED_CLOSE,
+        DisconnectReason.PING_TIMEOUT,
+        DisconnectReason.SERVER_SHUTTING_DOWN,
+        DisconnectReason.SLOW_CONSUMER,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -203,17 +220,19 @@ class _Holder:
     """Where a socket's packets wait while on_connect runs: the client has not been told it
     is connected yet, so everything sent to it (its own emits, broadcasts to its rooms) must
     follow the CONNECT packet, and a refused client must get none of it. Bounded like the
-    session's queue; past it the socket is closed as a slow consumer."""
+    session's queue (plus the packets a recovered socket replays, which are there first);
+    past it the socket is closed as a slow consumer."""
 
-    __slots__ = ("_held", "_socket")
+    __slots__ = ("_held", "_limit", "_socket")
 
-    def __init__(self, socket: Socket, held: list[Outgoing]) -> None:
+    def __init__(self, socket: Socket, held: deque[Outgoing]) -> None:
         self._socket = socket
         self._held = held
+        self._limit = socket.namespace.server.engine_options.outbound_queue_packets + len(held)
 
     def offer(self, item: Outgoing, *, volatile: bool = False) -> bool:
         socket = self._socket
-        if len(self._held) >= socket.namespace.server.engine_options.outbound_queue_packets:
+        if len(self._held) >= self._limit:
             if not volatile:
                 lifecycle = socket.namespace.server.engine.lifecycle
                 held = self._held
@@ -251,10 +270,30 @@ class Socket:
         handshake: what the client sent when connecting.
         data: free-form per-socket data for the application.
         disconnect_reason: why it disconnected, once it has.
+        recovered: whether this socket came back after a lost connection, with the id,
+            rooms and ``data`` it had, the packets it missed replayed before new ones (see
+            :class:`~trio_sio.ConnectionStateRecovery`).
     """
 
-    def __init__(self, namespace: Namespace, client: _Client, auth: Any) -> None:
-        self.id = secrets.token_urlsafe(15)
+    def __init__(
+        self,
+        namespace: Namespace,
+        client: _Client,
+        auth: Any,
+        restored: RestoredSession[Outgoing] | None = None,
+    ) -> None:
+        self.recovered = restored is not None
+        #: What the socket comes back with, until it is registered (see _register).
+        self._restored = restored
+        if restored is not None:
+            self.id = restored.session.sid
+            self._pid: str | None = restored.session.pid
+            self.data: dict[str, Any] = restored.session.data
+        else:
+            self.id = secrets.token_urlsafe(15)
+            # The private session id a client recovers with; only where it can.
+            self._pid = secrets.token_urlsafe(15) if namespace.adapter.recovering else None
+            self.data = {}
         self.namespace = namespace
         self._client = client
         #: The Engine.IO session carrying this socket (shared by its other namespaces).
@@ -270,14 +309,13 @@ class Socket:
             url=request.url,
             secure=request.scheme == "https",
         )
-        self.data: dict[str, Any] = {}
         self.connected = False
         self.disconnect_reason: DisconnectReason | None = None
         self._nursery: trio.Nursery | None = None
         self._task: trio.lowlevel.Task | None = None
         # While on_connect runs (the client has no CONNECT yet): what the socket sends, to
         # follow the CONNECT packet. None before and after.
-        self._held: list[Outgoing] | None = None
+        self._held: deque[Outgoing] | None = None
         #: Where broadcasts to this socket go: its session, or while on_connect runs, a
         #: holder that keeps them for after the CONNECT packet (see _Holder).
         self._sink: Session | _Holder = session
@@ -471,9 +509,16 @@ class Socket:
         return SocketPacket(PacketType.EVENT, self.namespace.name, [event, *args], ack_id)
 
     def _encode(self, packet: SocketPacket) -> Outgoing:
-        """``packet`` ready for this client's session; counted as sent (and traced)."""
+        """``packet`` ready for this client's session; counted as sent (and traced). With
+        recovery, an event is kept as Node keeps ``socket.emit``: as a broadcast to this
+        socket's own room."""
         server = self.namespace.server
-        outgoing = Outgoing.message(*encode_packet(server.json, packet))
+        adapter = self.namespace.adapter
+        if packet.type is PacketType.EVENT and adapter.recovering:
+            own_room = BroadcastOptions(rooms=frozenset((self.id,)))
+            outgoing = adapter.record(packet, own_room, self._encode_plain)
+        else:
+            outgoing = self._encode_plain(packet)
         lifecycle = server.lifecycle
         lifecycle.bytes_out += outgoing.nbytes
         if packet.type is PacketType.EVENT:
@@ -481,6 +526,9 @@ class Socket:
         if lifecycle.trace:
             lifecycle.trace_out(self.id, outgoing)
         return outgoing
+
+    def _encode_plain(self, packet: SocketPacket) -> Outgoing:
+        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to this client, waiting while its outbound queue is full.
@@ -635,6 +683,12 @@ class Socket:
         self.connected = False
         self.disconnect_reason = reason
         self._rooms_at_disconnect = self.rooms
+        if was_connected and self._pid is not None and reason in RECOVERABLE_REASONS:
+            self.namespace.adapter.persist_session(
+                PersistedSession(
+                    self.namespace.name, self.id, self._pid, self._rooms_at_disconnect, self.data
+                )
+            )
         if self._listeners is not None and self._listeners.counted:
             self._listeners.counted = False
             self.namespace._watched_outgoing -= 1
@@ -663,12 +717,8 @@ class Socket:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._task = trio.lowlevel.current_task()
-                self._held = []
-                self._sink = _Holder(self, self._held)
-                self._client.sockets[namespace.name] = self
-                # Broadcasts reach it from now on, held until it has connected.
-                namespace.sockets[self.id] = self
-                namespace.adapter.add_all(self.id, (self.id,))
+                if not self.recovered:  # a recovered socket is registered already
+                    self._register()
                 task_status.started()
                 # The status holds the starter's nursery and task: not for this task's lifetime.
                 del task_status
@@ -693,6 +743,18 @@ class Socket:
                 await self._client.refuse(namespace.name, self._refusal, RefusalCause.ON_CONNECT)
             elif accepted:
                 await self._run_disconnect_handlers()
+
+    def _register(self) -> None:
+        """Broadcasts reach this socket from now on, held until it has connected. A
+        recovered socket is back in its rooms, the packets it missed first in line."""
+        namespace = self.namespace
+        restored, self._restored = self._restored, None
+        self._held = deque(restored.missed if restored is not None else ())
+        self._sink = _Holder(self, self._held)
+        self._client.sockets[namespace.name] = self
+        namespace.sockets[self.id] = self
+        rooms = restored.session.rooms if restored is not None else (self.id,)
+        namespace.adapter.add_all(self.id, rooms)
 
     async def _connect(self) -> bool:
         """Run on_connect, which may refuse; then send CONNECT and what on_connect sent, and
@@ -721,14 +783,17 @@ class Socket:
                 return False
         if self._finished:
             return False
-        connect = SocketPacket(PacketType.CONNECT, self.namespace.name, {"sid": self.id})
+        accepted_payload = {"sid": self.id}
+        if self._pid is not None:
+            accepted_payload["pid"] = self._pid
+        connect = SocketPacket(PacketType.CONNECT, self.namespace.name, accepted_payload)
         held = self._held
         assert held is not None
-        held.insert(0, self._encode(connect))
+        held.appendleft(self._encode(connect))
         try:
-            # Packets sent meanwhile join the list, so they keep their order.
+            # Packets sent meanwhile join the queue, so they keep their order.
             while held:
-                await self.session.send(held.pop(0))
+                await self.session.send(held.popleft())
         except Disconnected:
             return False
         self._held = None

@@ -70,6 +70,12 @@ class TestClient:
         sid: the socket id the server assigned.
         namespace: the namespace it is connected to.
         disconnect_reason: ``"io server disconnect"`` or ``"transport close"`` once gone.
+        pid: the private session id, with connection state recovery on (else ``None``).
+        offset: the offset of the last recoverable event received. The server appends it to
+            the event's arguments, which socket.io-client hands to its listeners; this client
+            takes it off, so events arrive as the server's application sent them.
+        recovered: whether the server restored the session this client came back to (see
+            ``open_client(recover=...)``).
     """
 
     __test__ = False  # not a pytest test class
@@ -79,6 +85,10 @@ class TestClient:
         self.namespace = namespace
         self.sid = ""
         self.disconnect_reason: str | None = None
+        self.pid: str | None = None
+        self.offset: str | None = None
+        self.recovered = False
+        self._previous_pid: str | None = None  # the session open_client(recover=) asks for
         self._json = StdlibJson()
         self._decoder = Decoder(self._json, max_binary_bytes=100_000_000)
         self._events_in, self._events_out = trio.open_memory_channel[ReceivedEvent](1000)
@@ -214,6 +224,8 @@ class TestClient:
             return
         if packet.type is PacketType.CONNECT:
             self.sid = packet.data["sid"]
+            self.pid = packet.data.get("pid")
+            self.recovered = self.pid is not None and self.pid == self._previous_pid
             self._connected.set()
         elif packet.type is PacketType.CONNECT_ERROR:
             self._connect_error = packet.data
@@ -227,6 +239,8 @@ class TestClient:
                 channel.send_nowait(packet.data)
         elif packet.type is PacketType.EVENT:
             name, *args = packet.data
+            if self.pid is not None and packet.id is None and args and isinstance(args[-1], str):
+                self.offset = args.pop()
             handler = self._handlers.get(name)
             if handler is not None:
                 nursery.start_soon(self._answer, handler, packet.id, args)
@@ -250,8 +264,13 @@ async def open_client(
     auth: Mapping[str, Any] | None = None,
     query: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    recover: TestClient | None = None,
 ) -> AsyncIterator[TestClient]:
     """Connect a :class:`TestClient` to ``namespace`` of a running ``server``.
+
+    With ``recover``, a client whose connection is gone, the new client asks for its session
+    back (``{pid, offset}`` in CONNECT, as socket.io-client does), and
+    :attr:`TestClient.recovered` says whether it got it.
 
     Raises:
         ConnectionRefused: the server refused the namespace (its message and data).
@@ -266,6 +285,11 @@ async def open_client(
         client=("127.0.0.1", 0),
     )
     client = TestClient(ws, namespace)
+    connect_auth = dict(auth) if auth else None
+    if recover is not None and recover.pid is not None:
+        client._previous_pid = recover.pid
+        recovery = {"pid": recover.pid, "offset": recover.offset}
+        connect_auth = {**recovery, **(connect_auth or {})}
     refusal: ConnectionRefused | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.handle_websocket, request, ws)
@@ -277,7 +301,7 @@ async def open_client(
             assert isinstance(opening, str)
             assert opening.startswith("0"), opening
             nursery.start_soon(client._run, nursery)
-            connect = SocketPacket(PacketType.CONNECT, namespace, dict(auth) if auth else None)
+            connect = SocketPacket(PacketType.CONNECT, namespace, connect_auth)
             await client._send_packet(connect)
             await client._connected.wait()
             if client._connect_error is not None:

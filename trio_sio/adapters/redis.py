@@ -49,8 +49,14 @@ Redis as you would the servers.
 
 Not implemented: the sharded adapter (``createShardedAdapter``, Redis 7 ``SPUBLISH``), Redis
 Cluster and Sentinel, Node's ``parser`` option (only its default, msgpack as notepack.io writes
-it), the connection-state-recovery session store, and sending the ``SOCKETS`` request and the
-single-socket join/leave/disconnect requests (Node's 8.x adapter sends none of them either).
+it), and sending the ``SOCKETS`` request and the single-socket join/leave/disconnect requests
+(Node's 8.x adapter sends none of them either).
+
+Connection state recovery is declined (:attr:`~trio_sio.Adapter.supports_recovery` is
+``False``), as Node's classic Redis adapter declines it: pub/sub keeps nothing, so a client
+may come back to another node that never saw its session or the packets it missed. With
+``Server(connection_state_recovery=...)`` and this adapter, clients are offered no recovery
+(no ``pid`` in CONNECT, no offsets) and reconnect as new sockets.
 Every request type 0-9 is answered or consumed. The ``compress`` and ``timeout`` flags of a
 broadcast are ignored (acknowledgements are collected for ``ack_timeout``); acknowledgements of
 other nodes' clients carry only their first argument, as in Node's protocol.
@@ -280,6 +286,9 @@ class RedisAdapter(Adapter):
         options: its :class:`RedisAdapterOptions`.
         uid: this node's id in the cluster (per namespace, as in Node).
     """
+
+    # Pub/sub keeps no history for a client that comes back to another node (see above).
+    supports_recovery = False
 
     def __init__(
         self, namespace: Namespace, url: str, options: RedisAdapterOptions | None = None
