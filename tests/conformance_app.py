@@ -8,6 +8,9 @@ client tests drive it from outside.
 With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
 adapter, so several copies of it (and Node servers) form one cluster. With
 ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
+With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconnection_duration``
+2 s): CONNECT then carries a ``pid``, and every event sent without an ack request ends with its
+offset, as Node's fixture with ``connectionStateRecovery`` sends them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ def _cluster_options() -> dict[str, Any]:
     return {"adapter_factory": RedisAdapter.factory(url)}
 
 
+def _recovery_options() -> dict[str, Any]:
+    """Connection state recovery when ``TRIO_SIO_RECOVERY=1`` is set; off otherwise."""
+    if os.environ.get("TRIO_SIO_RECOVERY") != "1":
+        return {}
+    recovery = trio_sio.ConnectionStateRecovery(max_disconnection_duration=2.0)
+    return {"connection_state_recovery": recovery}
+
+
 def _routes() -> dict[str, trio_sio.hosts.Route]:
     """``/metrics`` when ``TRIO_SIO_METRICS=1`` is set; nothing more otherwise."""
     if os.environ.get("TRIO_SIO_METRICS") != "1":
@@ -47,6 +58,7 @@ sio = trio_sio.Server(
     connect_timeout=1.0,
     cors_allowed_origins="*",
     **_cluster_options(),
+    **_recovery_options(),
 )
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")
