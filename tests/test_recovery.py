@@ -246,3 +246,26 @@ def test_the_conformance_app_turns_recovery_on_with_the_env_var(
     monkeypatch.setenv("TRIO_SIO_RECOVERY", "1")
     recovery = load_conformance_module().sio.connection_state_recovery
     assert recovery == trio_sio.ConnectionStateRecovery(max_disconnection_duration=2.0)
+
+
+async def test_a_replay_longer_than_the_outbound_queue_waits_for_the_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The missed packets go out with backpressure, like what on_connect sends: a replay
+    longer than ``outbound_queue_packets`` does not make the client a slow consumer. Binary
+    events are recoverable too."""
+    recovery = trio_sio.ConnectionStateRecovery(max_disconnection_duration=DURATION)
+    sio = trio_sio.Server(connection_state_recovery=recovery, outbound_queue_packets=4)
+    async with running(sio):
+        async with open_client(sio) as first:
+            await sio.emit("tick", 0)
+            await first.receive("tick")
+        while store_stats(sio).sessions == 0:
+            await trio.sleep(0.01)
+        for n in range(1, 11):
+            await sio.emit("tick", n, bytes([n]))
+        async with open_client(sio, recover=first) as second:
+            assert second.recovered
+            got = [(await second.receive("tick")).args for _ in range(10)]
+            assert got == [(n, bytes([n])) for n in range(1, 11)]
+            assert second.connected

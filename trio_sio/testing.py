@@ -288,6 +288,7 @@ async def open_client(
     connect_auth = dict(auth) if auth else None
     if recover is not None and recover.pid is not None:
         client._previous_pid = recover.pid
+        client.offset = recover.offset  # kept until a newer one arrives, as socket.io-client
         recovery = {"pid": recover.pid, "offset": recover.offset}
         connect_auth = {**recovery, **(connect_auth or {})}
     refusal: ConnectionRefused | None = None
