@@ -269,3 +269,28 @@ async def test_a_replay_longer_than_the_outbound_queue_waits_for_the_client(
             got = [(await second.receive("tick")).args for _ in range(10)]
             assert got == [(n, bytes([n])) for n in range(1, 11)]
             assert second.connected
+
+
+async def test_the_store_is_in_the_prometheus_metrics(
+    sio: trio_sio.Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    pytest.importorskip("prometheus_client")
+    from trio_sio.metrics import ServerCollector
+
+    async with open_client(sio) as first:
+        await sio.emit("tick", 0)
+        await first.receive("tick")
+    while store_stats(sio).sessions == 0:
+        await trio.sleep(0.01)
+    first.pid = "unknown"
+    async with open_client(sio, recover=first):
+        samples = {
+            (sample.name, tuple(sample.labels.items())): sample.value
+            for family in ServerCollector(sio).collect()
+            for sample in family.samples
+        }
+    assert samples[("trio_sio_recovery_packets", ())] == 1
+    assert samples[("trio_sio_recovery_sessions", ())] == 1
+    assert samples[("trio_sio_recovery_restored_total", ())] == 0
+    assert samples[("trio_sio_recovery_failures_total", (("reason", "unknown pid"),))] == 1
+    assert samples[("trio_sio_recovery_failures_total", (("reason", "expired"),))] == 0

@@ -14,7 +14,8 @@ Under another ASGI framework, register the collector in a registry and mount
 
 The metrics are ``trio_sio_sessions{transport}``, ``trio_sio_sockets{namespace}``,
 ``trio_sio_rooms{namespace}`` and ``trio_sio_queued_bytes`` (gauges), and counters named
-``trio_sio_..._total`` for the counters of :class:`~trio_sio.ServerStatistics`; the
+``trio_sio_..._total`` for the counters of :class:`~trio_sio.ServerStatistics`, and with
+connection state recovery on, ``trio_sio_recovery_...`` for its store; the
 documentation's "Operating trio_sio" page lists them, with a scrape configuration. Reasons
 and causes that never happened are reported as 0, so that ``rate()`` has a series from the
 first scrape.
@@ -29,6 +30,7 @@ import trio
 
 from ._engine import HttpRequest, HttpResponse
 from ._errors import DisconnectReason, RefusalCause
+from ._recovery import RecoveryFailure
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,6 +51,7 @@ __all__ = ["REFUSAL_CAUSES", "ServerCollector", "metrics_route"]
 REFUSAL_CAUSES = tuple(cause.value for cause in RefusalCause)
 
 _REASONS = tuple(reason.value for reason in DisconnectReason)
+_RECOVERY_FAILURES = tuple(failure.value for failure in RecoveryFailure)
 
 
 class ServerCollector(Collector):
@@ -122,6 +125,30 @@ class ServerCollector(Collector):
             for key in dict.fromkeys([*known, *counts]):
                 family.add_metric([key], counts.get(key, 0))
             yield family
+        recovery = stats.recovery
+        if recovery is None:
+            return
+        for name, documentation, value in (
+            ("packets", "Recoverable packets kept.", recovery.packets),
+            ("bytes", "Bytes of the recoverable packets kept.", recovery.bytes),
+            ("sessions", "Disconnected sockets kept for recovery.", recovery.sessions),
+        ):
+            yield GaugeMetricFamily(f"{p}_recovery_{name}", documentation, value)
+        for name, documentation, value in (
+            ("evicted_packets", "Packets dropped to keep the bounds.", recovery.evicted_packets),
+            ("evicted_sessions", "Sessions dropped to keep the bounds.", recovery.evicted_sessions),
+            ("restored", "Sockets recovered.", recovery.restored),
+            ("replayed", "Packets replayed to recovered sockets.", recovery.replayed),
+        ):
+            yield CounterMetricFamily(f"{p}_recovery_{name}", documentation, value)
+        failures = CounterMetricFamily(
+            f"{p}_recovery_failures",
+            "Reconnections that got a fresh session, by reason.",
+            labels=["reason"],
+        )
+        for reason in _RECOVERY_FAILURES:
+            failures.add_metric([reason], recovery.failures.get(reason, 0))
+        yield failures
 
 
 def metrics_route(server: Server, *, registry: CollectorRegistry | None = None) -> Route:
