@@ -294,3 +294,26 @@ async def test_the_store_is_in_the_prometheus_metrics(
     assert samples[("trio_sio_recovery_restored_total", ())] == 0
     assert samples[("trio_sio_recovery_failures_total", (("reason", "unknown pid"),))] == 1
     assert samples[("trio_sio_recovery_failures_total", (("reason", "expired"),))] == 0
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        pytest.param({"pid": {"nested": [1]}, "offset": 12}, id="not-strings"),
+        pytest.param({"pid": "p" * 100_000, "offset": "9" * 100_000}, id="huge"),
+        pytest.param({"pid": None}, id="null-pid"),
+        pytest.param({"pid": "x", "offset": "\u0663\u0663"}, id="non-ascii-digits"),
+    ],
+)
+async def test_hostile_recovery_fields_get_a_fresh_session_and_a_bystander_carries_on(
+    sio: trio_sio.Server, autojump_clock: trio.testing.MockClock, auth: dict[str, Any]
+) -> None:
+    async with open_client(sio) as bystander:
+        async with open_client(sio, auth=auth) as hostile:
+            assert not hostile.recovered
+            assert hostile.pid is not None
+            sock = sio.main.sockets[hostile.sid]
+            assert sock.handshake.auth == {}
+        await sio.emit("tick", "still here")
+        assert (await bystander.receive("tick")).args == ("still here",)
+    assert store_stats(sio).failures == {"unknown pid": 1}
