@@ -1,7 +1,8 @@
 """Connection state recovery seen from the official socket.io-client 4.8 (issue 16, item 1),
 over each transport mode on both hosts: the transport cut with ``socket.io.engine.close()``
 while broadcasts go on, then recovered with the same id, rooms and data and every missed
-broadcast once, in order; expiry and eviction give a fresh session. The scenarios are in
+broadcast once, in order; expiry and eviction give a fresh session. The conformance fixture
+(tests/conformance_app.py) recovers too with ``TRIO_SIO_RECOVERY=1``. The scenarios are in
 tests/js/recovery_scenarios.mjs; the semantics in detail are in test_recovery.py."""
 
 from __future__ import annotations
@@ -127,6 +128,24 @@ async def served(host: str, scenario: str) -> AsyncIterator[tuple[str, trio_sio.
         async with serve_server(host, sio) as url:
             yield url, sio
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def conformance_env() -> dict[str, str]:
+    """The fixture app of conformance_url, with recovery on."""
+    return {"TRIO_SIO_RECOVERY": "1"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.node
+@requires_node
+async def test_the_conformance_fixture_recovers_with_the_env_var(
+    conformance_url: str, mode: str
+) -> None:
+    assert NODE is not None
+    command = [NODE, str(JS_DIR / "recovery_scenarios.mjs")]
+    result = await run_scenario(command, conformance_url, mode, "fixture")
+    assert result["observed"]["messages"] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("scenario", ["recover", "expire", "evict"])

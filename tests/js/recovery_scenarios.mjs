@@ -11,6 +11,9 @@
 //            session (new id, no rooms, fresh data), and none of what it missed.
 //   evict    the client comes back after more broadcasts than the server's store keeps: a
 //            fresh session, and none of what it missed.
+//   fixture  against tests/conformance_app.py with TRIO_SIO_RECOVERY=1: a member of a room
+//            cut while another client room-broadcasts gets every room-message once, in
+//            order, with its id kept, and the fixture answers as before.
 //
 // Prints one JSON line (see lib/harness.mjs).
 import { Manager } from "socket.io-client";
@@ -115,6 +118,51 @@ async function freshSession(ctx, socket, ticks, oldId) {
 }
 
 const scenarios = {
+  async fixture(ctx) {
+    const member = manager(ctx, {
+      reconnection: true,
+      reconnectionDelay: 100,
+      reconnectionDelayMax: 100,
+      randomizationFactor: 0,
+    }).socket("/", { auth: { token: "t1" } });
+    const sender = manager(ctx).socket("/");
+    const messages = [];
+    member.on("room-message", (room, payload, offset) => {
+      check(typeof offset === "string", "a room-message without its offset");
+      messages.push(payload);
+    });
+    const auths = [];
+    member.on("auth", (auth) => auths.push(auth));
+    await Promise.all([connected(member), connected(sender)]);
+    await upgraded(ctx, member);
+    const room = `recovery-${Math.random().toString(36).slice(2)}`;
+    checkEqual(await member.emitWithAck("join", room), room, "join");
+    await sender.emitWithAck("room-broadcast", room, 0);
+    await until(() => messages.length === 1);
+    const idBefore = member.id;
+
+    ctx.step("cut while the sender broadcasts");
+    const disconnected = once(member, "disconnect");
+    const reconnected = once(member, "connect");
+    member.io.engine.close();
+    await disconnected;
+    for (const n of [1, 2, 3]) await sender.emitWithAck("room-broadcast", room, n);
+    await reconnected;
+    check(member.recovered === true, "member.recovered should be true");
+    checkEqual(member.id, idBefore, "the socket id");
+    await upgraded(ctx, member);
+
+    ctx.step("the missed room-messages, then new ones");
+    await sender.emitWithAck("room-broadcast", room, 4);
+    await until(() => messages.length >= 5);
+    const [echoed] = await Promise.all([once(member, "message-back"), member.emit("message", "x")]);
+    checkEqual(echoed.slice(0, -1), ["x"], "message-back after the recovery");
+    checkEqual(messages, [0, 1, 2, 3, 4], "room-messages");
+    checkEqual(auths, [{ token: "t1" }, { token: "t1" }], "auth, without the recovery fields");
+    member.io.reconnection(false); // the clean-up's close must not recover it once more
+    return { messages };
+  },
+
   async recover(ctx) {
     const socket = manager(ctx, {
       reconnection: true,
