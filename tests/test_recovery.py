@@ -234,7 +234,7 @@ def test_the_redis_adapter_declines() -> None:
         connection_state_recovery=trio_sio.ConnectionStateRecovery(),
     )
     assert RedisAdapter.supports_recovery is False
-    assert not sio.main.adapter.recovering
+    assert sio.main.adapter.recovery_store is None
 
 
 def test_the_conformance_app_turns_recovery_on_with_the_env_var(

@@ -21,7 +21,7 @@ import trio
 
 from ._cluster import ClusterReplies
 from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
-from ._recovery import PersistedSession, RecoveryFailure, RestoredSession
+from ._recovery import PersistedSession, RecoveryFailure, RecoveryStore, RestoredSession
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector
@@ -175,10 +175,10 @@ class Adapter:
     # --- connection state recovery ------------------------------------------------------
 
     @property
-    def recovering(self) -> bool:
-        """Whether this namespace's sockets are offered recovery: the server has it on and
-        this adapter supports it."""
-        return self.supports_recovery and self.namespace.server.recovery_store is not None
+    def recovery_store(self) -> RecoveryStore[Outgoing] | None:
+        """The server's recovery store if this namespace's sockets are offered recovery (the
+        server has it on and this adapter supports it), else ``None``."""
+        return self.namespace.server.recovery_store if self.supports_recovery else None
 
     def record(
         self,
@@ -189,14 +189,9 @@ class Adapter:
         """``packet`` encoded with ``encode``. If recovery keeps it (Node's rule: an event
         without an acknowledgement id, not volatile), it is encoded with the next offset as
         its last argument, and kept with the rooms of ``opts``."""
-        store = self.namespace.server.recovery_store
-        if (
-            store is None
-            or not self.supports_recovery
-            or packet.type is not PacketType.EVENT
-            or packet.id is not None
-            or opts.volatile
-        ):
+        store = self.recovery_store
+        recoverable = packet.type is PacketType.EVENT and packet.id is None and not opts.volatile
+        if store is None or not recoverable:
             return encode(packet)
         outgoing = encode(replace(packet, data=[*packet.data, store.next_offset]))
         store.keep(self.namespace.name, opts.rooms, opts.except_rooms, outgoing, outgoing.nbytes)
@@ -204,8 +199,9 @@ class Adapter:
 
     def persist_session(self, session: PersistedSession) -> None:
         """Keep a socket that lost its connection, for its client to come back to (Node's
-        ``persistSession``). Called as the socket disconnects, only if :attr:`recovering`."""
-        store = self.namespace.server.recovery_store
+        ``persistSession``). Called as the socket disconnects, only with a
+        :attr:`recovery_store`."""
+        store = self.recovery_store
         assert store is not None
         store.persist(session, trio.current_time())
 
@@ -213,15 +209,15 @@ class Adapter:
         self, pid: str, offset: str | None
     ) -> RestoredSession[Outgoing] | RecoveryFailure:
         """The session ``pid`` with the packets its client missed after ``offset``, encoded,
-        or why it cannot be restored (Node's ``restoreSession``). Called only if
-        :attr:`recovering`.
+        or why it cannot be restored (Node's ``restoreSession``). Called only with a
+        :attr:`recovery_store`.
 
         The socket is put back in its rooms as soon as this returns, without a checkpoint in
         between: an implementation must not checkpoint after it has taken the packets, or a
         broadcast could fall between the packets replayed and those delivered. The in-memory
         one never checkpoints.
         """
-        store = self.namespace.server.recovery_store
+        store = self.recovery_store
         assert store is not None
         return store.restore(self.namespace.name, pid, offset, trio.current_time())
 

@@ -579,7 +579,8 @@ class _Client:
         session they restore, if they do. Without them (a first connection, or recovery
         off) the payload is the application's, unchanged."""
         adapter = namespace.adapter
-        if not (adapter.recovering and isinstance(auth, dict) and "pid" in auth):
+        recovers = adapter.recovery_store is not None
+        if not (recovers and isinstance(auth, dict) and "pid" in auth):
             return auth, None
         auth = dict(auth)
         pid = auth.pop("pid")

@@ -292,7 +292,8 @@ class Socket:
         else:
             self.id = secrets.token_urlsafe(15)
             # The private session id a client recovers with; only where it can.
-            self._pid = secrets.token_urlsafe(15) if namespace.adapter.recovering else None
+            recovers = namespace.adapter.recovery_store is not None
+            self._pid = secrets.token_urlsafe(15) if recovers else None
             self.data = {}
         self.namespace = namespace
         self._client = client
@@ -514,7 +515,7 @@ class Socket:
         socket's own room."""
         server = self.namespace.server
         adapter = self.namespace.adapter
-        if packet.type is PacketType.EVENT and adapter.recovering:
+        if packet.type is PacketType.EVENT and adapter.recovery_store is not None:
             own_room = BroadcastOptions(rooms=frozenset((self.id,)))
             outgoing = adapter.record(packet, own_room, self._encode_plain)
         else:
