@@ -98,6 +98,33 @@ async def test_a_client_comes_back_with_its_id_rooms_data_and_missed_packets(
     assert lines[0].endswith(f" recovered namespace=/ socket={socket_id} replayed=3")
 
 
+async def test_a_lost_connection_comes_back_until_it_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recovery = trio_sio.ConnectionStateRecovery(max_disconnection_duration=60)
+    sio = trio_sio.Server(connection_state_recovery=recovery)
+
+    @sio.on("join")
+    async def join(sock: trio_sio.Socket, room: str) -> None:
+        sock.join(room)
+
+    async with running(sio):
+        async with open_client(sio) as first:
+            await first.call("join", "news")
+            await sio.to("news").emit("headline", 1)
+            await first.receive("headline")
+        await trio.sleep(1)  # the server notices the lost transport
+        await sio.to("news").emit("headline", 2)  # missed
+        async with open_client(sio, recover=first) as second:
+            assert second.recovered
+            assert second.sid == first.sid
+            assert (await second.receive("headline")).args == (2,)
+        await trio.sleep(61)  # past max_disconnection_duration
+        async with open_client(sio, recover=second) as third:
+            assert not third.recovered
+            assert third.sid != first.sid
+
+
 async def test_emits_to_one_socket_are_recoverable_calls_are_not(
     sio: trio_sio.Server, autojump_clock: trio.testing.MockClock
 ) -> None:
