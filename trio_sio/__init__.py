@@ -25,6 +25,8 @@ from ._errors import RefusalCause as RefusalCause
 from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
+from ._protocol import JsonParser as JsonParser
+from ._protocol import Parser as Parser
 from ._protocol import ProtocolError as ProtocolError
 from ._server import NamespaceStatistics as NamespaceStatistics
 from ._server import Server as Server
@@ -49,11 +51,13 @@ __all__ = [
     "DisconnectReason",
     "Disconnected",
     "Handshake",
+    "JsonParser",
     "Namespace",
     "NamespaceHandlers",
     "NamespaceStatistics",
     "NativeConfig",
     "ParentNamespace",
+    "Parser",
     "ProtocolError",
     "RefusalCause",
     "Server",

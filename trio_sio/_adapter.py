@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._cluster import ClusterReplies
-from ._protocol import Outgoing, SocketPacket, encode_packet
+from ._protocol import Outgoing, SocketPacket
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector
@@ -117,7 +117,7 @@ class Adapter:
 
     def encode(self, packet: SocketPacket) -> Outgoing:
         """Encode ``packet`` once for every recipient."""
-        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+        return Outgoing.message(*self.namespace.server.parser.encode(packet))
 
     def broadcast_local(self, packet: SocketPacket, opts: BroadcastOptions) -> int:
         """Deliver ``packet`` to the local sockets ``opts`` selects; returns how many took it."""

@@ -22,7 +22,7 @@ import trio
 from ._acks import ack_arguments, ack_value
 from ._engine import Session
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
-from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+from ._protocol import Outgoing, PacketType, SocketPacket
 
 if TYPE_CHECKING:
     from ._broadcast import AckCollector, BroadcastOperator
@@ -473,7 +473,7 @@ class Socket:
     def _encode(self, packet: SocketPacket) -> Outgoing:
         """``packet`` ready for this client's session; counted as sent (and traced)."""
         server = self.namespace.server
-        outgoing = Outgoing.message(*encode_packet(server.json, packet))
+        outgoing = Outgoing.message(*server.parser.encode(packet))
         lifecycle = server.lifecycle
         lifecycle.bytes_out += outgoing.nbytes
         if packet.type is PacketType.EVENT:
