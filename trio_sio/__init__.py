@@ -26,6 +26,7 @@ from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import JsonParser as JsonParser
+from ._protocol import MsgpackParser as MsgpackParser
 from ._protocol import Parser as Parser
 from ._protocol import ProtocolError as ProtocolError
 from ._server import NamespaceStatistics as NamespaceStatistics
@@ -52,6 +53,7 @@ __all__ = [
     "Disconnected",
     "Handshake",
     "JsonParser",
+    "MsgpackParser",
     "Namespace",
     "NamespaceHandlers",
     "NamespaceStatistics",

@@ -1,5 +1,5 @@
 """The sans-I/O protocol core: Engine.IO v4 and Socket.IO v5 parsers and encoders (the
-Socket.IO packet formats behind the :class:`Parser` seam).
+Socket.IO packet formats behind the :class:`Parser` seam: JSON, the default, and msgpack).
 
 Pure functions and small state machines, h11-style. Nothing in this package imports trio,
 hypercorn or anyio, performs I/O, reads the clock or logs (a test enforces the imports): inputs
@@ -24,6 +24,7 @@ from .engineio import (
     validate_request,
 )
 from .errors import EngineErrorCode, HandshakeError, ProtocolError
+from .msgpack_parser import MsgpackDecoder, MsgpackParser
 from .parser import PacketDecoder, Parser
 from .socketio import (
     MAX_ACK_ID,
@@ -47,6 +48,8 @@ __all__ = [
     "HandshakeError",
     "JsonCodec",
     "JsonParser",
+    "MsgpackDecoder",
+    "MsgpackParser",
     "Outgoing",
     "PacketDecoder",
     "PacketType",
