@@ -8,6 +8,8 @@ client tests drive it from outside.
 With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
 adapter, so several copies of it (and Node servers) form one cluster. With
 ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
+With ``TRIO_SIO_PARSER=msgpack`` its packets use the msgpack parser (npm's
+``socket.io-msgpack-parser``) instead of JSON; its clients must use it too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def _cluster_options() -> dict[str, Any]:
     return {"adapter_factory": RedisAdapter.factory(url)}
 
 
+def _parser_options() -> dict[str, Any]:
+    """The msgpack parser when ``TRIO_SIO_PARSER=msgpack`` is set; the default JSON one when
+    it is unset, empty or ``json``."""
+    name = os.environ.get("TRIO_SIO_PARSER", "")
+    if name in ("", "json"):
+        return {}
+    if name != "msgpack":
+        raise ValueError(f"TRIO_SIO_PARSER={name!r}: expected msgpack or json")
+    return {"parser": trio_sio.MsgpackParser()}
+
+
 def _routes() -> dict[str, trio_sio.hosts.Route]:
     """``/metrics`` when ``TRIO_SIO_METRICS=1`` is set; nothing more otherwise."""
     if os.environ.get("TRIO_SIO_METRICS") != "1":
@@ -47,6 +60,7 @@ sio = trio_sio.Server(
     connect_timeout=1.0,
     cors_allowed_origins="*",
     **_cluster_options(),
+    **_parser_options(),
 )
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")
