@@ -38,7 +38,7 @@ from support.clients import (
 from support.http import request
 from support.servers import HOSTS, serve_server
 from support.websocket import Closed, WebSocket, open_websocket
-from trio_sio.parsers import PacketType, ProtocolError, SocketPacket
+from trio_sio.parsers import PacketType, SocketPacket
 from trio_sio.testing import open_client, running
 
 PARSER = trio_sio.MsgpackParser()
@@ -389,7 +389,3 @@ async def test_unencodable_data_fails_the_emit_naming_the_event() -> None:
     async with running(sio), open_client(sio) as client:
         await client.emit("bad")
         assert (await client.receive("fine")).args == (1,)
-
-
-def test_protocol_error_is_the_one_exported() -> None:
-    assert ProtocolError is trio_sio.ProtocolError

@@ -27,7 +27,6 @@ from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
 from ._protocol import JsonParser as JsonParser
 from ._protocol import MsgpackParser as MsgpackParser
-from ._protocol import Parser as Parser
 from ._protocol import ProtocolError as ProtocolError
 from ._server import NamespaceStatistics as NamespaceStatistics
 from ._server import Server as Server
@@ -59,7 +58,6 @@ __all__ = [
     "NamespaceStatistics",
     "NativeConfig",
     "ParentNamespace",
-    "Parser",
     "ProtocolError",
     "RefusalCause",
     "Server",

@@ -430,7 +430,7 @@ def _checked(parser: object) -> Parser:
     missing = [name for name in ("encode", "decoder") if not callable(getattr(parser, name, None))]
     if missing:
         raise TypeError(
-            f"parser: {parser!r} has no {' or '.join(missing)} method (see trio_sio.Parser)"
+            f"parser: {parser!r} has no {' or '.join(missing)} method (see trio_sio.parsers.Parser)"
         )
     return cast(Parser, parser)
 
