@@ -197,10 +197,10 @@ class MsgpackDecoder:
         type_value = decoded.get("type")
         packet_type = _TYPES.get(type_value) if type(type_value) is int else None
         if packet_type is None:
-            raise ProtocolError("invalid packet type", repr(type_value)[:20])
+            raise ProtocolError("invalid packet type", _shown(type_value))
         namespace = decoded.get("nsp")
         if type(namespace) is not str or not namespace.startswith("/"):
-            raise ProtocolError("invalid namespace", repr(namespace)[:20])
+            raise ProtocolError("invalid namespace", _shown(namespace))
         if len(namespace) > self.max_namespace_length:
             raise ProtocolError("namespace too long")
         payload = decoded.get("data")
@@ -208,7 +208,7 @@ class MsgpackDecoder:
         validate_payload(packet_type, payload, payload is not None)
         ack_id = decoded.get("id")
         if ack_id is not None and (type(ack_id) is not int or not 0 <= ack_id <= MAX_ACK_ID):
-            raise ProtocolError("invalid ack id", repr(ack_id)[:20])
+            raise ProtocolError("invalid ack id", _shown(ack_id))
         if ack_id is None and packet_type is PacketType.ACK:
             raise ProtocolError("invalid ack id", "an ACK needs an id")
         return SocketPacket(packet_type, namespace, payload, ack_id)
@@ -238,6 +238,16 @@ class MsgpackDecoder:
             except OverflowError:
                 raise ProtocolError("date out of range", str(milliseconds)) from None
         raise ProtocolError("unsupported msgpack extension", f"format {wire_format:#x}")
+
+
+def _shown(value: Any) -> str:
+    """A short description of a hostile value, for an error message: never the repr of a
+    container, which costs as much as the message."""
+    if type(value) is int or value is None:
+        return repr(value)[:20]
+    if type(value) is str:
+        return repr(value[:20])
+    return type(value).__name__
 
 
 def _check_tree(root: dict[Any, Any], max_depth: int, timestamp: type) -> None:
