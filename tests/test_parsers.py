@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -389,3 +390,20 @@ async def test_unencodable_data_fails_the_emit_naming_the_event() -> None:
     async with running(sio), open_client(sio) as client:
         await client.emit("bad")
         assert (await client.receive("fine")).args == (1,)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_a_msgpack_client_of_a_json_server_is_closed_with_a_hint(
+    host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sio")
+    sio = trio_sio.Server(ping_interval=5, ping_timeout=5)
+    async with serve_server(host, sio) as url:
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        async with open_websocket(ws_url) as ws:
+            assert isinstance(await ws.receive(), str)  # the open packet
+            await ws.send(PARSER.encode(SocketPacket(PacketType.CONNECT, "/"))[0])
+            await expect_closed(ws)
+        await settled(sio)
+    assert sio.statistics().protocol_errors == 1
+    assert "a client with another parser?" in caplog.text

@@ -173,7 +173,9 @@ class MsgpackDecoder:
 
     def receive_text(self, text: str) -> SocketPacket | None:
         """Raises :class:`ProtocolError`: this format has no text messages."""
-        raise ProtocolError("unexpected text", "the msgpack parser sends every packet as binary")
+        raise ProtocolError(
+            "unexpected text", "msgpack packets are binary (a client with the JSON parser?)"
+        )
 
     def receive_binary(self, data: bytes) -> SocketPacket:
         """Decode one message into its packet.

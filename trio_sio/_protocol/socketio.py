@@ -227,7 +227,10 @@ class Decoder:
         """
         pending = self.pending
         if pending is None:
-            raise ProtocolError("unexpected binary", "no packet awaits attachments")
+            # Also what a client with another parser (msgpack) sends first: say so.
+            raise ProtocolError(
+                "unexpected binary", "no packet awaits attachments (a client with another parser?)"
+            )
         self._buffered += len(data)
         if self._buffered > self.max_binary_bytes:
             self.reset()
