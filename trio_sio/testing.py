@@ -58,7 +58,8 @@ class ReceivedEvent:
 
 
 class TestClient:
-    """A Socket.IO client connected to one namespace of an in-process server.
+    """A Socket.IO client connected to one namespace of an in-process server, speaking the
+    server's parser.
 
     Attributes:
         sid: the socket id the server assigned.
