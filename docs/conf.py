@@ -42,6 +42,7 @@ PUBLIC_MODULES = [
     "trio_sio",
     "trio_sio.testing",
     "trio_sio.engineio",
+    "trio_sio.parsers",
     "trio_sio.adapters",
     "trio_sio.adapters.redis",
 ]

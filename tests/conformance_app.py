@@ -11,6 +11,8 @@ adapter, so several copies of it (and Node servers) form one cluster. With
 With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconnection_duration``
 2 s): CONNECT then carries a ``pid``, and every event sent without an ack request ends with its
 offset, as Node's fixture with ``connectionStateRecovery`` sends them.
+With ``TRIO_SIO_PARSER=msgpack`` its packets use the msgpack parser (npm's
+``socket.io-msgpack-parser``) instead of JSON; its clients must use it too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ def _recovery_options() -> dict[str, Any]:
     return {"connection_state_recovery": recovery}
 
 
+def _parser_options() -> dict[str, Any]:
+    """The msgpack parser when ``TRIO_SIO_PARSER=msgpack`` is set; the default JSON one when
+    it is unset, empty or ``json``."""
+    name = os.environ.get("TRIO_SIO_PARSER", "")
+    if name in ("", "json"):
+        return {}
+    if name != "msgpack":
+        raise ValueError(f"TRIO_SIO_PARSER={name!r}: expected msgpack or json")
+    return {"parser": trio_sio.MsgpackParser()}
+
+
 def _routes() -> dict[str, trio_sio.hosts.Route]:
     """``/metrics`` when ``TRIO_SIO_METRICS=1`` is set; nothing more otherwise."""
     if os.environ.get("TRIO_SIO_METRICS") != "1":
@@ -59,6 +72,7 @@ sio = trio_sio.Server(
     cors_allowed_origins="*",
     **_cluster_options(),
     **_recovery_options(),
+    **_parser_options(),
 )
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")

@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 import trio_sio
+from trio_sio.parsers import PacketDecoder, Parser, SocketPacket
 
 sio = trio_sio.Server()
 
@@ -138,3 +139,30 @@ async def fetched_sockets() -> None:
         await fetched.emit("e", 1)
         await fetched.disconnect()
         fetched.emit("e")  # type: ignore[unused-coroutine]
+
+
+# --- parsers: any object with the Parser protocol's methods -------------------------------
+
+
+class Reversed:
+    """A parser of its own: JSON text, reversed."""
+
+    def __init__(self) -> None:
+        self._json = trio_sio.JsonParser()
+
+    def encode(self, packet: SocketPacket) -> tuple[str, ...]:
+        (text,) = self._json.encode(packet)
+        assert isinstance(text, str)
+        return (text[::-1],)
+
+    def decoder(self, *, max_attachments: int, max_binary_bytes: int) -> PacketDecoder:
+        return self._json.decoder(max_attachments=0, max_binary_bytes=0)
+
+
+trio_sio.Server(parser=trio_sio.JsonParser())
+trio_sio.Server(parser=trio_sio.MsgpackParser())
+trio_sio.Server(parser=Reversed())
+parser: Parser = trio_sio.MsgpackParser()
+trio_sio.Server(parser=trio_sio.MsgpackParser)  # type: ignore[arg-type]
+trio_sio.Server(parser="msgpack")  # type: ignore[arg-type]
+trio_sio.Server(parser=trio_sio.JsonParser().json)  # type: ignore[arg-type]

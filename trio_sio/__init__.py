@@ -25,6 +25,8 @@ from ._errors import RefusalCause as RefusalCause
 from ._namespace import Namespace as Namespace
 from ._namespace import NamespaceHandlers as NamespaceHandlers
 from ._namespace import ParentNamespace as ParentNamespace
+from ._protocol import JsonParser as JsonParser
+from ._protocol import MsgpackParser as MsgpackParser
 from ._protocol import ProtocolError as ProtocolError
 from ._recovery import ConnectionStateRecovery as ConnectionStateRecovery
 from ._recovery import RecoveryFailure as RecoveryFailure
@@ -53,6 +55,8 @@ __all__ = [
     "DisconnectReason",
     "Disconnected",
     "Handshake",
+    "JsonParser",
+    "MsgpackParser",
     "Namespace",
     "NamespaceHandlers",
     "NamespaceStatistics",

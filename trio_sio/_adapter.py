@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import trio
 
 from ._cluster import ClusterReplies
-from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+from ._protocol import Outgoing, PacketType, SocketPacket
 from ._recovery import PersistedSession, RecoveryFailure, RecoveryStore, RestoredSession
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class Adapter:
 
     def encode(self, packet: SocketPacket) -> Outgoing:
         """Encode ``packet`` once for every recipient."""
-        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+        return Outgoing.message(*self.namespace.server.parser.encode(packet))
 
     def broadcast_local(
         self, packet: SocketPacket, opts: BroadcastOptions, outgoing: Outgoing | None = None

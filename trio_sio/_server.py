@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 import trio
 
@@ -26,14 +26,14 @@ from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalC
 from ._lifecycle import ServerLifecycle
 from ._namespace import Namespace, NamespaceMatcher, ParentNamespace, _Registry, _Targets
 from ._protocol import (
-    Decoder,
     JsonCodec,
+    JsonParser,
     Outgoing,
     PacketType,
+    Parser,
     ProtocolError,
     SocketPacket,
     StdlibJson,
-    encode_packet,
     parse_query,
 )
 from ._recovery import (
@@ -156,7 +156,11 @@ class Server(_Registry, _Targets):
         disconnect_handler_timeout: time allowed to disconnect handlers (they run shielded).
         handler_errors: ``"log"`` (default) logs a failing handler once and carries on;
             ``"raise"`` lets the exception end the server's nursery (for tests).
-        json: the JSON codec (see :class:`~trio_sio._protocol.JsonCodec`).
+        json: the JSON codec (see :class:`~trio_sio._protocol.JsonCodec`): of the Engine.IO
+            handshake, and of the packets unless ``parser`` says otherwise.
+        parser: the format of the Socket.IO packets (Node's ``parser`` option), which the
+            clients must share: :class:`~trio_sio.JsonParser` on ``json`` by default, or
+            :class:`~trio_sio.MsgpackParser` (see :doc:`parsers`).
         adapter_factory: builds each namespace's :class:`Adapter` (a cluster adapter here).
         connection_state_recovery: turns recovery on (see
             :class:`~trio_sio.ConnectionStateRecovery`): a client that lost its connection
@@ -177,6 +181,7 @@ class Server(_Registry, _Targets):
         disconnect_handler_timeout: float = 5.0,
         handler_errors: Literal["log", "raise"] = "log",
         json: JsonCodec | None = None,
+        parser: Parser | None = None,
         adapter_factory: Callable[[Namespace], Adapter] = Adapter,
         connection_state_recovery: ConnectionStateRecovery | None = None,
         **engine_settings: Unpack[EngineSettings],
@@ -185,6 +190,8 @@ class Server(_Registry, _Targets):
             raise ValueError("max_concurrent_handlers and handler_queue_size must be >= 1")
         options = EngineOptions.from_settings(engine_settings)
         self.json: JsonCodec = json or StdlibJson()
+        #: Encodes every packet sent and makes each session's decoder.
+        self.parser: Parser = JsonParser(self.json) if parser is None else _checked(parser)
         self.engine = EngineServer(
             self, options, json=self.json, supervise=handler_errors != "raise"
         )
@@ -435,6 +442,21 @@ class Server(_Registry, _Targets):
             client.close(reason)
 
 
+def _checked(parser: object) -> Parser:
+    """``parser`` if it looks like a :class:`Parser` (untyped callers too): a mistake shows
+    when the server is made, not at the first connection."""
+    if isinstance(parser, type):
+        raise TypeError(f"parser: pass an instance, {parser.__name__}(), not the class")
+    if isinstance(parser, str):  # python-socketio's serializer="msgpack"
+        raise TypeError(f"parser={parser!r}: pass a parser, such as trio_sio.MsgpackParser()")
+    missing = [name for name in ("encode", "decoder") if not callable(getattr(parser, name, None))]
+    if missing:
+        raise TypeError(
+            f"parser: {parser!r} has no {' or '.join(missing)} method (see trio_sio.parsers.Parser)"
+        )
+    return cast(Parser, parser)
+
+
 class _Client:
     """The Socket.IO state of one Engine.IO session: its decoder and its sockets."""
 
@@ -442,8 +464,7 @@ class _Client:
         self.server = server
         self.session = session
         self.query = parse_query(session.request.query_string)
-        self.decoder = Decoder(
-            server.json,
+        self.decoder = server.parser.decoder(
             max_attachments=server.max_attachments,
             max_binary_bytes=server.engine.options.max_payload,
         )
@@ -520,7 +541,7 @@ class _Client:
             raise ProtocolError("unexpected packet from a client", packet_type.name)
 
     async def _send(self, packet: SocketPacket) -> None:
-        parts = encode_packet(self.server.json, packet)
+        parts = self.server.parser.encode(packet)
         with contextlib.suppress(Disconnected):  # nobody left to tell
             await self.session.send(Outgoing.message(*parts))
 

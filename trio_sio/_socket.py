@@ -24,7 +24,7 @@ from ._acks import ack_arguments, ack_value
 from ._adapter import BroadcastOptions
 from ._engine import Session
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
-from ._protocol import Outgoing, PacketType, SocketPacket, encode_packet
+from ._protocol import Outgoing, PacketType, SocketPacket
 from ._recovery import PersistedSession, RestoredSession
 
 if TYPE_CHECKING:
@@ -529,7 +529,7 @@ class Socket:
         return outgoing
 
     def _encode_plain(self, packet: SocketPacket) -> Outgoing:
-        return Outgoing.message(*encode_packet(self.namespace.server.json, packet))
+        return Outgoing.message(*self.namespace.server.parser.encode(packet))
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to this client, waiting while its outbound queue is full.

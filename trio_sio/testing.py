@@ -26,13 +26,7 @@ import trio
 from ._acks import ack_arguments, ack_value
 from ._engine import HttpRequest
 from ._errors import ConnectionRefused, Disconnected
-from ._protocol import (
-    Decoder,
-    PacketType,
-    SocketPacket,
-    StdlibJson,
-    encode_packet,
-)
+from ._protocol import PacketType, Parser, SocketPacket
 from ._server import Server
 from .hosts import MemoryWebSocket
 
@@ -64,7 +58,8 @@ class ReceivedEvent:
 
 
 class TestClient:
-    """A Socket.IO client connected to one namespace of an in-process server.
+    """A Socket.IO client connected to one namespace of an in-process server, speaking the
+    server's parser.
 
     Attributes:
         sid: the socket id the server assigned.
@@ -80,7 +75,7 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, ws: MemoryWebSocket, namespace: str) -> None:
+    def __init__(self, ws: MemoryWebSocket, namespace: str, parser: Parser) -> None:
         self._ws = ws
         self.namespace = namespace
         self.sid = ""
@@ -89,8 +84,9 @@ class TestClient:
         self.offset: str | None = None
         self.recovered = False
         self._previous_pid: str | None = None  # the session open_client(recover=) asks for
-        self._json = StdlibJson()
-        self._decoder = Decoder(self._json, max_binary_bytes=100_000_000)
+        # The server's parser: its decoder takes the server's packets as well as clients'.
+        self._parser = parser
+        self._decoder = parser.decoder(max_attachments=10_000, max_binary_bytes=100_000_000)
         self._events_in, self._events_out = trio.open_memory_channel[ReceivedEvent](1000)
         self._acks: dict[int, trio.MemorySendChannel[list[Any]]] = {}
         self._ack_ids = 0
@@ -110,12 +106,11 @@ class TestClient:
         self._handlers[event] = handler
 
     async def _send_packet(self, packet: SocketPacket) -> None:
-        text, *attachments = encode_packet(self._json, packet)
-        assert isinstance(text, str)
         try:
-            await self._ws.to_server.send("4" + text)
-            for attachment in attachments:
-                await self._ws.to_server.send(attachment)
+            for message in self._parser.encode(packet):
+                await self._ws.to_server.send(
+                    "4" + message if isinstance(message, str) else message
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise Disconnected from None
 
@@ -284,7 +279,7 @@ async def open_client(
         headers={k.lower(): v for k, v in (headers or {}).items()},
         client=("127.0.0.1", 0),
     )
-    client = TestClient(ws, namespace)
+    client = TestClient(ws, namespace, server.parser)
     connect_auth = dict(auth) if auth else None
     if recover is not None and recover.pid is not None:
         client._previous_pid = recover.pid

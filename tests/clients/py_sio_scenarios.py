@@ -4,7 +4,9 @@
 
 Prints one JSON line; see scenario_support.py for the output and exit-code contract. With
 transports ["polling", "websocket"] python-engineio upgrades inside ``connect()``, so "upgrade"
-mode checks ``client.transport() == "websocket"`` right after connecting.
+mode checks ``client.transport() == "websocket"`` right after connecting. With
+``TRIO_SIO_PARSER=msgpack`` (the fixture app's switch) the clients use python-socketio's msgpack
+serializer, and the client named in the result says so.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ NESTED: dict[str, Any] = {
 
 ALL_BYTES = bytes(range(256))
 
+SERIALIZER = "msgpack" if os.environ.get("TRIO_SIO_PARSER") == "msgpack" else "default"
+
 #: python-socketio reports a server-side DISCONNECT packet with this reason (the JS client
 #: says "io server disconnect").
 SERVER_DISCONNECT_REASON: str = socketio.AsyncClient.reason.SERVER_DISCONNECT
@@ -66,7 +70,7 @@ class Client:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = socketio.AsyncClient(reconnection=False, serializer=SERIALIZER)
         self.log = EventLog()
         self.namespaces: list[str] = []
         ctx.cleanups.append(self.sio.disconnect)
@@ -449,4 +453,5 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 if __name__ == "__main__":
-    run_main(f"python-socketio@{package_version('python-socketio')}", SCENARIOS)
+    serializer = f" (serializer {SERIALIZER})" if SERIALIZER != "default" else ""
+    run_main(f"python-socketio@{package_version('python-socketio')}{serializer}", SCENARIOS)

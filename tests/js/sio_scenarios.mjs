@@ -6,6 +6,8 @@
 // Prints exactly one JSON line; exit 0 on success, 1 on failure, 2 on the overall timeout
 // (SCENARIO_TIMEOUT_MS, default 10 s). "upgrade" starts on polling and requires the upgrade to
 // websocket to happen (engine "upgrade" event, then engine.transport.name === "websocket").
+// With TRIO_SIO_PARSER=msgpack (the fixture app's switch) every client uses
+// socket.io-msgpack-parser, and the client named in the result says so.
 import { Manager } from "socket.io-client";
 
 import {
@@ -21,6 +23,12 @@ import {
 
 // ---------------------------------------------------------------------------------------------
 // client plumbing
+
+// Imported only when asked for, so the other scenarios need no more than socket.io-client.
+const PARSER_OPTIONS =
+  process.env.TRIO_SIO_PARSER === "msgpack"
+    ? { parser: (await import("socket.io-msgpack-parser")).default }
+    : {};
 
 /** Every Manager created by a scenario, so the final check and cleanup can reach them. */
 const managers = [];
@@ -61,6 +69,7 @@ function newManager(ctx, extra = {}) {
     reconnection: false,
     timeout: 5000,
     autoConnect: true,
+    ...PARSER_OPTIONS,
     ...extra,
   });
   managers.push(manager);
@@ -674,8 +683,11 @@ const scenarios = {
   },
 };
 
+const parserName = PARSER_OPTIONS.parser
+  ? ` (socket.io-msgpack-parser@${packageVersion("socket.io-msgpack-parser")})`
+  : "";
 await runScenarioMain({
-  client: `socket.io-client@${packageVersion("socket.io-client")}`,
+  client: `socket.io-client@${packageVersion("socket.io-client")}${parserName}`,
   scenarios,
   cleanup,
   finalState,

@@ -21,6 +21,7 @@ from trio_sio._protocol import (
     RESERVED_EVENTS,
     Decoder,
     EnginePacketType,
+    JsonParser,
     Outgoing,
     PacketType,
     ProtocolError,
@@ -28,10 +29,10 @@ from trio_sio._protocol import (
     StdlibJson,
     decode_packet,
     decode_payload,
-    encode_packet,
 )
 
 JSON = StdlibJson()
+encode_packet = JsonParser(JSON).encode
 #: For round trips of arbitrary shapes, where depth is not what is being tested.
 ROOMY_JSON = StdlibJson(max_depth=200)
 PLACEHOLDER = '{"_placeholder":true,"num":%d}'
@@ -162,7 +163,7 @@ def check_decoder_result(decoder: Decoder, result: SocketPacket | None) -> None:
     if result.type is PacketType.ACK:
         assert result.id is not None
     # Whatever the decoder accepts, the encoder can send back, and it decodes the same.
-    reencoded = encode_packet(JSON, result)
+    reencoded = encode_packet(result)
     text = reencoded[0]
     assert isinstance(text, str)
     text.encode("utf-8")
@@ -407,7 +408,7 @@ SPEC_EXAMPLES: list[tuple[str, SocketPacket, tuple[str | bytes, ...]]] = [
     ids=[e[0] for e in SPEC_EXAMPLES],
 )
 def test_spec_example_encodes(packet: SocketPacket, wire: tuple[str | bytes, ...]) -> None:
-    assert encode_packet(JSON, packet) == wire
+    assert encode_packet(packet) == wire
 
 
 @pytest.mark.parametrize(
@@ -473,10 +474,10 @@ def test_sample_session_over_websocket() -> None:
         SocketPacket(PacketType.EVENT, "/admin", ["tellme"], 1),
     ]
     connect = Outgoing.message(
-        *encode_packet(JSON, SocketPacket(PacketType.CONNECT, "/admin", {"sid": "abc"}))
+        *encode_packet(SocketPacket(PacketType.CONNECT, "/admin", {"sid": "abc"}))
     )
     assert connect.frames == ('40/admin,{"sid":"abc"}',)
-    ack = Outgoing.message(*encode_packet(JSON, SocketPacket(PacketType.ACK, "/admin", [b"!"], 1)))
+    ack = Outgoing.message(*encode_packet(SocketPacket(PacketType.ACK, "/admin", [b"!"], 1)))
     assert ack.frames == ('461-/admin,1[{"_placeholder":true,"num":0}]', b"!")
 
 
@@ -814,7 +815,7 @@ def test_pending_describes_the_packet_before_anything_is_buffered() -> None:
 @pytest.mark.parametrize("packet_type", [PacketType.CONNECT, PacketType.CONNECT_ERROR])
 def test_binary_refused_where_the_protocol_has_no_place_for_it(packet_type: PacketType) -> None:
     with pytest.raises(TypeError):
-        encode_packet(JSON, SocketPacket(packet_type, "/", {"x": b"\x00"}))
+        encode_packet(SocketPacket(packet_type, "/", {"x": b"\x00"}))
 
 
 @pytest.mark.parametrize(
@@ -822,15 +823,15 @@ def test_binary_refused_where_the_protocol_has_no_place_for_it(packet_type: Pack
 )
 def test_unencodable_data_raises(data: list[Any]) -> None:
     with pytest.raises((TypeError, ValueError)):
-        encode_packet(JSON, SocketPacket(PacketType.EVENT, "/", data))
+        encode_packet(SocketPacket(PacketType.EVENT, "/", data))
 
 
 def test_encoding_does_not_modify_the_packet() -> None:
     data = ["x", (b"a", {"b": bytearray(b"b")})]
     packet = SocketPacket(PacketType.EVENT, "/", data)
-    first = encode_packet(JSON, packet)
+    first = encode_packet(packet)
     assert data == ["x", (b"a", {"b": bytearray(b"b")})]
-    assert encode_packet(JSON, packet) == first
+    assert encode_packet(packet) == first
     assert first == ('52-["x",[' + PLACEHOLDER % 0 + ',{"b":' + PLACEHOLDER % 1 + "}]]", b"a", b"b")
     assert all(type(part) is bytes for part in first[1:])
 
@@ -842,8 +843,8 @@ def test_encoding_does_not_modify_the_packet() -> None:
 @examples(300)
 @given(PACKETS)
 def test_round_trip(packet: SocketPacket) -> None:
-    """encode_packet, then the decoder, gives the packet back, attachments and all."""
-    parts = encode_packet(JSON, packet)
+    """The encoder, then the decoder, gives the packet back, attachments and all."""
+    parts = encode_packet(packet)
     text, *attachments = parts
     assert isinstance(text, str)
     text.encode("utf-8")  # the wire is UTF-8: the encoded text must be representable
@@ -878,7 +879,7 @@ def test_round_trip_bytes_at_any_depth_within_default_limits(
     data = [name, nested] if packet_type is not PacketType.ACK else [nested]
     assert nesting_depth(normalized(data)) <= DEFAULT_MAX_JSON_DEPTH - 1
     packet = SocketPacket(packet_type, namespace, data, ack_id)
-    parts = encode_packet(JSON, packet)
+    parts = encode_packet(packet)
     assert len(parts) == 2
     assert_same_packet(decode(parts), expected_after_decoding(packet))
 
@@ -887,7 +888,7 @@ def test_bytes_one_level_too_deep_is_refused_by_the_default_limits() -> None:
     value: Any = b"deep"
     for _ in range(MAX_WRAPPERS + 1):
         value = [value]
-    parts = encode_packet(JSON, SocketPacket(PacketType.EVENT, "/", ["x", value]))
+    parts = encode_packet(SocketPacket(PacketType.EVENT, "/", ["x", value]))
     with pytest.raises(ProtocolError, match="json too deep"):
         Decoder(JSON).receive_text(parts[0])  # type: ignore[arg-type]
 
@@ -896,7 +897,7 @@ def test_bytes_one_level_too_deep_is_refused_by_the_default_limits() -> None:
 @given(PACKETS, MESSAGES)
 def test_decoder_recovers_after_reset(packet: SocketPacket, noise: list[str | bytes]) -> None:
     """Whatever came before, a reset decoder decodes the next packet correctly."""
-    parts = encode_packet(JSON, packet)
+    parts = encode_packet(packet)
     decoder = Decoder(ROOMY_JSON, max_attachments=len(parts) - 1)
     for message in noise:
         with contextlib.suppress(ProtocolError):
@@ -911,9 +912,7 @@ def test_decoder_recovers_after_reset(packet: SocketPacket, noise: list[str | by
 def test_many_packets_through_one_decoder(packets: list[SocketPacket]) -> None:
     decoder = Decoder(ROOMY_JSON, max_attachments=100)
     for packet in packets:
-        assert_same_packet(
-            decode(encode_packet(JSON, packet), decoder), expected_after_decoding(packet)
-        )
+        assert_same_packet(decode(encode_packet(packet), decoder), expected_after_decoding(packet))
 
 
 # --------------------------------------------------------------------------------------------
@@ -962,7 +961,7 @@ def test_fuzz_interleaved_text_and_binary(messages: list[str | bytes], reset: bo
 @given(PACKETS, st.data())
 def test_fuzz_mutated_packets(packet: SocketPacket, data: st.DataObject) -> None:
     """Valid packets with a few characters deleted, inserted or replaced."""
-    text, *attachments = encode_packet(JSON, packet)
+    text, *attachments = encode_packet(packet)
     assert isinstance(text, str)
     chars = list(text)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -987,7 +986,7 @@ def test_fuzz_mutated_packets(packet: SocketPacket, data: st.DataObject) -> None
 def test_fuzz_every_prefix_and_every_character(packet: SocketPacket) -> None:
     """Each prefix of a valid packet, and each of its characters as a message of its own, fed
     to one decoder: truncated input is either a packet or a ProtocolError."""
-    text = encode_packet(JSON, packet)[0]
+    text = encode_packet(packet)[0]
     assert isinstance(text, str)
     decoder = Decoder(ROOMY_JSON, max_attachments=100)
     pieces = [text[:end] for end in range(min(len(text), 200) + 1)] + list(text[:200])

@@ -1,4 +1,5 @@
-"""The sans-I/O protocol core: Engine.IO v4 and Socket.IO v5 parsers and encoders.
+"""The sans-I/O protocol core: Engine.IO v4 and Socket.IO v5 parsers and encoders (the
+Socket.IO packet formats behind the :class:`Parser` seam: JSON, the default, and msgpack).
 
 Pure functions and small state machines, h11-style. Nothing in this package imports trio,
 hypercorn or anyio, performs I/O, reads the clock or logs (a test enforces the imports): inputs
@@ -23,13 +24,15 @@ from .engineio import (
     validate_request,
 )
 from .errors import EngineErrorCode, HandshakeError, ProtocolError
+from .msgpack_parser import MsgpackDecoder, MsgpackParser
+from .parser import PacketDecoder, Parser
 from .socketio import (
     MAX_ACK_ID,
     RESERVED_EVENTS,
     Decoder,
+    JsonParser,
     PacketType,
     SocketPacket,
-    encode_packet,
 )
 
 __all__ = [
@@ -44,8 +47,13 @@ __all__ = [
     "EngineRequest",
     "HandshakeError",
     "JsonCodec",
+    "JsonParser",
+    "MsgpackDecoder",
+    "MsgpackParser",
     "Outgoing",
+    "PacketDecoder",
     "PacketType",
+    "Parser",
     "ProtocolError",
     "SocketPacket",
     "StdlibJson",
@@ -53,7 +61,6 @@ __all__ = [
     "decode_packet",
     "decode_payload",
     "encode_open_packet",
-    "encode_packet",
     "encode_payload",
     "has_invalid_header_char",
     "parse_query",

@@ -136,8 +136,11 @@ class Outgoing:
     @classmethod
     def message(cls, *parts: str | bytes) -> Outgoing:
         """Message packets: one per part (a Socket.IO packet and its binary attachments)."""
-        if len(parts) == 1 and isinstance(parts[0], str):  # most messages: no attachments
-            return cls(("4" + parts[0],))
+        if len(parts) == 1:  # most messages: JSON without attachments, or msgpack
+            part = parts[0]
+            if isinstance(part, str):
+                return cls(("4" + part,))
+            return cls(parts)  # one binary message: the frames as they are
         return cls(tuple("4" + part if isinstance(part, str) else part for part in parts))
 
     @classmethod

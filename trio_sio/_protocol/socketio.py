@@ -1,4 +1,5 @@
-"""Socket.IO v5 packets: encoding, and a decoder that reassembles binary attachments.
+"""Socket.IO v5 packets, and their default format: the JSON parser, whose decoder reassembles
+binary attachments.
 
 Wire format (https://github.com/socketio/socket.io-protocol, v5)::
 
@@ -19,16 +20,18 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import JsonCodec
+from .codec import JsonCodec, StdlibJson
 from .errors import ProtocolError
 
 __all__ = [
     "MAX_ACK_ID",
     "RESERVED_EVENTS",
     "Decoder",
+    "JsonParser",
     "PacketType",
     "SocketPacket",
-    "encode_packet",
+    "describe_packet",
+    "validate_payload",
 ]
 
 #: Event names a peer may not use: they are the server's own lifecycle events.
@@ -77,56 +80,75 @@ class SocketPacket:
     id: int | None = None
 
 
-def encode_packet(json: JsonCodec, packet: SocketPacket) -> tuple[str | bytes, ...]:
-    """Encode ``packet`` into its text part followed by its binary attachments.
+class JsonParser:
+    """The Socket.IO protocol's own format (Node's default, ``socket.io-parser``): one text
+    message per packet, followed by one binary message per attachment.
 
-    EVENT and ACK packets whose data holds ``bytes`` (at any depth) are sent as BINARY_EVENT /
-    BINARY_ACK with placeholders, and BINARY_EVENT / BINARY_ACK packets without any as EVENT /
-    ACK. Encode once per broadcast: the result can be shared.
-
-    Raises:
-        TypeError: ``data`` holds something JSON cannot represent (the message names the
-            event or acknowledgement).
+    Args:
+        json: the JSON codec (see :class:`~trio_sio._protocol.JsonCodec`); the standard
+            library's by default.
     """
-    packet_type = packet.type
-    # Whether a packet goes out as BINARY_* depends on its data alone, as on decoding.
-    if packet_type is PacketType.BINARY_EVENT:
-        packet_type = PacketType.EVENT
-    elif packet_type is PacketType.BINARY_ACK:
-        packet_type = PacketType.ACK
-    data = packet.data
-    attachments: list[bytes] = []
-    payload = ""
-    if data is not None:
-        try:
-            payload = json.dumps(data)
-        except (TypeError, ValueError):
-            # The fast path failed: either binary data (move it into attachments) or a value
-            # JSON cannot hold (the second dumps raises for it).
-            data = _deconstruct(data, attachments)
+
+    def __init__(self, json: JsonCodec | None = None) -> None:
+        self.json: JsonCodec = json if json is not None else StdlibJson()
+
+    def encode(self, packet: SocketPacket) -> tuple[str | bytes, ...]:
+        """Encode ``packet`` into its text part followed by its binary attachments.
+
+        EVENT and ACK packets whose data holds ``bytes`` (at any depth) are sent as
+        BINARY_EVENT / BINARY_ACK with placeholders, and BINARY_EVENT / BINARY_ACK packets
+        without any as EVENT / ACK. Encode once per broadcast: the result can be shared.
+
+        Raises:
+            TypeError: ``data`` holds something JSON cannot represent (the message names the
+                event or acknowledgement).
+        """
+        json = self.json
+        packet_type = packet.type
+        # Whether a packet goes out as BINARY_* depends on its data alone, as on decoding.
+        if packet_type is PacketType.BINARY_EVENT:
+            packet_type = PacketType.EVENT
+        elif packet_type is PacketType.BINARY_ACK:
+            packet_type = PacketType.ACK
+        data = packet.data
+        attachments: list[bytes] = []
+        payload = ""
+        if data is not None:
             try:
                 payload = json.dumps(data)
-            except (TypeError, ValueError) as exc:
-                # One short error naming what was being sent, not a chain of two.
-                raise TypeError(f"{_describe(packet)} cannot be sent: {exc}") from None
+            except (TypeError, ValueError):
+                # The fast path failed: either binary data (move it into attachments) or a
+                # value JSON cannot hold (the second dumps raises for it).
+                data = _deconstruct(data, attachments)
+                try:
+                    payload = json.dumps(data)
+                except (TypeError, ValueError) as exc:
+                    # One short error naming what was being sent, not a chain of two.
+                    raise TypeError(f"{describe_packet(packet)} cannot be sent: {exc}") from None
+            if attachments:
+                if packet_type is PacketType.EVENT:
+                    packet_type = PacketType.BINARY_EVENT
+                elif packet_type is PacketType.ACK:
+                    packet_type = PacketType.BINARY_ACK
+                else:
+                    raise TypeError(f"{packet.type.name} packets cannot carry binary data")
+        header = str(packet_type.value)
         if attachments:
-            if packet_type is PacketType.EVENT:
-                packet_type = PacketType.BINARY_EVENT
-            elif packet_type is PacketType.ACK:
-                packet_type = PacketType.BINARY_ACK
-            else:
-                raise TypeError(f"{packet.type.name} packets cannot carry binary data")
-    header = str(packet_type.value)
-    if attachments:
-        header += f"{len(attachments)}-"
-    if packet.namespace != "/":
-        header += packet.namespace + ","
-    if packet.id is not None:
-        header += str(packet.id)
-    return (header + payload, *attachments)
+            header += f"{len(attachments)}-"
+        if packet.namespace != "/":
+            header += packet.namespace + ","
+        if packet.id is not None:
+            header += str(packet.id)
+        return (header + payload, *attachments)
+
+    def decoder(self, *, max_attachments: int, max_binary_bytes: int) -> Decoder:
+        """A :class:`Decoder` for one session."""
+        return Decoder(
+            self.json, max_attachments=max_attachments, max_binary_bytes=max_binary_bytes
+        )
 
 
-def _describe(packet: SocketPacket) -> str:
+def describe_packet(packet: SocketPacket) -> str:
     """``event 'name'``, ``the acknowledgement 3``, ...: for error messages."""
     if packet.type in (PacketType.EVENT, PacketType.BINARY_EVENT) and packet.data:
         return f"event {packet.data[0]!r}"
@@ -205,7 +227,10 @@ class Decoder:
         """
         pending = self.pending
         if pending is None:
-            raise ProtocolError("unexpected binary", "no packet awaits attachments")
+            # Also what a client with another parser (msgpack) sends first: say so.
+            raise ProtocolError(
+                "unexpected binary", "no packet awaits attachments (a client with another parser?)"
+            )
         self._buffered += len(data)
         if self._buffered > self.max_binary_bytes:
             self.reset()
@@ -255,7 +280,7 @@ class Decoder:
                 raise ProtocolError("invalid ack id", "too large")
             ack_id = int(text[start:i])
         data = self._json.loads(text[i:]) if i < length else None
-        _validate_payload(packet_type, data, i < length)
+        validate_payload(packet_type, data, i < length)
         if ack_id is None and (
             packet_type is PacketType.ACK or packet_type is PacketType.BINARY_ACK
         ):
@@ -272,8 +297,14 @@ def _with_type_unbinaried(packet: SocketPacket) -> SocketPacket:
     return packet
 
 
-def _validate_payload(packet_type: PacketType, data: Any, present: bool) -> None:
-    # ``present`` tells an absent payload from a JSON ``null`` one (``0null`` is invalid).
+def validate_payload(packet_type: PacketType, data: Any, present: bool) -> None:
+    """Check ``data`` is what a packet of ``packet_type`` from a client may carry (see
+    :class:`~trio_sio._protocol.parser.PacketDecoder`); ``present`` tells an absent payload
+    from a ``null`` one (``0null`` is invalid).
+
+    Raises:
+        ProtocolError: it is not.
+    """
     if packet_type is PacketType.CONNECT:
         valid = not present or isinstance(data, dict)
     elif packet_type is PacketType.DISCONNECT:
