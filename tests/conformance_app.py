@@ -8,6 +8,8 @@ client tests drive it from outside.
 With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
 adapter, so several copies of it (and Node servers) form one cluster. With
 ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
+With ``TRIO_SIO_ADMIN=1`` it serves the Socket.IO Admin UI's namespace, ``/admin``, without a
+login, in development mode.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ sio = trio_sio.Server(
     cors_allowed_origins="*",
     **_cluster_options(),
 )
+if os.environ.get("TRIO_SIO_ADMIN") == "1":
+    import trio_sio.admin
+
+    trio_sio.admin.instrument(sio, auth=None, mode="development")
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")
 
