@@ -44,6 +44,7 @@ PUBLIC_MODULES = [
     "trio_sio.engineio",
     "trio_sio.adapters",
     "trio_sio.adapters.redis",
+    "trio_sio.admin",
 ]
 
 logger = logging.getLogger(__name__)

@@ -61,6 +61,8 @@ __all__ = ["AdminUI", "BasicAuth", "Mode", "instrument"]
 
 logger = logging.getLogger("trio_sio.admin")
 
+#: ``"development"``: every socket and every change, events included; ``"production"``: the
+#: statistics only.
 Mode = Literal["development", "production"]
 
 #: How often ``server_stats`` is sent, in seconds (Node's interval).
@@ -76,6 +78,8 @@ MAX_ADMIN_SESSIONS = 100
 BCRYPT_MAX_BYTES = 72
 
 _BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
+#: The operations' ``supportedFeatures`` (the ``M`` ones: by room, not only by socket).
+_OPERATIONS = ("EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT")
 #: What the UI shows for a bad login (its own message for exactly this text).
 _INVALID_CREDENTIALS = "invalid credentials"
 #: Socket data key that carries, as in Node, a socket's client id and transport to the other
@@ -233,14 +237,11 @@ class AdminUI(ServerListener):
         self.auth = auth
         self.server_id = server_id
         self.development = development
-        self.features: list[str] = (
-            [] if readonly else ["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE"]
-        )
-        if not readonly:
-            self.features.append("MDISCONNECT")
-        self.features.append("AGGREGATED_EVENTS")
-        if development:
-            self.features.append("ALL_EVENTS")
+        self.features: list[str] = [
+            *(() if readonly else _OPERATIONS),
+            "AGGREGATED_EVENTS",
+            *(("ALL_EVENTS",) if development else ()),
+        ]
         self.dropped_updates = 0
         self._hostname = _net.gethostname()
         # (event, arguments, time.time() to append as an ISO date or None), oldest first.
@@ -288,6 +289,15 @@ class AdminUI(ServerListener):
 
     async def _send_stats(self) -> None:
         while True:
+            dropped = self.dropped_updates - self._reported_drops
+            if dropped:
+                self._reported_drops = self.dropped_updates
+                logger.warning(
+                    "admin: %d updates dropped (the queue to %s was full)%s",
+                    dropped,
+                    self.namespace.name,
+                    "; sending all_sockets again" if self._resync else "",
+                )
             if self._resync:
                 await self._resend_all_sockets()
             await self.namespace.emit("server_stats", self.server_stats())
@@ -308,14 +318,7 @@ class AdminUI(ServerListener):
 
     async def _resend_all_sockets(self) -> None:
         self._resync = False
-        dropped = self.dropped_updates - self._reported_drops
-        self._reported_drops = self.dropped_updates
-        logger.warning(
-            "admin: %d updates dropped (the queue to %s was full); sending all_sockets again",
-            dropped,
-            self.namespace.name,
-        )
-        self._pending.clear()  # what the snapshot shows anyway
+        self._pending.clear()  # older than the snapshot
         await self.namespace.emit("all_sockets", await self.all_sockets())
 
     # --- what is sent ------------------------------------------------------------------------
