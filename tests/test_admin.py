@@ -373,6 +373,9 @@ async def test_readonly_production_mode_sends_only_stats(host: str) -> None:
         sio, auth=None, readonly=True, mode="production", server_id="node-1"
     )
     assert admin_ui.features == ["AGGREGATED_EVENTS"]
+    # Nothing per event: no listener, and broadcasts keep the fan-out without a call.
+    assert sio.lifecycle.listeners == sio.lifecycle.event_listeners == []
+    assert sio.main._outgoing_hook() is None
 
     async def scenario(url: str) -> None:
         admin, app = Peer("/admin"), Peer()
@@ -399,6 +402,7 @@ async def test_a_flood_of_updates_is_dropped_and_counted_never_waited_for(host: 
     every event; a dropped change of the rooms makes the UI get every socket again."""
     sio = trio_sio.Server()
     admin_ui = trio_sio.admin.instrument(sio, auth=None)
+    assert sio.lifecycle.event_listeners == [admin_ui]
     flood = trio_sio.admin.MAX_PENDING_UPDATES + 500
 
     @sio.on("flood")

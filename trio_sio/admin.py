@@ -313,8 +313,8 @@ class AdminUI(ServerListener):
                     args = (*args, _iso(stamp))
                 try:
                     await self.namespace.emit(event, *args)
-                except (TypeError, ValueError) as exc:  # an app event JSON cannot hold
-                    logger.debug("admin: %s not sent: %s", event, exc)
+                except Exception as exc:  # an app event JSON cannot hold: the UI misses it
+                    logger.debug("admin: %s not sent: %r", event, exc)
 
     async def _resend_all_sockets(self) -> None:
         self._resync = False
