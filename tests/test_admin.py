@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -444,6 +445,48 @@ async def test_a_flood_of_updates_is_dropped_and_counted_never_waited_for(host: 
 
     async with serve_server(host, sio) as url:
         await in_asyncio(lambda: scenario(url))
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_operations_with_wrong_arguments_do_nothing(
+    host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operations as no UI sends them are ignored (logged at INFO, no handler failing); the
+    bystander and the UI's own connection carry on."""
+    caplog.set_level(logging.INFO, logger="trio_sio.admin")
+    sio = trio_sio.Server()
+    trio_sio.admin.instrument(sio, auth=None)
+
+    async def scenario(url: str) -> None:
+        admin, bystander = Peer("/admin"), Peer()
+        async with peers(admin, bystander):
+            await admin.connect(url)
+            await admin.wait_for("all_sockets")
+            await bystander.connect(url)
+            me = bystander.sid
+            for event, args in (
+                ("emit", ("/", None, {"not": "a name"})),
+                ("emit", ("/", None, "connect")),  # reserved
+                ("emit", ("/nowhere", None, "hello")),
+                ("emit", ()),
+                ("join", ("/", {"room": 1}, me)),
+                ("join", ("/", "r", ["a", "list"])),
+                ("leave", (None, "r")),
+                ("_disconnect", ("/", True, 42)),
+                ("_disconnect", ("/nowhere", False)),
+            ):
+                await admin.client.emit(event, args, namespace="/admin")
+            await admin.client.emit("emit", ("/", me, "hello", "still here"), namespace="/admin")
+            await bystander.wait_for("hello", lambda x: x == ["still here"])
+            assert [e for e, _ in bystander.received] == ["hello"]
+            assert bystander.client.connected
+            assert sio.namespaces.keys() == {"/", "/admin"}
+
+    async with serve_server(host, sio) as url:
+        await in_asyncio(lambda: scenario(url))
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    ignored = [r for r in caplog.records if r.name == "trio_sio.admin"]
+    assert len(ignored) == 9
 
 
 async def test_instrument_refuses_mistakes_at_once() -> None:

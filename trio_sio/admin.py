@@ -509,15 +509,22 @@ class AdminUI(ServerListener):
                     return session_id
         raise ConnectionRefused(_INVALID_CREDENTIALS)
 
+    # The operations take what a client may send: any arguments, of any kind, any number.
+
     def _target(self, name: Any, *strings: Any) -> Namespace | None:
         """The namespace an operation names, if it exists here (an operation never makes
         one) and the operation's other arguments are strings."""
         if not isinstance(name, str) or not all(isinstance(s, str) for s in strings):
             logger.info("admin: operation ignored: namespace=%r arguments=%r", name, strings)
             return None
-        return self.server.namespaces.get(name)
+        namespace = self.server.namespaces.get(name)
+        if namespace is None:
+            logger.info("admin: operation ignored: no namespace %s here", name)
+        return namespace
 
-    async def _emit(self, sock: Socket, name: Any, selection: Any = None, *args: Any) -> None:
+    async def _emit(
+        self, sock: Socket, name: Any = None, selection: Any = None, *args: Any
+    ) -> None:
         """``emit(nsp, filter, event, ...args)``."""
         event = args[0] if args else None
         namespace = self._target(name, event, *_selection(selection))
@@ -528,20 +535,24 @@ class AdminUI(ServerListener):
             return
         await _selected(namespace, selection).emit(*args)
 
-    async def _join(self, sock: Socket, name: Any, room: Any, selection: Any = None) -> None:
+    async def _join(
+        self, sock: Socket, name: Any = None, room: Any = None, selection: Any = None, *_: Any
+    ) -> None:
         """``join(nsp, room, filter)``: the sockets selected join ``room``."""
         namespace = self._target(name, room, *_selection(selection))
         if namespace is not None:
             await _selected(namespace, selection).sockets_join(room)
 
-    async def _leave(self, sock: Socket, name: Any, room: Any, selection: Any = None) -> None:
+    async def _leave(
+        self, sock: Socket, name: Any = None, room: Any = None, selection: Any = None, *_: Any
+    ) -> None:
         """``leave(nsp, room, filter)``: the sockets selected leave ``room``."""
         namespace = self._target(name, room, *_selection(selection))
         if namespace is not None:
             await _selected(namespace, selection).sockets_leave(room)
 
     async def _disconnect(
-        self, sock: Socket, name: Any, close: Any = False, selection: Any = None
+        self, sock: Socket, name: Any = None, close: Any = False, selection: Any = None, *_: Any
     ) -> None:
         """``_disconnect(nsp, close, filter)``; ``close`` ends their whole connections."""
         namespace = self._target(name, *_selection(selection))
