@@ -646,13 +646,16 @@ class Socket:
         if not self.connected:
             return
         packet = SocketPacket(PacketType.DISCONNECT, self.namespace.name)
+        # Closed before the packet goes: a client that answers it by closing its connection
+        # at once must not make the reason "transport close" (and nothing more is sent to
+        # the socket after its DISCONNECT).
+        self._close(DisconnectReason.IO_SERVER_DISCONNECT)
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(1),
             contextlib.suppress(Disconnected),
         ):
             await self.session.send(self._encode(packet))
-        self._close(DisconnectReason.IO_SERVER_DISCONNECT)
         if close:
             self.session.close(DisconnectReason.IO_SERVER_DISCONNECT, graceful=True)
 
