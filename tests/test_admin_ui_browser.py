@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import bcrypt
 import pytest
 import trio
+from test_admin import app_server
 from test_browser import ARTIFACTS, MISSING, REPO, in_browser
 
 import trio_sio
@@ -52,18 +53,6 @@ CLIENT_PAGE = """<!doctype html>
 """
 
 JOINED = re.compile(r"^joined (\S+)$")
-
-
-def app_server(auth: trio_sio.admin.BasicAuth | None) -> trio_sio.Server:
-    sio = trio_sio.Server()
-
-    @sio.on("join")
-    async def join(sock: trio_sio.Socket, room: str) -> str:
-        sock.join(room)
-        return room
-
-    trio_sio.admin.instrument(sio, auth=auth)
-    return sio
 
 
 @asynccontextmanager
