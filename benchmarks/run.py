@@ -180,6 +180,13 @@ SERVERS: dict[str, ServerSpec] = {
             "trio_sio (native Trio host), log level warning",
             _native_at("benchmarks/trio_sio_app.py", "--log-level", "warning"),
         ),
+        # What the Admin UI's development mode costs a server no UI watches (issue 15).
+        ServerSpec(
+            "trio_sio_native_admin",
+            "trio_sio (native Trio host), Admin UI in development mode",
+            _native,
+            env={"TRIO_SIO_BENCH_ADMIN": "development"},
+        ),
         ServerSpec("psio_uvicorn", "python-socketio (uvicorn)", _uvicorn),
         ServerSpec(
             "psio_hypercorn",

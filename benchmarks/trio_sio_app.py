@@ -11,11 +11,16 @@ Namespace ``/``:
 * ``join(room)`` joins ``room`` and acknowledges with ``room``;
 * ``bcast({"room": r, "n": n, "size": s})`` emits ``m(i, "x" * s)`` for ``i`` in ``0..n-1`` to
   room ``r``, then acknowledges with ``n``.
+
+With ``TRIO_SIO_BENCH_ADMIN=development`` (or ``production``) it also serves the Socket.IO
+Admin UI's namespace (no login), to measure what instrumenting costs against the same run
+without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import trio_sio
@@ -30,6 +35,12 @@ sio = trio_sio.Server(
     # packets) in flight per recipient; raising it would only hide a slow-consumer drop,
     # which the load generator would report as missing deliveries.
 )
+
+admin_mode = os.environ.get("TRIO_SIO_BENCH_ADMIN")
+if admin_mode:
+    import trio_sio.admin
+
+    trio_sio.admin.instrument(sio, auth=None, mode=admin_mode)  # type: ignore[arg-type]
 
 
 @sio.on("echo")

@@ -45,6 +45,7 @@ PUBLIC_MODULES = [
     "trio_sio.parsers",
     "trio_sio.adapters",
     "trio_sio.adapters.redis",
+    "trio_sio.admin",
 ]
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconne
 offset, as Node's fixture with ``connectionStateRecovery`` sends them.
 With ``TRIO_SIO_PARSER=msgpack`` its packets use the msgpack parser (npm's
 ``socket.io-msgpack-parser``) instead of JSON; its clients must use it too.
+With ``TRIO_SIO_ADMIN=1`` it serves the Socket.IO Admin UI's namespace, ``/admin``, without a
+login, in development mode.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ sio = trio_sio.Server(
     **_recovery_options(),
     **_parser_options(),
 )
+if os.environ.get("TRIO_SIO_ADMIN") == "1":
+    import trio_sio.admin
+
+    trio_sio.admin.instrument(sio, auth=None, mode="development")
 custom = sio.of("/custom")
 forbidden = sio.of("/forbidden")
 

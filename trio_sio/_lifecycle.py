@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._engine.lifecycle import EngineListener, quote
 from ._errors import DisconnectReason, RefusalCause
@@ -49,7 +49,9 @@ class ServerListener(EngineListener):
     server's own bookkeeping. Register one for the sockets with
     ``sio.lifecycle.listeners.append(listener)``, and for the sessions as well (the
     :class:`EngineListener` methods: handshake, upgrade, close) with
-    ``sio.engine.lifecycle.listeners.append(listener)``."""
+    ``sio.engine.lifecycle.listeners.append(listener)``. The two methods told of every
+    event, :meth:`event_received` and :meth:`event_sent`, are called only for the listeners
+    in :attr:`ServerLifecycle.event_listeners`: without any, events cost no call."""
 
     def socket_connected(self, socket: Socket) -> None:
         """``socket`` connected (the client has its CONNECT packet)."""
@@ -58,10 +60,19 @@ class ServerListener(EngineListener):
         """``socket`` disconnected; :attr:`Socket.rooms` still has the rooms it was in."""
 
     def rooms_joined(self, socket: Socket, rooms: tuple[str, ...]) -> None:
-        """``socket`` joined ``rooms`` (some may be rooms it was in already)."""
+        """``socket`` joined ``rooms``, each a room it was not in before."""
 
     def rooms_left(self, socket: Socket, rooms: tuple[str, ...]) -> None:
-        """``socket`` left ``rooms`` (not called for the rooms left by disconnecting)."""
+        """``socket`` left ``rooms``, each a room it was in (not called for the rooms left by
+        disconnecting)."""
+
+    def event_received(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+        """``socket`` received ``event``, admitted by the packet middleware, which is about
+        to be handled (acknowledgement callbacks are not among ``args``)."""
+
+    def event_sent(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+        """``event`` is on its way to ``socket``: its own emits and calls, and each
+        recipient of a broadcast."""
 
 
 class ServerLifecycle:
@@ -79,6 +90,9 @@ class ServerLifecycle:
             not counted).
         trace: whether packets are traced now (see the module's docstring).
         listeners: told of every socket's lifecycle (see :class:`ServerListener`).
+        event_listeners: told of every event as well, in and out. A call per event and per
+            recipient of a broadcast: for listeners that need them (the Admin UI's
+            development mode).
     """
 
     def __init__(self) -> None:
@@ -91,6 +105,7 @@ class ServerLifecycle:
         self.bytes_out = 0
         self.trace = False
         self.listeners: list[ServerListener] = []
+        self.event_listeners: list[ServerListener] = []
 
     def session_opened(self) -> None:
         """A handshake: look up again whether to trace packets."""
@@ -162,6 +177,16 @@ class ServerLifecycle:
     def left(self, socket: Socket, rooms: tuple[str, ...]) -> None:
         for listener in self.listeners:
             listener.rooms_left(socket, rooms)
+
+    # --- events (only called while event_listeners has some) -----------------------------
+
+    def received(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+        for listener in self.event_listeners:
+            listener.event_received(socket, event, args)
+
+    def sent(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+        for listener in self.event_listeners:
+            listener.event_sent(socket, event, args)
 
     # --- tracing (only called while trace is set) ----------------------------------------
 

@@ -572,11 +572,19 @@ class Namespace(_Registry, _Targets):
         if socket._listeners is not None:
             for listener in socket._listeners.any_outgoing:
                 listener(socket, *packet.data)
+        lifecycle = self.server.lifecycle
+        if lifecycle.event_listeners:
+            data = packet.data
+            lifecycle.sent(socket, data[0], data[1:])
 
     def _outgoing_hook(self) -> Callable[[Socket, SocketPacket], None] | None:
         """What a broadcast calls for each recipient: ``None`` when nobody listens to
         outgoing events (the common case), so that the fan-out loop costs no call."""
-        if self.handlers.any_outgoing or self._watched_outgoing:
+        if (
+            self.handlers.any_outgoing
+            or self._watched_outgoing
+            or self.server.lifecycle.event_listeners
+        ):
             return self._notify_outgoing
         return None
 

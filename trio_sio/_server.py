@@ -222,6 +222,8 @@ class Server(_Registry, _Targets):
         self._background: (
             trio.MemorySendChannel[tuple[Callable[..., Awaitable[object]], Any]] | None
         ) = None
+        # Tasks that live as long as the server runs (the Admin UI's), see _add_service.
+        self._services: list[Callable[..., Awaitable[object]]] = []
         self.main = self.of("/")
         self.handlers = self.main.handlers
 
@@ -298,6 +300,8 @@ class Server(_Registry, _Targets):
                     tuple[Callable[..., Awaitable[object]], Any]
                 ](1000)
                 nursery.start_soon(self._run_background, operations)
+                for service in self._services:
+                    await nursery.start(service)
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
@@ -354,6 +358,14 @@ class Server(_Registry, _Targets):
             self._background.send_nowait((async_fn, args))
         except trio.WouldBlock:
             raise RuntimeError("more than 1000 background operations waiting") from None
+
+    def _add_service(self, service: Callable[..., Awaitable[object]]) -> None:
+        """Run ``service`` in the server's nursery whenever the server runs (started with
+        ``nursery.start``: it takes ``task_status``), so that it ends with the server; at
+        once if the server is running already."""
+        self._services.append(service)
+        if self._nursery is not None:
+            self._nursery.start_soon(service)
 
     async def _run_background(
         self,

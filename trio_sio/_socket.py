@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,26 @@ class Handshake:
     time: float
     url: str
     secure: bool
+
+
+def node_handshake(handshake: Handshake) -> dict[str, Any]:
+    """``handshake`` as Node's socket.io builds ``socket.handshake``: how a cluster adapter
+    describes a socket to the other nodes, and the Admin UI shows it."""
+    headers = dict(handshake.headers)
+    return {
+        "headers": headers,
+        "time": time.strftime(
+            "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
+            time.gmtime(handshake.time),
+        ),
+        "address": handshake.address,
+        "xdomain": "origin" in headers,
+        "secure": handshake.secure,
+        "issued": int(handshake.time * 1000),
+        "url": handshake.url,
+        "query": dict(handshake.query),
+        "auth": handshake.auth,
+    }
 
 
 @dataclass(frozen=True)
@@ -352,19 +373,31 @@ class Socket:
         """Join rooms (immediately: the registry is in memory). From ``on_connect`` too:
         broadcasts reach the socket once it has connected."""
         if self.connected or self._held is not None:
-            self.namespace.adapter.add_all(self.id, rooms)
+            adapter = self.namespace.adapter
             lifecycle = self.namespace.server.lifecycle
-            if lifecycle.listeners and rooms:
-                lifecycle.joined(self, rooms)
+            # The listeners hear of the rooms it was not in (Node's "join-room").
+            joined = (
+                _changed(rooms, adapter.socket_rooms(self.id), present=False)
+                if lifecycle.listeners
+                else ()
+            )
+            adapter.add_all(self.id, rooms)
+            if joined:
+                lifecycle.joined(self, joined)
 
     def leave(self, *rooms: str) -> None:
         """Leave rooms."""
         adapter = self.namespace.adapter
+        lifecycle = self.namespace.server.lifecycle
+        left = (
+            _changed(rooms, adapter.socket_rooms(self.id), present=True)
+            if lifecycle.listeners
+            else ()
+        )
         for room in rooms:
             adapter.delete(self.id, room)
-        lifecycle = self.namespace.server.lifecycle
-        if lifecycle.listeners and rooms:
-            lifecycle.left(self, rooms)
+        if left:
+            lifecycle.left(self, left)
 
     def to(self, *rooms: str) -> BroadcastOperator:
         """Broadcast to rooms, except to this socket."""
@@ -662,13 +695,16 @@ class Socket:
         if not self.connected:
             return
         packet = SocketPacket(PacketType.DISCONNECT, self.namespace.name)
+        # Closed before the packet goes: a client that answers it by closing its connection
+        # at once must not make the reason "transport close" (and nothing more is sent to
+        # the socket after its DISCONNECT).
+        self._close(DisconnectReason.IO_SERVER_DISCONNECT)
         with (
             trio.CancelScope(shield=True),
             trio.move_on_after(1),
             contextlib.suppress(Disconnected),
         ):
             await self.session.send(self._encode(packet))
-        self._close(DisconnectReason.IO_SERVER_DISCONNECT)
         if close:
             self.session.close(DisconnectReason.IO_SERVER_DISCONNECT, graceful=True)
 
@@ -837,6 +873,9 @@ class Socket:
             and not await self._admits(own.middlewares, event, args)
         ):
             return
+        lifecycle = self.namespace.server.lifecycle
+        if lifecycle.event_listeners:
+            lifecycle.received(self, event, args)
         for listener in handlers.any:
             await self._run_handler(listener, (self, event, *args))
         handler = None
@@ -939,6 +978,11 @@ class Socket:
             outbound_bytes=nbytes,
             dropped_volatile=self.session.dropped_volatile,
         )
+
+
+def _changed(rooms: tuple[str, ...], current: frozenset[str], *, present: bool) -> tuple[str, ...]:
+    """The rooms of ``rooms`` (each once) that are in ``current`` (``present``) or not."""
+    return tuple(room for room in dict.fromkeys(rooms) if (room in current) is present)
 
 
 async def _disconnected(reason: DisconnectReason | None) -> Disconnected:

@@ -70,7 +70,6 @@ import logging
 import random
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -93,12 +92,13 @@ from .._broadcast import AckCollector
 from .._cluster import ClusterReplies, RemoteSocket
 from .._protocol import PacketType, ProtocolError, SocketPacket
 from .._protocol.codec import DEFAULT_MAX_JSON_DEPTH
+from .._socket import node_handshake
 
 if TYPE_CHECKING:
     from coredis.patterns.pubsub import PubSub
 
     from .._namespace import Namespace
-    from .._socket import Handshake, Socket
+    from .._socket import Socket
 
 __all__ = ["RedisAdapter", "RedisAdapterOptions", "RedisAdapterStatistics", "RequestType"]
 
@@ -1025,7 +1025,7 @@ class RedisAdapter(Adapter):
         """A local socket as Node's adapter describes one in a ``REMOTE_FETCH`` answer."""
         description: dict[str, Any] = {
             "id": socket.id,
-            "handshake": _node_handshake(socket.handshake),
+            "handshake": node_handshake(socket.handshake),
             "rooms": sorted(socket.rooms),
             "data": socket.data,
         }
@@ -1131,25 +1131,6 @@ def _sanitize(value: Any, max_depth: int) -> Any:
             elif isinstance(child, msgpack.Timestamp):
                 item[key] = _iso(child)
     return value
-
-
-def _node_handshake(handshake: Handshake) -> dict[str, Any]:
-    """A handshake as Node's socket.io builds one (``socket.handshake``)."""
-    headers = dict(handshake.headers)
-    return {
-        "headers": headers,
-        "time": time.strftime(
-            "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
-            time.gmtime(handshake.time),
-        ),
-        "address": handshake.address,
-        "xdomain": "origin" in headers,
-        "secure": handshake.secure,
-        "issued": int(handshake.time * 1000),
-        "url": handshake.url,
-        "query": dict(handshake.query),
-        "auth": handshake.auth,
-    }
 
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
