@@ -8,6 +8,7 @@ catch a hang, never by a sleep that guesses how long something takes.
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from test_checkpoints import CLIENT_CHECKPOINTS
@@ -426,3 +428,78 @@ def test_reconnection_delay_is_socketio_clients_backoff(
     assert wait >= min(base * (1 - factor), delay_max) - 1e-9
     if factor == 0:
         assert wait == min(base, delay_max)
+
+
+# --- TLS, and a server faster than the handlers ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(TRANSPORTS))
+async def test_tls(mode: str) -> None:
+    """https:// with the client's ssl_context: polling, WebSocket and the upgrade, all on
+    TLS, to the native host serving with a trustme certificate."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    sio = trio_sio.Server()
+
+    @sio.on("echo")
+    async def echo(sock: trio_sio.Socket, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    client = trio_sio.Client(ssl_context=client_context, reconnection=False)
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(trio_sio.serve_native, sio, "127.0.0.1", 0, ssl_context=server_context)
+        )
+        assert urls[0].startswith("https://")
+        async with client.connect(urls[0], transports=TRANSPORTS[mode]):
+            await wait_for_transport(client, mode)
+            with trio.fail_after(BUDGET):
+                assert await client.call("echo", "secure", b"\x00") == ("secure", b"\x00")
+        # Without the CA, the certificate is refused: a connect error naming TLS.
+        with pytest.raises(trio_sio.ConnectError, match="TLS"):
+            async with trio_sio.Client(reconnection=False).connect(
+                urls[0], transports=TRANSPORTS[mode]
+            ):
+                pass
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_handler_throttles_reading() -> None:
+    """A server emitting faster than the one handler runs: the client reads only what its
+    bounded queues hold, the rest waits in the server's (bounded) buffers and the sockets',
+    and everything arrives, in order, once the handler speeds up."""
+    # 20 MB: far more than the sockets' buffers hold, within the server's bounds.
+    total = 20_000
+    sio = trio_sio.Server(outbound_queue_packets=30_000, outbound_queue_bytes=64_000_000)
+
+    @sio.on("flood")
+    async def flood(sock: trio_sio.Socket) -> None:
+        for n in range(total):
+            await sock.emit("n", n, "x" * 1000)
+
+    client = trio_sio.Client(handler_queue_size=4)
+    seen: list[int] = []
+    go = trio.Event()
+
+    @client.on("n")
+    async def on_n(n: int, padding: str) -> None:
+        await go.wait()
+        seen.append(n)
+
+    async with serve_server("native", sio) as url, client.connect(url, transports=("websocket",)):
+        await client.emit("flood")
+        await trio.testing.wait_all_tasks_blocked()
+        # Stalled: the handler holds one event, the client stopped reading, and what the
+        # socket buffers could not take still waits at the server.
+        assert seen == []
+        (socket,) = sio.main.sockets.values()
+        packets, _ = socket.session.delivery.queued()
+        assert packets > 0
+        go.set()
+        with trio.fail_after(BUDGET):
+            while len(seen) < total:
+                await trio.sleep(0.01)
+    assert seen == list(range(total))

@@ -223,6 +223,7 @@ async def test_chat_client_joins_the_chat_as_a_second_user() -> None:
                     assert await heard.receive() == "hello from Trio"
                     await first.emit("chat message", "hi, Trio")
                     await second.wait_for("chat: hi, Trio")
+                    assert await heard.receive() == "hi, Trio"  # the room includes its sender
                     await process.stdin.send_all(b"hi, first user\n")
                     assert await heard.receive() == "hi, first user"
                     await process.stdin.aclose()

@@ -260,8 +260,7 @@ class _Link:
         self.awaiting = set(self.namespaces)
         self.answered = trio.Event()
         self.refusal: ConnectError | None = None
-        #: Namespaces the server disconnected (they do not reconnect).
-        self.dropped: set[str] = set()
+        #: Set when the server has disconnected every namespace of the connection.
         self.all_dropped = trio.Event()
         self.engine: EngineConnection | None = None
 
@@ -308,11 +307,12 @@ class _Link:
         elif kind is PacketType.DISCONNECT:
             error = Disconnected(DisconnectReason.IO_SERVER_DISCONNECT)
             namespace._lose(error)
-            self.dropped.add(namespace.name)
+            dropped = self.client._dropped
+            dropped.add(namespace.name)
             await self.client._jobs_send.send(
                 _Job(namespace, None, [DisconnectReason.IO_SERVER_DISCONNECT])
             )
-            if self.dropped == set(self.namespaces):
+            if dropped.issuperset(self.namespaces):
                 self.all_dropped.set()
 
     def is_current(self, namespace: ClientNamespace) -> bool:
@@ -412,13 +412,14 @@ class Client(ClientNamespace):
         #: The connection in use (while connected or connecting).
         self._current: _Link | None = None
         self._running = False
-        self._reconnecting = False
         self._offline: deque[tuple[ClientNamespace, tuple[str | bytes, ...], _Call | None]]
         self._offline = deque()
         self._ended = trio.Event()
         self._final: Disconnected | None = None
         self._backoff = trio.CancelScope()  # the wait between attempts
         self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](0)
+        #: Namespaces the server disconnected: they are not connected again.
+        self._dropped: set[str] = set()
         #: Connections made so far (reconnections included).
         self.connections = 0
 
@@ -523,8 +524,8 @@ class Client(ClientNamespace):
         engine = link.engine if link is not None else None
         if link is not None and engine is not None and not engine.ended.is_set():
             with trio.move_on_after(engine.heartbeat_window), suppress(Disconnected):
-                for name in link.namespaces:
-                    if name not in link.dropped and self._namespaces[name].connected:
+                for name, namespace in link.namespaces.items():
+                    if namespace.connected:
                         await self._write(link, SocketPacket(PacketType.DISCONNECT, name))
             await engine.close()
         await trio.lowlevel.checkpoint()
@@ -571,6 +572,7 @@ class Client(ClientNamespace):
         )
         connect_data = dict(auth) if auth is not None else None
         self._running = True
+        self._dropped = set()
         self._ended = trio.Event()
         self._final = None
         self._jobs_send, self._jobs_receive = trio.open_memory_channel[_Job](
@@ -583,7 +585,6 @@ class Client(ClientNamespace):
                 )
         finally:
             self._running = False
-            self._reconnecting = False
             self._finish(Disconnected(DisconnectReason.IO_CLIENT_DISCONNECT))
 
     async def _connect_and_reconnect(
@@ -608,6 +609,7 @@ class Client(ClientNamespace):
                     task_status.started()
 
             while not self._ended.is_set():
+                namespaces = [n for n in namespaces if n.name not in self._dropped]
                 session = await self._session(
                     endpoint, settings, connect_data, namespaces, connected
                 )
@@ -624,7 +626,6 @@ class Client(ClientNamespace):
                     and self.reconnection
                     and (self.attempts is None or failures < self.attempts)
                 ):
-                    self._reconnecting = True
                     wait = reconnection_delay(
                         failures,
                         delay=self.delay,
@@ -636,7 +637,6 @@ class Client(ClientNamespace):
                     with trio.CancelScope() as self._backoff:
                         await trio.sleep(wait)
                     continue
-                self._reconnecting = False
                 if not started:
                     error = session.error
                     if isinstance(error, ConnectError):
@@ -669,7 +669,6 @@ class Client(ClientNamespace):
                     await link.answered.wait()
                     if link.refusal is None:
                         self.connections += 1
-                        self._reconnecting = False
                         await self._flush_offline(link)
                         on_connected()
                         await link.all_dropped.wait()
@@ -736,13 +735,14 @@ class Client(ClientNamespace):
     ) -> None:
         frames = self.parser.encode(packet)
         link = namespace._link
-        if link is not None and link.is_current(namespace):
-            assert link.engine is not None
+        engine = link.engine if link is not None and link.is_current(namespace) else None
+        if engine is not None and not engine.ended.is_set():
             if call is not None:
                 call.link = link
-            await link.engine.send(Outgoing.message(*frames))
+            await engine.send(Outgoing.message(*frames))
             return
-        if self._reconnecting and len(self._offline) < self.offline_buffer:
+        may_reconnect = self._running and self.reconnection and not self._ended.is_set()
+        if may_reconnect and len(self._offline) < self.offline_buffer:
             self._offline.append((namespace, frames, call))
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
