@@ -304,6 +304,14 @@ async def echo_server() -> AsyncIterator[tuple[str, list[str]]]:
     async def ping(sock: trio_sio.Socket) -> str:
         return "pong"
 
+    @sio.on("poke")
+    async def poke(sock: trio_sio.Socket) -> None:
+        await sock.emit("poked")
+
+    @sio.on_disconnect
+    async def disconnected(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
+        received.append(f"disconnect: {reason}")
+
     sio.of("/other").on("ping")(ping)
     sio.of("/other").on_any(record)
     async with serve_server("native", sio) as url:
@@ -339,6 +347,58 @@ async def test_client_functions_are_checkpoints(echo_server: tuple[str, list[str
                 assert await other.call("ping") == "pong"
             assert received == ["ping", "ping"], name
             received.clear()
+    with trio.fail_after(BUDGET):
+        while received != ["disconnect: io client disconnect"]:
+            await trio.sleep(0.01)
+
+
+async def test_disconnect_ends_run(echo_server: tuple[str, list[str]]) -> None:
+    url, received = echo_server
+    client = trio_sio.Client()
+    with trio.fail_after(BUDGET):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run, url)
+            await client.disconnect()
+        # run() returned by itself; the server saw the client leave.
+        while "disconnect: io client disconnect" not in received:
+            await trio.sleep(0.01)
+    assert await client.wait_disconnected() is trio_sio.DisconnectReason.IO_CLIENT_DISCONNECT
+    with pytest.raises(trio_sio.Disconnected):
+        await client.call("ping")
+
+
+async def test_a_handler_error_propagates_as_itself(echo_server: tuple[str, list[str]]) -> None:
+    """Exceptions propagate (Trio's rule): out of the ``connect`` block, not in a group,
+    and at once, whatever the server's heartbeat."""
+    url, _ = echo_server
+    client = trio_sio.Client()
+
+    @client.on("poked")
+    async def poked() -> None:
+        raise ZeroDivisionError
+
+    async def poke_and_wait() -> None:
+        async with client.connect(url):
+            await client.emit("poke")
+            await trio.sleep_forever()
+
+    with trio.fail_after(BUDGET), pytest.raises(ZeroDivisionError):
+        await poke_and_wait()
+    assert not client.connected
+
+
+async def test_user_errors_in_the_block_come_out_as_themselves(
+    echo_server: tuple[str, list[str]],
+) -> None:
+    url, received = echo_server
+    client = trio_sio.Client()
+    with trio.fail_after(BUDGET), pytest.raises(KeyError):
+        async with client.connect(url):
+            raise KeyError("mine")
+    # Leaving disconnected gracefully all the same.
+    with trio.fail_after(BUDGET):
+        while "disconnect: io client disconnect" not in received:
+            await trio.sleep(0.01)
 
 
 def test_sync_handlers_are_refused_at_registration() -> None:

@@ -586,6 +586,8 @@ class Client(ClientNamespace):
         finally:
             self._running = False
             self._finish(Disconnected(DisconnectReason.IO_CLIENT_DISCONNECT))
+            for namespace in self._namespaces.values():
+                namespace._lose(self._final or Disconnected(None))
 
     async def _connect_and_reconnect(
         self,
