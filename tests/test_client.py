@@ -224,19 +224,30 @@ async def test_transport_drop_reconnects_with_backoff(peer: Peer, mode: str) -> 
     assert events[2][1] - dropped_at >= delay
 
 
-async def test_emits_while_disconnected_are_refused_without_a_buffer(peer: Peer) -> None:
-    client = trio_sio.Client(delay=0.2, randomization_factor=0)
+@pytest.mark.parametrize("offline_buffer", [0, 2])
+async def test_emits_while_disconnected_beyond_the_buffer_are_refused(
+    peer: Peer, offline_buffer: int
+) -> None:
+    client = trio_sio.Client(delay=0.2, randomization_factor=0, offline_buffer=offline_buffer)
+    inbox = Inbox(client, "message-back")
     async with client.connect(peer.url, transports=("websocket",)):
         await client.emit("drop-transport")
         with trio.fail_after(BUDGET):
             while client.connected:
                 await trio.sleep(0.01)
+        for n in range(offline_buffer):
+            await client.emit("message", n)
         with pytest.raises(trio_sio.Disconnected):
             await client.emit("message", "refused")
         with trio.fail_after(BUDGET):
             while not client.connected:
                 await trio.sleep(0.01)
             assert await client.call("message-with-ack", 1) == 1
+        # What was kept went out first, in order; what was refused never did.
+        kept = [await inbox.next() for _ in range(offline_buffer)]
+        assert kept == [("message-back", (n,)) for n in range(offline_buffer)]
+        await client.emit("message", "last")
+        assert await inbox.next() == ("message-back", ("last",))
 
 
 async def test_server_restart(peer: Peer, mode: str) -> None:
@@ -350,6 +361,24 @@ async def test_client_functions_are_checkpoints(echo_server: tuple[str, list[str
     with trio.fail_after(BUDGET):
         while received != ["disconnect: io client disconnect"]:
             await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", list(TRANSPORTS))
+async def test_headers_reach_the_server(mode: str) -> None:
+    sio = trio_sio.Server()
+    seen: list[str | None] = []
+
+    @sio.on_connect
+    async def connect(sock: trio_sio.Socket, auth: Any) -> None:
+        seen.append(sock.handshake.headers.get("x-token"))
+
+    client = trio_sio.Client()
+    async with (
+        serve_server("native", sio) as url,
+        client.connect(url, transports=TRANSPORTS[mode], headers={"X-Token": "t0k3n"}),
+    ):
+        await wait_for_transport(client, mode)
+    assert seen == ["t0k3n"]
 
 
 async def test_disconnect_ends_run(echo_server: tuple[str, list[str]]) -> None:

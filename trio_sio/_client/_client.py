@@ -281,6 +281,14 @@ class _Link:
             if not isinstance(sid, str) or namespace.name not in self.awaiting:
                 raise ProtocolError("unexpected CONNECT", namespace.name)
             self.awaiting.discard(namespace.name)
+            # What was kept while disconnected goes first; emits meanwhile join the end of
+            # the buffer, so the namespace counts as connected only once it is empty.
+            assert self.engine is not None
+            while (kept := self.client._take_offline(namespace)) is not None:
+                frames, call = kept
+                if call is not None:
+                    call.link = self
+                await self.engine.send(Outgoing.message(*frames))
             namespace._connected(self, sid)
             if not self.awaiting:
                 self.answered.set()
@@ -671,7 +679,6 @@ class Client(ClientNamespace):
                     await link.answered.wait()
                     if link.refusal is None:
                         self.connections += 1
-                        await self._flush_offline(link)
                         on_connected()
                         await link.all_dropped.wait()
                         await engine.close(DisconnectReason.IO_SERVER_DISCONNECT)
@@ -689,16 +696,15 @@ class Client(ClientNamespace):
         assert engine.reason is not None
         return _Session(engine.reason, engine.error)
 
-    async def _flush_offline(self, link: _Link) -> None:
-        while self._offline:
-            namespace, frames, call = self._offline.popleft()
-            if call is not None:
-                call.link = link
-            if link.is_current(namespace):
-                assert link.engine is not None
-                await link.engine.send(Outgoing.message(*frames))
-            elif call is not None:
-                call.fail(Disconnected(None))
+    def _take_offline(
+        self, namespace: ClientNamespace
+    ) -> tuple[tuple[str | bytes, ...], _Call | None] | None:
+        """The first packet kept for ``namespace`` while disconnected, taken out."""
+        for index, (owner, frames, call) in enumerate(self._offline):
+            if owner is namespace:
+                del self._offline[index]
+                return frames, call
+        return None
 
     async def _handle_jobs(self) -> None:
         async for job in self._jobs_receive:
@@ -743,7 +749,12 @@ class Client(ClientNamespace):
                 call.link = link
             await engine.send(Outgoing.message(*frames))
             return
-        may_reconnect = self._running and self.reconnection and not self._ended.is_set()
+        may_reconnect = (
+            self._running
+            and self.reconnection
+            and not self._ended.is_set()
+            and namespace.name not in self._dropped
+        )
         if may_reconnect and len(self._offline) < self.offline_buffer:
             self._offline.append((namespace, frames, call))
             await trio.lowlevel.cancel_shielded_checkpoint()
