@@ -101,14 +101,32 @@ class _Call:
 
 
 @dataclass
-class _Job:
-    """Work for the handler tasks, in the order the server sent it."""
+class _Event:
+    """An event for the handler tasks: they take jobs in the order the server sent them."""
 
     namespace: ClientNamespace
-    event: str | None  # None: the namespace connected
+    name: str
     args: list[Any]
-    ack_id: int | None = None
-    link: _Link | None = None
+    ack_id: int | None
+    link: _Link
+
+
+@dataclass
+class _Connected:
+    """The namespace connected: its ``on_connect`` handlers run."""
+
+    namespace: ClientNamespace
+
+
+@dataclass
+class _Lost:
+    """The namespace lost its connection: its ``on_disconnect`` handlers run."""
+
+    namespace: ClientNamespace
+    reason: DisconnectReason
+
+
+_Job = _Event | _Connected | _Lost
 
 
 class ClientNamespace:
@@ -292,7 +310,7 @@ class _Link:
             namespace._connected(self, sid)
             if not self.awaiting:
                 self.answered.set()
-            await self.client._jobs_send.send(_Job(namespace, None, []))
+            await self.client._jobs_send.send(_Connected(namespace))
         elif kind is PacketType.CONNECT_ERROR:
             if namespace.name not in self.awaiting:
                 raise ProtocolError("unexpected CONNECT_ERROR", namespace.name)
@@ -306,7 +324,7 @@ class _Link:
             return  # not connected yet (or any more): nothing else concerns it
         elif kind is PacketType.EVENT:
             name, *args = packet.data
-            await self.client._jobs_send.send(_Job(namespace, name, args, packet.id, self))
+            await self.client._jobs_send.send(_Event(namespace, name, args, packet.id, self))
         elif kind is PacketType.ACK:
             call = namespace._calls.get(packet.id) if packet.id is not None else None
             if call is not None and call.link is self and not call.done.is_set():
@@ -318,7 +336,7 @@ class _Link:
             dropped = self.client._dropped
             dropped.add(namespace.name)
             await self.client._jobs_send.send(
-                _Job(namespace, None, [DisconnectReason.IO_SERVER_DISCONNECT])
+                _Lost(namespace, DisconnectReason.IO_SERVER_DISCONNECT)
             )
             if dropped.issuperset(self.namespaces):
                 self.all_dropped.set()
@@ -630,7 +648,7 @@ class Client(ClientNamespace):
                 lost.__cause__ = session.error
                 for namespace in namespaces:
                     if namespace._lose(lost):
-                        await self._jobs_send.send(_Job(namespace, None, [session.reason]))
+                        await self._jobs_send.send(_Lost(namespace, session.reason))
                 if (
                     not final
                     and self.reconnection
@@ -686,8 +704,10 @@ class Client(ClientNamespace):
                         await engine.close()
                 except Disconnected:
                     pass  # the session ended: its reason says why
-        except (TransportFailure, ProtocolError) as exc:
+        except TransportFailure as exc:  # the handshake failed
             return _Session(DisconnectReason.TRANSPORT_ERROR, exc)
+        except ProtocolError as exc:  # its open packet was bad
+            return _Session(DisconnectReason.PARSE_ERROR, exc)
         finally:
             if self._current is link:
                 self._current = None
@@ -708,29 +728,28 @@ class Client(ClientNamespace):
 
     async def _handle_jobs(self) -> None:
         async for job in self._jobs_receive:
-            namespace = job.namespace
-            if job.event is None:
-                if job.args:
-                    for on_disconnect in namespace._on_disconnect:
-                        await on_disconnect(job.args[0])
-                else:
-                    for on_connect in namespace._on_connect:
-                        await on_connect()
-                continue
-            for listener in namespace._any:
-                await listener(job.event, *job.args)
-            handler = namespace._events.get(job.event)
-            if handler is None:
-                continue
-            reply = ack_arguments(await handler(*job.args))
-            link = job.link
-            if job.ack_id is None or reply is None or link is None:
-                continue
-            if link.is_current(namespace):
-                ack = SocketPacket(PacketType.ACK, namespace.name, reply, job.ack_id)
-                # If the connection the event came on is gone, so is its ack's use.
-                with suppress(Disconnected):
-                    await self._write(link, ack)
+            if isinstance(job, _Event):
+                await self._handle_event(job)
+            elif isinstance(job, _Connected):
+                for on_connect in job.namespace._on_connect:
+                    await on_connect()
+            else:
+                for on_disconnect in job.namespace._on_disconnect:
+                    await on_disconnect(job.reason)
+
+    async def _handle_event(self, event: _Event) -> None:
+        namespace = event.namespace
+        for listener in namespace._any:
+            await listener(event.name, *event.args)
+        handler = namespace._events.get(event.name)
+        if handler is None:
+            return
+        reply = ack_arguments(await handler(*event.args))
+        if event.ack_id is None or reply is None or not event.link.is_current(namespace):
+            return  # no ack asked for, or NO_ACK; or the connection it came on is gone
+        ack = SocketPacket(PacketType.ACK, namespace.name, reply, event.ack_id)
+        with suppress(Disconnected):  # gone meanwhile
+            await self._write(event.link, ack)
 
     # --- sending ------------------------------------------------------------------------
 
