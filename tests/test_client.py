@@ -381,6 +381,34 @@ async def test_headers_reach_the_server(mode: str) -> None:
     assert seen == ["t0k3n"]
 
 
+async def test_a_refused_reconnection_is_a_connect_error() -> None:
+    sio = trio_sio.Server()
+    connections: list[str] = []
+
+    @sio.use
+    async def once(sock: trio_sio.Socket, auth: Any) -> None:
+        connections.append(sock.id)
+        if len(connections) > 1:
+            raise trio_sio.ConnectionRefused("not again", {"retry": False})
+
+    @sio.on("drop")
+    async def drop(sock: trio_sio.Socket) -> None:
+        sock.session.close(trio_sio.DisconnectReason.TRANSPORT_CLOSE)
+
+    client = trio_sio.Client(delay=0.01)
+
+    async def connect_and_drop() -> None:
+        async with client.connect(url, transports=("websocket",)):
+            await client.emit("drop")
+            await trio.sleep_forever()
+
+    async with serve_server("native", sio) as url:
+        with trio.fail_after(BUDGET), pytest.raises(trio_sio.ConnectError) as refused:
+            await connect_and_drop()
+    assert (refused.value.message, refused.value.data) == ("not again", {"retry": False})
+    assert len(connections) == 2
+
+
 async def test_disconnect_ends_run(echo_server: tuple[str, list[str]]) -> None:
     url, received = echo_server
     client = trio_sio.Client()

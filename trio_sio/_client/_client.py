@@ -493,7 +493,7 @@ class Client(ClientNamespace):
 
         Raises:
             ConnectError: a namespace was refused, or the server could not be reached (after
-                the reconnection attempts).
+                the reconnection attempts); from the block, a reconnection was refused.
         """
         with _single_errors():
             async with trio.open_nursery() as nursery:
@@ -522,7 +522,7 @@ class Client(ClientNamespace):
         cancelling it disconnects.
 
         Raises:
-            ConnectError: as :meth:`connect`, before it started.
+            ConnectError: as :meth:`connect`; also when a reconnection is refused.
             Disconnected: the connection was lost and reconnection gave up (or is off); the
                 reason says how, the cause is chained.
         """
@@ -665,10 +665,10 @@ class Client(ClientNamespace):
                     with trio.CancelScope() as self._backoff:
                         await trio.sleep(wait)
                     continue
+                error = session.error
+                if isinstance(error, ConnectError):
+                    raise error  # refused, on the first connection or a later one
                 if not started:
-                    error = session.error
-                    if isinstance(error, ConnectError):
-                        raise error
                     raise ConnectError(str(error or session.reason)) from error
                 self._finish(lost)
             # Let the handlers take what is queued, then stop them.
