@@ -137,6 +137,20 @@ async def test_several_namespaces_with_auth(peer: Peer, mode: str) -> None:
         assert await main_inbox.next() == ("message-back", ("to main",))
 
 
+async def test_auth_is_asked_for_on_each_connection(peer: Peer) -> None:
+    client = trio_sio.Client(delay=0.01)
+    inbox = Inbox(client, "auth")
+    tokens = iter(range(100))
+
+    async def auth() -> dict[str, int]:
+        return {"token": next(tokens)}
+
+    async with client.connect(peer.url, transports=("websocket",), auth=auth):
+        assert await inbox.next() == ("auth", ({"token": 0},))
+        await client.emit("drop-transport")
+        assert await inbox.next() == ("auth", ({"token": 1},))
+
+
 async def test_refused_namespace_raises_connect_error(peer: Peer, mode: str) -> None:
     client = trio_sio.Client()
     with trio.fail_after(BUDGET), pytest.raises(trio_sio.ConnectError) as refused:

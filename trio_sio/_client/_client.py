@@ -34,6 +34,9 @@ EventH = TypeVar("EventH", bound=ClientEventHandler)
 ConnectH = TypeVar("ConnectH", bound=Callable[[], Awaitable[None]])
 DisconnectH = TypeVar("DisconnectH", bound=Callable[[DisconnectReason], Awaitable[None]])
 
+#: The CONNECT payload: a mapping, or ``async def auth() -> Mapping`` asked on each connection.
+Auth = Mapping[str, Any] | Callable[[], Awaitable[Mapping[str, Any]]]
+
 #: Why a connection ends for good, without reconnecting.
 _FINAL = frozenset({DisconnectReason.IO_SERVER_DISCONNECT, DisconnectReason.IO_CLIENT_DISCONNECT})
 
@@ -480,7 +483,7 @@ class Client(ClientNamespace):
         url: str,
         *,
         transports: Sequence[str] = ("polling", "websocket"),
-        auth: Mapping[str, Any] | None = None,
+        auth: Auth | None = None,
         namespaces: Sequence[str] = ("/",),
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Client]:
@@ -489,7 +492,10 @@ class Client(ClientNamespace):
         of ``namespaces`` is connected. Leaving disconnects.
 
         ``transports`` are tried as socket.io-client does: the first opens the session and,
-        from polling, the client upgrades to ``"websocket"`` if it is listed.
+        from polling, the client upgrades to ``"websocket"`` if it is listed. ``auth`` is
+        the CONNECT payload every namespace sends (the server's ``auth``), or
+        ``async def auth() -> Mapping``, asked for it on each connection. ``headers`` go with
+        every HTTP request (the handshake's, the polls', the WebSocket's).
 
         Raises:
             ConnectError: a namespace was refused, or the server could not be reached (after
@@ -512,7 +518,7 @@ class Client(ClientNamespace):
         url: str,
         *,
         transports: Sequence[str] = ("polling", "websocket"),
-        auth: Mapping[str, Any] | None = None,
+        auth: Auth | None = None,
         namespaces: Sequence[str] = ("/",),
         headers: Mapping[str, str] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -576,7 +582,7 @@ class Client(ClientNamespace):
         self,
         url: str,
         transports: Sequence[str],
-        auth: Mapping[str, Any] | None,
+        auth: Auth | None,
         namespace_names: Sequence[str],
         headers: Mapping[str, str] | None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -596,7 +602,8 @@ class Client(ClientNamespace):
             max_payload=self.max_payload,
             outgoing_queue=self.outgoing_queue,
         )
-        connect_data = dict(auth) if auth is not None else None
+        if callable(auth):
+            check_handler(auth, "auth", "()", 0)
         self._running = True
         self._dropped = set()
         self._ended = trio.Event()
@@ -606,9 +613,7 @@ class Client(ClientNamespace):
         )
         try:
             with _single_errors():
-                await self._connect_and_reconnect(
-                    endpoint, settings, connect_data, namespaces, task_status
-                )
+                await self._connect_and_reconnect(endpoint, settings, auth, namespaces, task_status)
         finally:
             self._running = False
             self._finish(Disconnected(DisconnectReason.IO_CLIENT_DISCONNECT))
@@ -619,7 +624,7 @@ class Client(ClientNamespace):
         self,
         endpoint: Endpoint,
         settings: EngineSettings,
-        connect_data: dict[str, Any] | None,
+        auth: Auth | None,
         namespaces: Sequence[ClientNamespace],
         task_status: trio.TaskStatus[None],
     ) -> None:
@@ -638,9 +643,7 @@ class Client(ClientNamespace):
 
             while not self._ended.is_set():
                 namespaces = [n for n in namespaces if n.name not in self._dropped]
-                session = await self._session(
-                    endpoint, settings, connect_data, namespaces, connected
-                )
+                session = await self._session(endpoint, settings, auth, namespaces, connected)
                 final = self._ended.is_set() or session.reason in _FINAL
                 if isinstance(session.error, ConnectError):
                     final = True  # a refused namespace is not retried
@@ -678,7 +681,7 @@ class Client(ClientNamespace):
         self,
         endpoint: Endpoint,
         settings: EngineSettings,
-        connect_data: dict[str, Any] | None,
+        auth: Auth | None,
         namespaces: Sequence[ClientNamespace],
         on_connected: Callable[[], None],
     ) -> _Session:
@@ -690,10 +693,13 @@ class Client(ClientNamespace):
                 link.engine = engine
                 self._current = link
                 try:
+                    # Asked for on every connection, so that a reconnection can bring a fresh
+                    # token (socket.io-client's function ``auth``).
+                    fields = await auth() if callable(auth) else auth
+                    payload = dict(fields) if fields is not None else None
                     for namespace in namespaces:
-                        await self._write(
-                            link, SocketPacket(PacketType.CONNECT, namespace.name, connect_data)
-                        )
+                        connect = SocketPacket(PacketType.CONNECT, namespace.name, payload)
+                        await self._write(link, connect)
                     await link.answered.wait()
                     if link.refusal is None:
                         self.connections += 1
