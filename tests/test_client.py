@@ -423,6 +423,37 @@ async def test_a_refused_reconnection_is_a_connect_error() -> None:
     assert len(connections) == 2
 
 
+async def test_leaving_fails_pending_calls_at_once(echo_server: tuple[str, list[str]]) -> None:
+    url, _ = echo_server
+    client = trio_sio.Client()
+    failed: list[trio_sio.Disconnected] = []
+
+    async def unanswered(task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        with pytest.raises(trio_sio.Disconnected) as raised:
+            await client.call("no-such-event")
+        failed.append(raised.value)
+
+    with trio.fail_after(BUDGET):
+        async with trio.open_nursery() as nursery, client.connect(url):
+            await nursery.start(unanswered)
+            await trio.testing.wait_all_tasks_blocked()
+    assert [error.reason for error in failed] == [trio_sio.DisconnectReason.IO_CLIENT_DISCONNECT]
+
+
+async def test_cancelling_run_closes_the_connection(echo_server: tuple[str, list[str]]) -> None:
+    url, received = echo_server
+    client = trio_sio.Client()
+    with trio.fail_after(BUDGET):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run, url)
+            assert await client.call("ping") == "pong"
+            nursery.cancel_scope.cancel()
+        while not any(event.startswith("disconnect: ") for event in received):
+            await trio.sleep(0.01)
+    assert not client.connected
+
+
 async def test_disconnect_ends_run(echo_server: tuple[str, list[str]]) -> None:
     url, received = echo_server
     client = trio_sio.Client()

@@ -325,9 +325,19 @@ async def open_engine(
                 engine.start()
                 yield engine
         finally:
+            # Still running means cancelled from outside: the server is told with a CLOSE
+            # packet written directly (the writer is cancelled too), rather than left to
+            # notice a dead connection when a heartbeat goes unanswered.
+            farewell = engine.open is not None and not engine.ended.is_set()
             engine.end(engine.reason or DisconnectReason.IO_CLIENT_DISCONNECT)
             if engine.transport is not None:
                 with trio.CancelScope(shield=True):
+                    if farewell:
+                        with (
+                            trio.move_on_after(engine.heartbeat_window),
+                            suppress(TransportFailure),
+                        ):
+                            await engine.transport.write([Outgoing.control(EnginePacketType.CLOSE)])
                     await engine.transport.aclose()
     if failure is not None:
         raise failure
