@@ -33,7 +33,7 @@ def check_handler(
     hint: str = "",
     synchronous: bool = False,
 ) -> None:
-    """Refuse, as it is registered, a handler the server could not call.
+    """Refuse, as it is registered, a handler the server (or the client) could not call.
 
     Otherwise the mistake shows only when a client connects, as an error logged for every
     call (a ``def`` handler's result cannot be awaited; python-socketio's ``(sid, environ,
@@ -44,7 +44,7 @@ def check_handler(
         handler: what was registered.
         kind: the decorator, for the message (``"on_connect"``).
         takes: the parameters, for the message (``"(sock, auth)"``).
-        arguments: how many positional arguments the server always passes.
+        arguments: how many positional arguments it is always called with.
         rest: what follows them: ``"none"``; ``"some"``, the event's arguments, which a
             handler may name one by one (only the first ``arguments`` are checked);
             ``"any"``, arguments of every event, which need ``*args``.
