@@ -182,6 +182,7 @@ SOCKETIO = {f"trio_sio.{name}" for name in ("_server", "_namespace", "_socket", 
 SOCKETIO |= {"trio_sio._adapter", "trio_sio._cluster", "trio_sio._lifecycle", "trio_sio._recovery"}
 HOSTS = "trio_sio.hosts"
 ADAPTERS = "trio_sio.adapters"
+CLIENT = "trio_sio._client"
 TRANSPORTS = {f"{ENGINE}.polling", f"{ENGINE}.websocket"}
 
 
@@ -220,6 +221,7 @@ def test_the_layers_are_where_the_rules_expect_them() -> None:
     assert set(MODULES) >= SOCKETIO
     assert {f"{HOSTS}._asgi", f"{HOSTS}.native._http", f"{HOSTS}._memory"} <= set(MODULES)
     assert f"{ADAPTERS}.redis" in MODULES
+    assert {f"{CLIENT}._client", f"{CLIENT}._engine", f"{CLIENT}._http"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", modules_in(ENGINE))
@@ -314,3 +316,35 @@ def test_the_recovery_store_is_sans_io() -> None:
     path, _ = MODULES["trio_sio._recovery"]
     names = imported_modules(path.read_text(encoding="utf-8"), "trio_sio._recovery")
     assert [name for name in names if name.split(".")[0] in FORBIDDEN | {"trio_sio"}] == []
+
+
+# --- the client ------------------------------------------------------------------------------
+#
+# The client shares the protocol core, the public exceptions, the acknowledgement rule and the
+# registration checks with the server, and nothing else: no server internals (sessions,
+# delivery, sockets, namespaces), no host. The server never uses the client.
+
+CLIENT_MAY_USE = (
+    CLIENT,
+    PACKAGE,
+    "trio_sio._errors",
+    "trio_sio._acks",
+    "trio_sio._signatures",
+)
+
+
+@pytest.mark.parametrize("module", modules_in(CLIENT))
+def test_client_uses_only_what_it_shares_with_the_server(module: str) -> None:
+    bad = [
+        name
+        for name in imports_of(module)
+        if within(name, "trio_sio") and not any(within(name, ok) for ok in CLIENT_MAY_USE)
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if not within(m, CLIENT) and m != "trio_sio")
+)
+def test_the_server_never_uses_the_client(module: str) -> None:
+    assert [name for name in imports_of(module) if within(name, CLIENT)] == []

@@ -166,3 +166,49 @@ parser: Parser = trio_sio.MsgpackParser()
 trio_sio.Server(parser=trio_sio.MsgpackParser)  # type: ignore[arg-type]
 trio_sio.Server(parser="msgpack")  # type: ignore[arg-type]
 trio_sio.Server(parser=trio_sio.JsonParser().json)  # type: ignore[arg-type]
+
+
+# --- the client's registrations --------------------------------------------------------------
+
+client = trio_sio.Client()
+
+
+@client.on("chat message")
+async def client_chat(text: str) -> str:
+    return text
+
+
+@client.on_any
+async def client_any(event: str, *args: Any) -> None:
+    pass
+
+
+@client.of("/chat").on_connect
+async def client_connected() -> None:
+    pass
+
+
+@client.on_disconnect
+async def client_disconnected(reason: trio_sio.DisconnectReason) -> None:
+    pass
+
+
+@client.on("sync")  # type: ignore[type-var]
+def client_sync(text: str) -> None:
+    pass
+
+
+@client.on_connect  # type: ignore[type-var]
+async def client_connect_with_sock(sock: trio_sio.Socket) -> None:
+    pass
+
+
+@client.on_disconnect  # type: ignore[type-var]
+async def client_disconnect_without_reason() -> None:
+    pass
+
+
+async def client_use() -> None:
+    async with client.connect("http://127.0.0.1:5001") as conn:
+        answer: Any = await conn.call("chat message", "hi")
+        await conn.of("/chat").emit("x", b"\x00", answer)

@@ -18,6 +18,9 @@ from ._adapter import BroadcastOptions as BroadcastOptions
 from ._broadcast import AckCollector as AckCollector
 from ._broadcast import BroadcastOperator as BroadcastOperator
 from ._cli import run as run
+from ._client import Client as Client
+from ._client import ClientNamespace as ClientNamespace
+from ._client import ConnectError as ConnectError
 from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import Disconnected as Disconnected
 from ._errors import DisconnectReason as DisconnectReason
@@ -50,6 +53,9 @@ __all__ = [
     "Adapter",
     "BroadcastOperator",
     "BroadcastOptions",
+    "Client",
+    "ClientNamespace",
+    "ConnectError",
     "ConnectionRefused",
     "ConnectionStateRecovery",
     "DisconnectReason",

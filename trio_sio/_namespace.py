@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import itertools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from ._broadcast import AckCollector, BroadcastOperator
 from ._errors import DisconnectReason
 from ._protocol import RESERVED_EVENTS, SocketPacket
+from ._signatures import check_event_name as _check_event_name
+from ._signatures import check_handler as _check
 
 if TYPE_CHECKING:
     from ._adapter import Adapter
@@ -83,97 +83,6 @@ class Handlers:
     middlewares: list[Middleware] = field(default_factory=list)
     packet_middlewares: list[PacketMiddleware] = field(default_factory=list)
     server_events: dict[str, ServerEventHandler] = field(default_factory=dict)
-
-
-def _is_async(handler: object) -> bool:
-    """Whether calling ``handler`` gives a coroutine: an ``async def`` function or method, a
-    :func:`functools.partial` of one, or an object whose ``__call__`` is ``async def``."""
-    while isinstance(handler, functools.partial):
-        handler = handler.func  # inspect unwraps partials of functions, not of objects
-    if inspect.iscoroutinefunction(handler):
-        return True
-    if inspect.isroutine(handler) or isinstance(handler, type):
-        return False
-    return inspect.iscoroutinefunction(type(handler).__call__)
-
-
-def _check(
-    handler: object,
-    kind: str,
-    takes: str,
-    arguments: int,
-    *,
-    rest: Literal["none", "some", "any"] = "none",
-    hint: str = "",
-    synchronous: bool = False,
-) -> None:
-    """Refuse, as it is registered, a handler the server could not call.
-
-    Otherwise the mistake shows only when a client connects, as an error logged for every
-    call (a ``def`` handler's result cannot be awaited; python-socketio's ``(sid, environ,
-    auth)`` misses an argument), or not at all (an ``async def`` ``on_any_outgoing`` makes a
-    coroutine nobody awaits).
-
-    Args:
-        handler: what was registered.
-        kind: the decorator, for the message (``"on_connect"``).
-        takes: the parameters, for the message (``"(sock, auth)"``).
-        arguments: how many positional arguments the server always passes.
-        rest: what follows them: ``"none"``; ``"some"``, the event's arguments, which a
-            handler may name one by one (only the first ``arguments`` are checked);
-            ``"any"``, arguments of every event, which need ``*args``.
-        hint: the python-socketio or Node signature this one replaces (``", not ..."``).
-        synchronous: whether the handler must be a plain ``def``.
-    """
-    if not callable(handler):
-        raise TypeError(f"{kind} registers a function {takes}, not {handler!r}")
-    name = getattr(handler, "__qualname__", None) or repr(handler)
-    if synchronous and _is_async(handler):
-        raise TypeError(
-            f"{kind} handlers are called synchronously as each packet is sent: "
-            f"make {name} a plain `def`, not `async def`"
-        )
-    if not synchronous and not _is_async(handler):
-        raise TypeError(f"{kind} handlers are awaited: make {name} an `async def` function")
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):
-        return  # nothing to read (some builtins): trust it
-    placeholders = [None] * arguments
-    try:
-        if rest == "some":
-            signature.bind_partial(*placeholders)
-        else:
-            signature.bind(*placeholders)
-    except TypeError:
-        fits = False
-    else:
-        fits = rest != "any" or any(
-            parameter.kind is inspect.Parameter.VAR_POSITIONAL
-            for parameter in signature.parameters.values()
-        )
-    if not fits:
-        # The parameters as the reader wrote them, without the annotations' noise.
-        plain = signature.replace(
-            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
-            return_annotation=signature.empty,
-        )
-        raise TypeError(f"{kind} handlers take {takes}{hint}; {name}{plain} does not")
-
-
-def _check_event_name(
-    event: object, decorator: str, *, alternative: str = "", owner: str = "sio"
-) -> str:
-    """``event`` if it is an event's name; a message naming the fix otherwise."""
-    if isinstance(event, str):
-        return event
-    if callable(event):
-        # A bare `@sio.on`: on() got the handler where the event's name goes, and would
-        # return a decorator that nobody calls, registering nothing.
-        raise TypeError(
-            f'{decorator} takes the event\'s name: @{owner}.{decorator}("name"){alternative}'
-        )
-    raise TypeError(f"event names are strings, not {event!r}")
 
 
 # The checks each kind of registration makes, shared by the namespace's decorators, the

@@ -16,9 +16,11 @@ from trio_sio._protocol import (
     RECORD_SEPARATOR,
     EnginePacket,
     EnginePacketType,
+    OpenPacket,
     Outgoing,
     ProtocolError,
     StdlibJson,
+    decode_open_packet,
     decode_packet,
     decode_payload,
     encode_open_packet,
@@ -392,3 +394,81 @@ def test_open_packet_milliseconds_survive_seconds(interval_ms: int, timeout_ms: 
     assert handshake["pingInterval"] == interval_ms
     assert handshake["pingTimeout"] == timeout_ms
     assert f'"pingInterval":{interval_ms},' in packet
+
+
+# --- the client's side of the open packet
+
+
+@examples(200)
+@given(
+    st.text(min_size=1, max_size=64),
+    st.lists(st.sampled_from(["websocket", "polling", "webtransport"]), max_size=3),
+    st.integers(0, 2**31 - 1),
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 10**12),
+)
+def test_decode_open_packet_reads_what_the_server_encodes(
+    sid: str, upgrades: list[str], interval_ms: int, timeout_ms: int, max_payload: int
+) -> None:
+    packet = encode_open_packet(
+        JSON,
+        sid=sid,
+        upgrades=upgrades,
+        ping_interval=interval_ms / 1000,
+        ping_timeout=timeout_ms / 1000,
+        max_payload=max_payload,
+    )
+    assert decode_open_packet(JSON, packet[1:]) == OpenPacket(
+        sid, tuple(upgrades), interval_ms / 1000, timeout_ms / 1000, max_payload
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[]",
+        "null",
+        '{"upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"","upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"' + "s" * 65 + '","pingInterval":1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"s","upgrades":"websocket","pingInterval":1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"s","upgrades":[1],"pingInterval":1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"s","pingInterval":true,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"s","pingInterval":-1,"pingTimeout":1,"maxPayload":1}',
+        '{"sid":"s","pingInterval":1,"pingTimeout":1e300,"maxPayload":1}',
+        '{"sid":"s","pingInterval":1,"pingTimeout":"1","maxPayload":1}',
+        '{"sid":"s","pingInterval":1,"pingTimeout":1,"maxPayload":0}',
+        '{"sid":"s","pingInterval":1,"pingTimeout":1,"maxPayload":1.5}',
+        '{"sid":"s","pingInterval":1,"pingTimeout":1}',
+    ],
+)
+def test_decode_open_packet_refuses_what_a_client_cannot_use(data: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode_open_packet(JSON, data)
+
+
+@examples(300)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(
+            json.dumps,
+            st.dictionaries(
+                st.sampled_from(
+                    ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload", "x"]
+                ),
+                st.one_of(
+                    st.none(),
+                    st.booleans(),
+                    st.integers(),
+                    st.floats(),
+                    st.text(max_size=5),
+                    st.lists(st.text(max_size=5), max_size=2),
+                ),
+            ),
+        ),
+    )
+)
+def test_decode_open_packet_raises_only_protocol_error(data: str) -> None:
+    with contextlib.suppress(ProtocolError):
+        decode_open_packet(JSON, data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -28,8 +29,10 @@ __all__ = [
     "EnginePacket",
     "EnginePacketType",
     "EngineRequest",
+    "OpenPacket",
     "Outgoing",
     "Transport",
+    "decode_open_packet",
     "decode_packet",
     "decode_payload",
     "encode_open_packet",
@@ -272,3 +275,52 @@ def encode_open_packet(
             "maxPayload": max_payload,
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPacket:
+    """What a server's open packet tells its client; times in seconds."""
+
+    sid: str
+    upgrades: tuple[str, ...]
+    ping_interval: float
+    ping_timeout: float
+    max_payload: int
+
+
+#: Longest heartbeat period a client accepts, in ms (JavaScript timers overflow past 2**31-1).
+MAX_PING_MS = 2**31 - 1
+
+
+def decode_open_packet(json: JsonCodec, data: str) -> OpenPacket:
+    """The client's side of :func:`encode_open_packet`: the data of an OPEN packet.
+
+    Raises:
+        ProtocolError: not a JSON object with a usable ``sid``, ``upgrades``,
+            ``pingInterval``, ``pingTimeout`` and ``maxPayload``.
+    """
+    info = json.loads(data)
+    if not isinstance(info, dict):
+        raise ProtocolError("invalid open packet", "not an object")
+    sid = info.get("sid")
+    if not isinstance(sid, str) or not sid or len(sid) > MAX_SID_LENGTH:
+        raise ProtocolError("invalid open packet", "sid")
+    upgrades = info.get("upgrades", [])
+    if not isinstance(upgrades, list) or not all(isinstance(u, str) for u in upgrades):
+        raise ProtocolError("invalid open packet", "upgrades")
+    ping_interval = _milliseconds(info, "pingInterval")
+    ping_timeout = _milliseconds(info, "pingTimeout")
+    max_payload = info.get("maxPayload")
+    if type(max_payload) is not int or max_payload <= 0:
+        raise ProtocolError("invalid open packet", "maxPayload")
+    return OpenPacket(sid, tuple(upgrades), ping_interval, ping_timeout, max_payload)
+
+
+def _milliseconds(info: dict[str, object], name: str) -> float:
+    value = info.get(name)
+    # bool is an int in Python, not in JSON.
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ProtocolError("invalid open packet", name)
+    if not math.isfinite(value) or not 0 <= value <= MAX_PING_MS:
+        raise ProtocolError("invalid open packet", f"{name} out of range")
+    return value / 1000
