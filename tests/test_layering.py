@@ -184,6 +184,7 @@ HOSTS = "trio_sio.hosts"
 ADAPTERS = "trio_sio.adapters"
 CLIENT = "trio_sio._client"
 TRANSPORTS = {f"{ENGINE}.polling", f"{ENGINE}.websocket"}
+WIRE = f"{ADAPTERS}._wire"  # Node's cluster wire formats: pure, like the protocol core
 
 
 def package_modules() -> dict[str, tuple[Path, bool]]:
@@ -220,7 +221,9 @@ def test_the_layers_are_where_the_rules_expect_them() -> None:
     assert {f"{ENGINE}.session", f"{ENGINE}.delivery", *TRANSPORTS} <= set(MODULES)
     assert set(MODULES) >= SOCKETIO
     assert {f"{HOSTS}._asgi", f"{HOSTS}.native._http", f"{HOSTS}._memory"} <= set(MODULES)
-    assert f"{ADAPTERS}.redis" in MODULES
+    assert {f"{ADAPTERS}.redis", f"{ADAPTERS}.redis_sharded", WIRE, f"{ADAPTERS}._base"} <= set(
+        MODULES
+    )
     assert {f"{CLIENT}._client", f"{CLIENT}._engine", f"{CLIENT}._http"} <= set(MODULES)
 
 
@@ -348,3 +351,24 @@ def test_client_uses_only_what_it_shares_with_the_server(module: str) -> None:
 )
 def test_the_server_never_uses_the_client(module: str) -> None:
     assert [name for name in imports_of(module) if within(name, CLIENT)] == []
+
+
+def test_the_cluster_wire_format_is_sans_io() -> None:
+    """Bytes in, messages out: no I/O library, no Redis client, no logging, no clock. From
+    trio_sio it takes the protocol core and the adapter's BroadcastOptions."""
+    allowed = (PACKAGE, "trio_sio._adapter")
+    bad = [
+        name
+        for name in imports_of(WIRE)
+        if name.split(".")[0] in FORBIDDEN | {"coredis"}
+        or (within(name, "trio_sio") and not any(within(name, ok) for ok in allowed))
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", [f"{ADAPTERS}._base", WIRE])
+def test_the_cluster_protocol_knows_no_transport(module: str) -> None:
+    """The cluster adapter base and the wire formats never reach for Redis: a transport is a
+    module of its own."""
+    assert [name for name in imports_of(module) if name.split(".")[0] == "coredis"] == []
+    assert [name for name in imports_of(module) if within(name, f"{ADAPTERS}.redis")] == []

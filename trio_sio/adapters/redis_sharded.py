@@ -1,0 +1,217 @@
+"""A cluster adapter over Redis 7 sharded pub/sub, wire-compatible with Node's
+``@socket.io/redis-adapter`` 8.3 ``createShardedAdapter``.
+
+Sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``) is what the classic adapter outgrows into: on a
+Redis Cluster a shard channel lives on one shard instead of being copied to every node, and
+even on one server a node only receives the rooms it has members of. Node servers created with
+``createShardedAdapter(pub, sub, {channelPrefix, subscriptionMode})`` and trio_sio servers
+share one cluster::
+
+    from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
+
+    sio = trio_sio.Server(
+        adapter_factory=ShardedRedisAdapter.factory("redis://127.0.0.1:6379/0")
+    )
+
+Channels (``<prefix>`` is :attr:`~trio_sio.adapters.redis.RedisAdapterOptions.key`,
+``"socket.io"`` by default, Node's ``channelPrefix``):
+
+- ``<prefix>#<nsp>#``: every message of the namespace (``socket.io-adapter``'s
+  ``ClusterAdapter`` messages ``{uid, nsp, type, data}``, JSON unless they carry binary, then
+  msgpack), except
+- ``<prefix>#<nsp>#<room>#``: broadcasts to that one room alone, without acknowledgements,
+  with ``subscription_mode="dynamic"`` (the default: public rooms, not sockets' own rooms) or
+  ``"dynamic-private"`` (every room). A node subscribes to the channel of each such room it
+  has members in, while it has them; ``"static"`` keeps to the namespace channel. Every node
+  of a cluster must use the same mode.
+- ``<prefix>#<nsp>#<uid>#``: the answers to this node's requests.
+
+The number of nodes is ``PUBSUB SHARDNUMSUB <prefix>#<nsp>#``. Redis 7 serves sharded pub/sub
+on a single server too (Debian 12's 7.0 does); Redis Cluster is not supported yet.
+
+Lifecycle, back-pressure and hostile input are as for :mod:`trio_sio.adapters.redis` (the same
+:class:`~trio_sio.adapters.redis.RedisAdapterOptions` and
+:class:`~trio_sio.adapters.redis.RedisAdapterStatistics`; the option
+``publish_on_specific_response_channel`` does not apply: answers always go to the requester's
+channel). Node's sharded adapter has no ``allRooms`` request, so neither has this one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import _wire
+from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions
+from ._wire import ShardedWire, SubscriptionMode
+
+if TYPE_CHECKING:
+    import coredis
+
+    from .._namespace import Namespace
+
+__all__ = ["ShardedRedisAdapter", "SubscriptionMode"]
+
+
+class _ShardChannels(PubSub[bytes]):
+    """coredis's subscriber on one (non-cluster) connection, subscribing with
+    ``SSUBSCRIBE``/``SUNSUBSCRIBE``: its own ``ShardedPubSub`` needs a Redis Cluster client.
+    Shard messages arrive as ordinary ``message`` entries."""
+
+    async def subscribe(self, *channels: Any, **channel_handlers: Any) -> None:
+        new = [self._encode(channel) for channel in channels]
+        waiters = {channel: trio.Event() for channel in new}
+        for channel, event in waiters.items():
+            self._subscription_waiters[channel].append(event)  # type: ignore[arg-type]
+        for channel in new:  # one command per channel: a cluster wants one slot per command
+            self._execute_command(b"SSUBSCRIBE", channel)
+        await self._ensure_subscribed(waiters)  # type: ignore[arg-type]
+        self.channels.update(dict.fromkeys(new))
+
+    async def unsubscribe(self, *channels: Any) -> None:
+        waiters = {self._encode(channel): trio.Event() for channel in channels or self.channels}
+        for channel, event in waiters.items():
+            self._unsubscription_waiters[channel].append(event)  # type: ignore[arg-type]
+        self._unsubscribe(*channels)
+        await self._ensure_unsubscribed(waiters)  # type: ignore[arg-type]
+
+    def _unsubscribe(self, *channels: Any) -> None:
+        self._execute_command(b"SUNSUBSCRIBE", *channels)
+
+
+class ShardedRedisAdapter(RedisAdapterBase):
+    """The cluster adapter of one namespace, over Redis 7 sharded pub/sub (see the module's
+    docs). Create it through :meth:`factory`.
+
+    Attributes:
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        options: its :class:`~trio_sio.adapters.redis.RedisAdapterOptions`.
+        subscription_mode: Node's ``subscriptionMode``.
+        uid: this node's id in the cluster (per namespace, as in Node).
+    """
+
+    logger = logging.getLogger("trio_sio.adapters.redis_sharded")
+    _wire: ShardedWire
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        url: str,
+        options: RedisAdapterOptions | None = None,
+        *,
+        subscription_mode: SubscriptionMode = "dynamic",
+    ) -> None:
+        self.subscription_mode = _wire.subscription_mode(subscription_mode)
+        super().__init__(namespace, url, options)
+        # Rooms whose channel may need (un)subscribing, and the room channels subscribed.
+        self._rooms_to_check: set[str] = set()
+        self._rooms_checked = trio.Event()
+        self._room_channels: set[str] = set()
+
+    @classmethod
+    def factory(
+        cls,
+        url: str,
+        options: RedisAdapterOptions | None = None,
+        *,
+        subscription_mode: SubscriptionMode = "dynamic",
+    ) -> Callable[[Namespace], ShardedRedisAdapter]:
+        """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
+        :class:`ShardedRedisAdapter` on ``url`` with ``options`` and ``subscription_mode``
+        (``"static"``, ``"dynamic"`` or ``"dynamic-private"``; any other fails here)."""
+        mode = _wire.subscription_mode(subscription_mode)
+
+        def make(namespace: Namespace) -> ShardedRedisAdapter:
+            return cls(namespace, url, options, subscription_mode=mode)
+
+        return make
+
+    def _make_wire(
+        self, namespace: Namespace, options: RedisAdapterOptions, uid: str
+    ) -> ShardedWire:
+        return ShardedWire(
+            options.key,
+            namespace.name,
+            uid,
+            namespace.server.json,
+            options.max_depth,
+            mode=self.subscription_mode,
+        )
+
+    def _open_pubsub(self, client: coredis.Redis[bytes]) -> PubSub[bytes]:
+        return _ShardChannels(client.connection_pool, **self._pubsub_settings())
+
+    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
+        wire = self._wire
+        self._rooms_to_check.clear()
+        self._room_channels = {
+            wire.room_channel(room) for room in self.rooms if self._has_room_channel(room)
+        }
+        await pubsub.subscribe(wire.channel, wire.own_response_channel, *self._room_channels)
+
+    async def _serve_connection(self, pubsub: PubSub[bytes]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_rooms, pubsub)
+            await self._read(pubsub)
+
+    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
+        pipe.spublish(channel, payload)
+
+    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
+        channel = self._wire.channel
+        counts = await client.pubsub_shardnumsub(channel)
+        return int(counts.get(channel.encode(), 0))
+
+    # --- a channel per room, while the room has members here ------------------------------
+
+    def _has_room_channel(self, room: str) -> bool:
+        return self._wire.has_room_channel(room, private=room in self.sids)
+
+    def _check_rooms(self, rooms: Iterable[str]) -> None:
+        """Rooms created or deleted: the subscriber task brings the subscriptions in line."""
+        if self.subscription_mode == "static":
+            return
+        before = len(self._rooms_to_check)
+        self._rooms_to_check.update(rooms)
+        if len(self._rooms_to_check) != before:
+            self._rooms_checked.set()
+
+    def add_all(self, sid: str, rooms: Iterable[str]) -> None:
+        rooms = list(rooms)
+        created = [room for room in rooms if room not in self.rooms]
+        super().add_all(sid, rooms)
+        self._check_rooms(room for room in created if self._has_room_channel(room))
+
+    def delete(self, sid: str, room: str) -> None:
+        super().delete(sid, room)
+        if room not in self.rooms:
+            self._check_rooms([room])
+
+    def delete_all(self, sid: str) -> None:
+        rooms = list(self.sids.get(sid, ()))
+        super().delete_all(sid)
+        self._check_rooms(room for room in rooms if room not in self.rooms)
+
+    async def _follow_rooms(self, pubsub: PubSub[bytes]) -> None:
+        wire = self._wire
+        while True:
+            await self._rooms_checked.wait()
+            self._rooms_checked = trio.Event()
+            rooms, self._rooms_to_check = self._rooms_to_check, set()
+            wanted, unwanted = [], []
+            for room in rooms:
+                channel = wire.room_channel(room)
+                if room in self.rooms and self._has_room_channel(room):
+                    if channel not in self._room_channels:
+                        wanted.append(channel)
+                elif channel in self._room_channels:
+                    unwanted.append(channel)
+            if wanted:
+                await pubsub.subscribe(*wanted)
+                self._room_channels.update(wanted)
+            if unwanted:
+                await pubsub.unsubscribe(*unwanted)
+                self._room_channels.difference_update(unwanted)
