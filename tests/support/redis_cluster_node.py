@@ -1,6 +1,7 @@
 """One trio_sio node of a Redis cluster, run as its own process by tests/test_redis_adapter.py.
 
-    python tests/support/redis_cluster_node.py --redis redis://127.0.0.1:PORT/0 --name A
+    python tests/support/redis_cluster_node.py --redis redis://127.0.0.1:PORT/0 --name A \
+        [--adapter classic|sharded] [--subscription-mode dynamic|static|dynamic-private]
 
 Serves with hypercorn's Trio worker on a free loopback port and prints one JSON line,
 ``{"url": "http://127.0.0.1:PORT", "name": "A"}``, once it serves. Clients drive the cluster
@@ -28,20 +29,33 @@ from hypercorn.trio import serve  # noqa: E402
 
 import trio_sio  # noqa: E402
 from trio_sio.adapters import ClusterReplies, RemoteSocket  # noqa: E402
+from trio_sio.adapters._redis_base import RedisAdapterBase  # noqa: E402
 from trio_sio.adapters.redis import RedisAdapter, RedisAdapterOptions  # noqa: E402
+from trio_sio.adapters.redis_sharded import ShardedRedisAdapter  # noqa: E402
 
 
-def build(redis_url: str, name: str, requests_timeout: float) -> trio_sio.Server:
+def build(
+    redis_url: str,
+    name: str,
+    requests_timeout: float,
+    adapter_name: str = "classic",
+    subscription_mode: str = "dynamic",
+) -> trio_sio.Server:
     options = RedisAdapterOptions(requests_timeout=requests_timeout, reconnect_delay=(0.05, 0.5))
-    sio = trio_sio.Server(
-        cors_allowed_origins="*",
-        adapter_factory=RedisAdapter.factory(redis_url, options),
-    )
+    if adapter_name == "sharded":
+        factory: Any = ShardedRedisAdapter.factory(
+            redis_url,
+            options,
+            subscription_mode=subscription_mode,  # type: ignore[arg-type]
+        )
+    else:
+        factory = RedisAdapter.factory(redis_url, options)
+    sio = trio_sio.Server(cors_allowed_origins="*", adapter_factory=factory)
     server_events: list[list[Any]] = []
 
-    def adapter() -> RedisAdapter:
+    def adapter() -> RedisAdapterBase:
         result = sio.main.adapter
-        assert isinstance(result, RedisAdapter)
+        assert isinstance(result, RedisAdapterBase)
         return result
 
     def describe(socket: trio_sio.Socket | RemoteSocket) -> dict[str, Any]:
@@ -168,8 +182,10 @@ async def main() -> None:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--requests-timeout", type=float, default=3.0)
+    parser.add_argument("--adapter", choices=["classic", "sharded"], default="classic")
+    parser.add_argument("--subscription-mode", default="dynamic")
     args = parser.parse_args()
-    sio = build(args.redis, args.name, args.requests_timeout)
+    sio = build(args.redis, args.name, args.requests_timeout, args.adapter, args.subscription_mode)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 0.5

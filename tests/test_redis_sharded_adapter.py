@@ -1,0 +1,304 @@
+"""The sharded Redis adapter against a real Redis 7, real processes and Node's own
+``createShardedAdapter``.
+
+- Cross-process (``sharded_cluster``, once per subscription mode): one private ``redis-server``,
+  two trio_sio nodes with :class:`ShardedRedisAdapter` in their own processes and, per test, a
+  Node socket.io 4.8 server with ``@socket.io/redis-adapter`` 8.3's sharded adapter in the same
+  mode, with socket.io-client clients on every node (tests/js/redis_cluster.mjs with
+  ``REDIS_ADAPTER=sharded``). Room broadcasts (binary, ``except``), fetchSockets, remote
+  join/leave/emit/disconnect, serverSideEmit with acks and broadcasts with acks cross between
+  all three, both ways.
+- In-process: the per-room channels follow membership in each mode, hostile shard messages
+  with a bystander client, a Redis restart (the room channels come back), and registration
+  errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import coredis
+import msgpack
+import pytest
+import trio
+from test_redis_adapter import (
+    CLUSTER_NODE,
+    Cluster,
+    Process,
+    open_client,
+    requires_node,
+    run_driver,
+    spawn,
+    wait_for_url,
+    wait_until,
+)
+
+import trio_sio
+from support.redis import REDIS_MISSING, RedisServer
+from support.servers import serve_app
+from trio_sio.adapters.redis import RedisAdapterOptions
+from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
+
+pytestmark = pytest.mark.skipif(REDIS_MISSING is not None, reason=REDIS_MISSING or "")
+
+MODES = ["dynamic", "static", "dynamic-private"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def sharded_cluster(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, str]]:
+    """A private Redis and two sharded trio_sio nodes, "A" and "B", in one subscription mode."""
+    mode: str = request.param
+    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-sharded-"))
+    redis = RedisServer()
+    nodes: list[Process] = []
+    try:
+        redis.start()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name in ("A", "B"):
+            argv = [sys.executable, str(CLUSTER_NODE), "--redis", redis.url, "--name", name]
+            argv += ["--adapter", "sharded", "--subscription-mode", mode]
+            nodes.append(spawn(name, argv, workdir, env))
+        for node in nodes:
+            wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
+        yield Cluster(redis, nodes, workdir), mode
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def drive(scenario: str, sharded_cluster: tuple[Cluster, str]) -> dict[str, Any]:
+    cluster, mode = sharded_cluster
+    return await run_driver(
+        scenario,
+        cluster.redis.url,
+        cluster.node_args(),
+        cluster.output(),
+        REDIS_ADAPTER="sharded",
+        SUBSCRIPTION_MODE=mode,
+    )
+
+
+@pytest.mark.node
+@requires_node
+async def test_room_broadcasts_reach_every_node(sharded_cluster: tuple[Cluster, str]) -> None:
+    observed = await drive("rooms", sharded_cluster)
+    assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
+
+
+@pytest.mark.node
+@requires_node
+async def test_fetch_sockets_and_remote_operations_both_ways(
+    sharded_cluster: tuple[Cluster, str],
+) -> None:
+    observed = await drive("fetch", sharded_cluster)
+    assert observed["node_saw"] >= 3
+    assert observed["trio_saw"] == 3
+
+
+@pytest.mark.node
+@requires_node
+async def test_server_side_emit_with_acks_both_ways(sharded_cluster: tuple[Cluster, str]) -> None:
+    observed = await drive("server-side-emit", sharded_cluster)
+    assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
+    assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
+
+
+@pytest.mark.node
+@requires_node
+async def test_broadcast_with_acks_counts_every_node(sharded_cluster: tuple[Cluster, str]) -> None:
+    observed = await drive("broadcast-ack", sharded_cluster)
+    assert observed["trio_got"]["expected"] == 3
+
+
+# --- in-process ------------------------------------------------------------------------------
+
+FAST = RedisAdapterOptions(requests_timeout=0.5, reconnect_delay=(0.02, 0.2), command_timeout=2)
+
+
+def make_server(
+    redis_url: str, mode: str = "dynamic", options: RedisAdapterOptions = FAST
+) -> trio_sio.Server:
+    factory = ShardedRedisAdapter.factory(redis_url, options, subscription_mode=mode)  # type: ignore[arg-type]
+    sio = trio_sio.Server(adapter_factory=factory)
+
+    @sio.on("join")
+    async def join(sock: trio_sio.Socket, room: str) -> str:
+        sock.join(room)
+        return room
+
+    @sio.on("leave")
+    async def leave(sock: trio_sio.Socket, room: str) -> str:
+        sock.leave(room)
+        return room
+
+    return sio
+
+
+def adapter_of(sio: trio_sio.Server) -> ShardedRedisAdapter:
+    adapter = sio.main.adapter
+    assert isinstance(adapter, ShardedRedisAdapter)
+    return adapter
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    try:
+        await server.astart()
+        yield server
+    finally:
+        server.close()
+
+
+async def shard_channels(client: coredis.Redis[bytes]) -> set[str]:
+    channels = await client.pubsub_shardchannels()
+    return {channel.decode() if isinstance(channel, bytes) else channel for channel in channels}
+
+
+async def wait_for_channels(client: coredis.Redis[bytes], expected: set[str]) -> None:
+    with trio.fail_after(5):
+        while await shard_channels(client) != expected:
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_room_channels_follow_membership(redis: RedisServer, mode: str) -> None:
+    sio = make_server(redis.url, mode)
+    probe = coredis.Redis.from_url(redis.url)
+    async with (
+        probe,
+        serve_app(trio_sio.ASGIApp(sio)) as url,
+        open_client(url) as client,
+    ):
+        await wait_until(lambda: adapter_of(sio).connected)
+        base = {"socket.io#/#", f"socket.io#/#{adapter_of(sio).uid}#"}
+        own = {f"socket.io#/#{client.sid}#"} if mode == "dynamic-private" else set()
+        await wait_for_channels(probe, base | own)
+        await client.call("join", "news")
+        rooms = {"socket.io#/#news#"} if mode != "static" else set()
+        await wait_for_channels(probe, base | own | rooms)
+        # A room broadcast published by "another node" on the room's channel (or the
+        # namespace's, in static mode) reaches the member.
+        message = {
+            "uid": "other-node",
+            "nsp": "/",
+            "type": 3,
+            "data": {
+                "packet": {"type": 2, "data": ["news", 1]},
+                "opts": {"rooms": ["news"], "except": [], "flags": {}},
+            },
+        }
+        channel = "socket.io#/#news#" if mode != "static" else "socket.io#/#"
+        await probe.spublish(channel, json.dumps(message))
+        assert await client.wait_for("news") == [[1]]
+        await client.call("leave", "news")
+        await wait_for_channels(probe, base | own)
+
+
+async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
+    redis: RedisServer,
+) -> None:
+    sio = make_server(redis.url)
+    adapter = adapter_of(sio)
+    probe = coredis.Redis.from_url(redis.url)
+    channel = "socket.io#/#"
+
+    def broadcast(uid: Any, data: Any, nsp: Any = "/", room: str = "r") -> dict[str, Any]:
+        packet = {"type": 2, "data": data}
+        opts = {"rooms": [room], "except": [], "flags": {}}
+        return {"uid": uid, "nsp": nsp, "type": 3, "data": {"packet": packet, "opts": opts}}
+
+    deep: Any = ["deep"]
+    for _ in range(100):
+        deep = [deep]
+    async with (
+        probe,
+        serve_app(trio_sio.ASGIApp(sio)) as url,
+        open_client(url) as victim,
+        open_client(url) as bystander,
+    ):
+        await victim.call("join", "r")
+        await bystander.call("join", "b")
+        await wait_until(lambda: adapter.connected)
+        before = adapter.statistics()
+        hostile: list[bytes] = [
+            b"\xc1 not msgpack",  # malformed
+            b"{not json",  # malformed
+            b"[1, 2]",  # msgpack of nothing sensible: malformed
+            json.dumps(broadcast(adapter.uid, ["forged"])).encode(),  # own
+            json.dumps(broadcast(42, ["bad-uid"])).encode(),  # malformed
+            json.dumps(broadcast("other", ["elsewhere"], nsp="/other")).encode(),  # foreign
+            json.dumps(broadcast("other", [["not", "an", "event"]])).encode(),  # malformed
+            json.dumps(broadcast("other", ["deep", deep])).encode(),  # malformed (too deep)
+            json.dumps({"uid": "other", "nsp": "/", "type": 2}).encode(),  # heartbeat: foreign
+            json.dumps({"uid": "other", "nsp": "/", "type": 7, "data": {}}).encode(),  # no id
+            msgpack.packb(broadcast("other", ["ext", msgpack.ExtType(5, b"x")])),  # malformed
+            json.dumps(
+                {"uid": "o", "nsp": "/", "type": 11, "data": {"requestId": "nobody"}}
+            ).encode(),  # an answer to nobody: ignored
+        ]
+        for payload in hostile:
+            await probe.spublish(channel, payload)
+        await probe.spublish(channel, json.dumps(broadcast("other", ["legit", 1])))
+        await probe.spublish(channel, json.dumps(broadcast("other", ["still", 2], room="b")))
+        assert await victim.wait_for("legit") == [[1]]
+        assert await bystander.wait_for("still") == [[2]]
+        after = adapter.statistics()
+
+    def delta(name: str) -> int:
+        return int(getattr(after, name) - getattr(before, name))
+
+    assert delta("received") == len(hostile) + 2
+    assert delta("ignored_own") == 1
+    assert delta("dropped_foreign") == 2
+    assert delta("dropped_malformed") == 8
+    assert delta("ignored") == 1
+    assert [args[0] for args in victim.events] == ["legit"]
+    assert [args[0] for args in bystander.events] == ["still"]
+
+
+async def test_room_channels_come_back_after_a_redis_restart(redis: RedisServer) -> None:
+    one, two = make_server(redis.url), make_server(redis.url)
+    async with (
+        serve_app(trio_sio.ASGIApp(one)) as url1,
+        serve_app(trio_sio.ASGIApp(two)) as url2,
+        open_client(url1) as c1,
+        open_client(url2) as c2,
+    ):
+        await c2.call("join", "r")
+        await wait_until(lambda: adapter_of(one).connected and adapter_of(two).connected)
+        assert await adapter_of(one).server_count() == 2
+        redis.stop()
+        await wait_until(lambda: not adapter_of(two).connected)
+        await redis.astart()
+        await wait_until(lambda: adapter_of(one).connected and adapter_of(two).connected)
+        probe = coredis.Redis.from_url(redis.url)
+        async with probe:
+            await wait_for_channels(
+                probe,
+                {
+                    "socket.io#/#",
+                    "socket.io#/#r#",
+                    f"socket.io#/#{adapter_of(one).uid}#",
+                    f"socket.io#/#{adapter_of(two).uid}#",
+                },
+            )
+        await one.to("r").emit("m", "after")
+        assert await c2.wait_for("m") == [["after"]]
+        assert c1.named("m") == []
+        sockets = await one.fetch_sockets()
+        assert sorted(s.id for s in sockets) == sorted([c1.sid, c2.sid])
+
+
+def test_a_wrong_subscription_mode_fails_at_registration() -> None:
+    with pytest.raises(ValueError, match="subscription_mode"):
+        ShardedRedisAdapter.factory("redis://127.0.0.1:1/0", subscription_mode="always")  # type: ignore[arg-type]
