@@ -5,8 +5,11 @@ the native Trio host with ``python tests/conformance_app.py --native --port PORT
 official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the project's own
 client tests drive it from outside.
 
-With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use the Redis
-adapter, so several copies of it (and Node servers) form one cluster. With
+With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use a Redis
+adapter, so several copies of it (and Node servers) form one cluster:
+``TRIO_SIO_REDIS_ADAPTER=classic`` (the default, Redis pub/sub) or ``sharded`` (Redis 7 sharded
+pub/sub, Node's ``createShardedAdapter`` in its default ``dynamic`` mode); any other value stops
+it at startup. With
 ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
 With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconnection_duration``
 2 s): CONNECT then carries a ``pid``, and every event sent without an ack request ends with its
@@ -27,12 +30,24 @@ import trio
 import trio_sio
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
 
+REDIS_ADAPTERS = ("classic", "sharded")
+
 
 def _cluster_options() -> dict[str, Any]:
-    """The Redis adapter when ``TRIO_SIO_REDIS_URL`` is set; the in-memory one otherwise."""
+    """A Redis adapter when ``TRIO_SIO_REDIS_URL`` is set (``TRIO_SIO_REDIS_ADAPTER`` picks
+    which: ``classic``, the default, or ``sharded``); the in-memory one otherwise."""
+    kind = os.environ.get("TRIO_SIO_REDIS_ADAPTER") or "classic"
+    if kind not in REDIS_ADAPTERS:
+        raise SystemExit(
+            f"TRIO_SIO_REDIS_ADAPTER must be one of {', '.join(REDIS_ADAPTERS)}, not {kind!r}"
+        )
     url = os.environ.get("TRIO_SIO_REDIS_URL")
     if not url:
         return {}
+    if kind == "sharded":
+        from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
+
+        return {"adapter_factory": ShardedRedisAdapter.factory(url)}
     from trio_sio.adapters.redis import RedisAdapter
 
     return {"adapter_factory": RedisAdapter.factory(url)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -302,3 +303,72 @@ async def test_room_channels_come_back_after_a_redis_restart(redis: RedisServer)
 def test_a_wrong_subscription_mode_fails_at_registration() -> None:
     with pytest.raises(ValueError, match="subscription_mode"):
         ShardedRedisAdapter.factory("redis://127.0.0.1:1/0", subscription_mode="always")  # type: ignore[arg-type]
+
+
+# --- the conformance fixture ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["classic", "sharded"])
+async def test_conformance_app_selects_the_adapter(kind: str, redis: RedisServer) -> None:
+    """``TRIO_SIO_REDIS_ADAPTER`` beside ``TRIO_SIO_REDIS_URL``: two fixture processes and an
+    in-process node of the same kind form one cluster."""
+    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-conformance-"))
+    env = dict(
+        os.environ, TRIO_SIO_REDIS_URL=redis.url, TRIO_SIO_REDIS_ADAPTER=kind, PYTHONUNBUFFERED="1"
+    )
+    argv = [sys.executable, "-m", "hypercorn", "-k", "trio", "--bind", "127.0.0.1:0"]
+    argv.append("tests/conformance_app.py:app")
+    processes = [spawn(name, argv, workdir, env) for name in ("C1", "C2")]
+    if kind == "sharded":
+        sio = make_server(redis.url)
+    else:
+        from trio_sio.adapters.redis import RedisAdapter
+
+        sio = trio_sio.Server(adapter_factory=RedisAdapter.factory(redis.url, FAST))
+    try:
+        for process in processes:
+            await trio.to_thread.run_sync(
+                wait_for_url, process, r"Running on (http://\S+)", "stderr"
+            )
+        async with (
+            serve_app(trio_sio.ASGIApp(sio)) as url,
+            open_client(processes[0].url) as c1,
+            open_client(processes[1].url) as c2,
+            open_client(url),
+        ):
+            with trio.fail_after(10):
+                while await sio.main.adapter.server_count() != 3:
+                    await trio.sleep(0.05)
+            for client in (c1, c2):
+                await client.call("join", "conformance")
+            if kind == "sharded":  # both fixtures subscribe to the room's channel
+                probe = coredis.Redis.from_url(redis.url)
+                async with probe:
+                    channel = "socket.io#/#conformance#"
+                    with trio.fail_after(10):
+                        while (await probe.pubsub_shardnumsub(channel))[channel.encode()] != 2:
+                            await trio.sleep(0.02)
+            await sio.to("conformance").emit("hello", kind)
+            for client in (c1, c2):
+                assert await client.wait_for("hello") == [[kind]]
+            await c1.call("room-broadcast", "conformance", "from-c1")
+            assert await c2.wait_for("room-message") == [["conformance", "from-c1"]]
+    finally:
+        for process in processes:
+            process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_conformance_app_refuses_an_unknown_adapter() -> None:
+    env = dict(os.environ, TRIO_SIO_REDIS_ADAPTER="streamz")
+    result = subprocess.run(
+        [sys.executable, "-c", "import conformance_app"],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "TRIO_SIO_REDIS_ADAPTER must be one of classic, sharded, not 'streamz'" in result.stderr
