@@ -26,13 +26,14 @@ class ClusterReplies(list[T]):
             log.warning("%d node(s) did not answer", sockets.missing)
 
     Attributes:
-        nodes: how many other nodes were asked (``PUBSUB NUMSUB`` minus this one), or
-            ``None`` when the cluster could not be asked at all (Redis unreachable): the list
-            then holds only this node's part.
+        nodes: how many other nodes were asked (``PUBSUB NUMSUB``, or ``SHARDNUMSUB``, minus
+            this one), or ``None`` when the cluster could not be asked at all (Redis
+            unreachable): the list then holds only this node's part.
         answered: how many of those nodes answered before the deadline.
         answered_by: the ids of the answering nodes that named themselves. trio_sio nodes add
-            their id to every answer; Node's ``@socket.io/redis-adapter`` does not, so its
-            answers are counted in :attr:`answered` but not listed here.
+            their id to every answer, and so does Node's sharded adapter; Node's classic
+            ``@socket.io/redis-adapter`` does not, so its answers are counted in
+            :attr:`answered` but not listed here.
     """
 
     def __init__(
