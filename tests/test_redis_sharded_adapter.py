@@ -120,6 +120,16 @@ async def test_broadcast_with_acks_counts_every_node(sharded_cluster: tuple[Clus
     assert observed["trio_got"]["expected"] == 3
 
 
+@pytest.mark.node
+@requires_node
+async def test_cross_process_broadcast_rate(sharded_cluster: tuple[Cluster, str]) -> None:
+    """Deliveries per second from node A through Redis to 10 clients of node B (reported)."""
+    observed = await drive("rate", sharded_cluster)
+    print(f"\nsharded ({sharded_cluster[1]}) broadcast rate through Redis: {json.dumps(observed)}")
+    assert observed["deliveries"] == observed["broadcasts"] * observed["receivers"]
+    assert observed["receiver_node_dropped"] == 0
+
+
 # --- in-process ------------------------------------------------------------------------------
 
 FAST = RedisAdapterOptions(requests_timeout=0.5, reconnect_delay=(0.02, 0.2), command_timeout=2)
