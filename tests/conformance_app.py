@@ -9,8 +9,8 @@ With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces u
 adapter, so several copies of it (and Node servers) form one cluster:
 ``TRIO_SIO_REDIS_ADAPTER=classic`` (the default, Redis pub/sub) or ``sharded`` (Redis 7 sharded
 pub/sub, Node's ``createShardedAdapter`` in its default ``dynamic`` mode); any other value stops
-it at startup. With
-``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
+it at startup. With ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at
+``/metrics`` (on both hosts).
 With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconnection_duration``
 2 s): CONNECT then carries a ``pid``, and every event sent without an ack request ends with its
 offset, as Node's fixture with ``connectionStateRecovery`` sends them.

@@ -382,3 +382,14 @@ def test_conformance_app_refuses_an_unknown_adapter() -> None:
     )
     assert result.returncode != 0
     assert "TRIO_SIO_REDIS_ADAPTER must be one of classic, sharded, not 'streamz'" in result.stderr
+
+
+def test_the_sharded_adapter_declines_recovery() -> None:
+    """Sharded pub/sub keeps no packets either, as Node's sharded adapter (a ClusterAdapter)
+    keeps none: clients are offered no recovery."""
+    sio = trio_sio.Server(
+        adapter_factory=ShardedRedisAdapter.factory("redis://127.0.0.1:1/0"),
+        connection_state_recovery=trio_sio.ConnectionStateRecovery(),
+    )
+    assert ShardedRedisAdapter.supports_recovery is False
+    assert sio.main.adapter.recovery_store is None
