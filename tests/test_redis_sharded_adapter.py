@@ -43,7 +43,7 @@ from test_redis_adapter import (
 
 import trio_sio
 from support.redis import REDIS_MISSING, RedisServer
-from support.servers import serve_app
+from support.servers import HOSTS, serve_app, serve_server
 from trio_sio.adapters.redis import RedisAdapterOptions
 from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
 
@@ -215,8 +215,9 @@ async def test_room_channels_follow_membership(redis: RedisServer, mode: str) ->
         await wait_for_channels(probe, base | own)
 
 
+@pytest.mark.parametrize("host", HOSTS)
 async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
-    redis: RedisServer,
+    redis: RedisServer, host: str
 ) -> None:
     sio = make_server(redis.url)
     adapter = adapter_of(sio)
@@ -233,7 +234,7 @@ async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
         deep = [deep]
     async with (
         probe,
-        serve_app(trio_sio.ASGIApp(sio)) as url,
+        serve_server(host, sio) as url,
         open_client(url) as victim,
         open_client(url) as bystander,
     ):
@@ -277,11 +278,12 @@ async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
     assert [args[0] for args in bystander.events] == ["still"]
 
 
-async def test_room_channels_come_back_after_a_redis_restart(redis: RedisServer) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+async def test_room_channels_come_back_after_a_redis_restart(redis: RedisServer, host: str) -> None:
     one, two = make_server(redis.url), make_server(redis.url)
     async with (
-        serve_app(trio_sio.ASGIApp(one)) as url1,
-        serve_app(trio_sio.ASGIApp(two)) as url2,
+        serve_server(host, one) as url1,
+        serve_server(host, two) as url2,
         open_client(url1) as c1,
         open_client(url2) as c2,
     ):

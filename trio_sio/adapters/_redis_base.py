@@ -22,6 +22,8 @@ import trio
 
 try:
     import coredis
+    from anyio import BrokenResourceError, ClosedResourceError
+    from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.patterns.pubsub import PubSub
     from coredis.retry import NoRetryPolicy
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -37,7 +39,13 @@ if TYPE_CHECKING:
 
 _A = TypeVar("_A", bound="RedisAdapterBase")
 
-__all__ = ["PubSub", "RedisAdapterBase", "RedisAdapterOptions", "RedisAdapterStatistics"]
+__all__ = [
+    "PubSub",
+    "RedisAdapterBase",
+    "RedisAdapterOptions",
+    "RedisAdapterStatistics",
+    "Subscriber",
+]
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,18 @@ class RedisAdapterStatistics:
     pending_requests: int
 
 
+class Subscriber(PubSub[bytes]):
+    """coredis's subscriber, leaving cleanly after its connection died."""
+
+    def _execute_command(self, command: bytes, *args: Any) -> None:
+        # Leaving after the connection died (Redis restarted, then the adapter cancelled),
+        # coredis's cleanup expects its own ConnectionError; the stream raises anyio's.
+        try:
+            super()._execute_command(command, *args)
+        except (ClosedResourceError, BrokenResourceError) as exc:
+            raise RedisConnectionError("the subscriber connection is closed") from exc
+
+
 class RedisAdapterBase(ClusterAdapter):
     """A :class:`~trio_sio.adapters._base.ClusterAdapter` over one Redis server.
 
@@ -196,7 +216,7 @@ class RedisAdapterBase(ClusterAdapter):
 
     def _open_pubsub(self, client: coredis.Redis[bytes]) -> PubSub[bytes]:
         """The subscriber (not yet entered)."""
-        return client.pubsub(**self._pubsub_settings())
+        return Subscriber(client.connection_pool, **self._pubsub_settings())
 
     def _pubsub_settings(self) -> dict[str, Any]:
         # No retries inside coredis: _keep_connected reconnects, and logs the outage once.

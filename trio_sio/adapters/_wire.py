@@ -29,7 +29,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-import msgpack
+try:
+    import msgpack
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "the cluster adapters need msgpack (and coredis): pip install 'trio-sio[redis]'"
+    ) from exc
 
 from .._adapter import BroadcastOptions
 from .._protocol import PacketType, ProtocolError

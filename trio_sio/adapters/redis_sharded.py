@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import _wire
-from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions
+from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions, Subscriber
 from ._wire import ShardedWire, SubscriptionMode
+from ._wire import subscription_mode as checked_mode
 
 if TYPE_CHECKING:
     import coredis
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["ShardedRedisAdapter", "SubscriptionMode"]
 
 
-class _ShardChannels(PubSub[bytes]):
+class _ShardChannels(Subscriber):
     """coredis's subscriber on one (non-cluster) connection, subscribing with
     ``SSUBSCRIBE``/``SUNSUBSCRIBE``: its own ``ShardedPubSub`` needs a Redis Cluster client.
     Shard messages arrive as ordinary ``message`` entries."""
@@ -104,7 +104,7 @@ class ShardedRedisAdapter(RedisAdapterBase):
         *,
         subscription_mode: SubscriptionMode = "dynamic",
     ) -> None:
-        self.subscription_mode = _wire.subscription_mode(subscription_mode)
+        self.subscription_mode = checked_mode(subscription_mode)
         super().__init__(namespace, url, options)
         # Rooms whose channel may need (un)subscribing, and the room channels subscribed.
         self._rooms_to_check: set[str] = set()
@@ -122,7 +122,7 @@ class ShardedRedisAdapter(RedisAdapterBase):
         """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
         :class:`ShardedRedisAdapter` on ``url`` with ``options`` and ``subscription_mode``
         (``"static"``, ``"dynamic"`` or ``"dynamic-private"``; any other fails here)."""
-        mode = _wire.subscription_mode(subscription_mode)
+        mode = checked_mode(subscription_mode)
 
         def make(namespace: Namespace) -> ShardedRedisAdapter:
             return cls(namespace, url, options, subscription_mode=mode)
