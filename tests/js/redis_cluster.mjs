@@ -276,6 +276,11 @@ const scenarios = {
     check(fromNode.rooms.includes("f1") && fromNode.rooms.includes(cn.id), "rooms");
     check(!fetched.sockets.find((s) => s.id === ca.id).remote, "the local socket is remote");
 
+    step("Node emits to a trio_sio socket by its id (its own room)");
+    io.to(ca.id).emit("direct", "to-a");
+    await until(() => events(ca, "direct").length === 1, "the trio_sio socket to get 'direct'");
+    checkEqual(events(ca, "direct")[0], ["direct", "to-a"], "the direct emit");
+
     step("Node socketsJoin/socketsLeave on a trio_sio socket");
     io.in(ca.id).socketsJoin("joined-by-n");
     await until(async () => {
