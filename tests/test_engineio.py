@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from support.engineio import bystanders_ok, serve_engine, settled
+from support.engineio import NATIVE_HOSTS, bystanders_ok, serve_engine, settled
 from support.http import connect, request
 from support.websocket import Closed
 from trio_sio import DisconnectReason
@@ -23,7 +23,8 @@ from trio_sio._engine import HttpRequest
 PAYLOAD_LIMIT = 1_000_000
 
 #: Cases the two hosts must answer identically run on both.
-HOSTS = ["hypercorn", "native"]
+#: The hosts, the native one with each of its HTTP parsers.
+HOSTS = ["hypercorn", *NATIVE_HOSTS]
 
 
 # --- handshake -------------------------------------------------------------------------

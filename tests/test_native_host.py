@@ -10,6 +10,7 @@ attacker's session is left (no session, no task).
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import socket
@@ -31,7 +32,14 @@ import wsproto.events as ev
 from wsproto.frame_protocol import FrameProtocol
 
 import trio_sio
-from support.engineio import EchoHandler, EngineFixture, bystanders_ok, serve_engine, settled
+from support.engineio import (
+    NATIVE_HOSTS,
+    EchoHandler,
+    EngineFixture,
+    bystanders_ok,
+    serve_engine,
+    settled,
+)
 from support.http import connect, host_port, request
 from support.websocket import Closed, Rejected, open_websocket
 from trio_sio import DisconnectReason, NativeConfig
@@ -54,6 +62,22 @@ UPGRADE_HEADERS = [
 ]
 
 
+#: The native host of this test (``support.engineio.NATIVE_HOSTS``: one per HTTP parser).
+native_host = "native"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of the fixture server here runs with each of the host's HTTP parsers."""
+    if "native_engine(" in inspect.getsource(metafunc.function):
+        metafunc.fixturenames.append("each_http_parser")
+        metafunc.parametrize("each_http_parser", list(NATIVE_HOSTS), indirect=True)
+
+
+@pytest.fixture
+def each_http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "native_host", request.param)
+
+
 def native_engine(
     *,
     config: NativeConfig | None = None,
@@ -61,7 +85,9 @@ def native_engine(
     **options: Any,
 ) -> AbstractAsyncContextManager[EngineFixture]:
     """The Engine.IO echo fixture of ``support.engineio``, on the native host."""
-    return serve_engine(host="native", native_config=config, static_files=static_files, **options)
+    return serve_engine(
+        host=native_host, native_config=config, static_files=static_files, **options
+    )
 
 
 async def raw_exchange(url: str, data: bytes, *, until_eof: bool = True) -> bytes:

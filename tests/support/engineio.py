@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -17,6 +17,8 @@ from support.websocket import WebSocket, open_websocket
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
 
 ROOT = "/engine.io/"
+#: The native host with each of its HTTP parsers (``NativeConfig.http_parser``).
+NATIVE_HOSTS = {"native": "httptools", "native-h11": "h11"}
 
 
 @dataclass
@@ -124,7 +126,8 @@ async def serve_engine(
 ) -> AsyncIterator[EngineFixture]:
     """An Engine.IO echo server at ``/engine.io/`` on a free loopback port, on ``host``
     (``"hypercorn"``, with ``host_message_limit`` as its WebSocket limit, or ``"native"``,
-    with ``native_config`` and ``static_files``)."""
+    with ``native_config`` and ``static_files``; ``"native-h11"`` is the native host with its
+    h11 parser instead of httptools)."""
     from support.servers import serve_app
 
     settings: dict[str, object] = {
@@ -135,7 +138,9 @@ async def serve_engine(
     settings.update(options)
     handler = EchoHandler()
     engine = EngineServer(handler, EngineOptions(**settings))  # type: ignore[arg-type]
-    if host == "native":
+    if host in NATIVE_HOSTS:
+        config = native_config or trio_sio.NativeConfig()
+        native_config = replace(config, http_parser=NATIVE_HOSTS[host])
         async with trio.open_nursery() as nursery:
             urls: list[str] = await nursery.start(
                 partial(

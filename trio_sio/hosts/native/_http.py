@@ -1,10 +1,10 @@
-"""One HTTP/1.1 connection of the native host: h11 on a Trio stream.
+"""One HTTP/1.1 connection of the native host: a request parser on a Trio stream.
 
-h11 parses the requests; the responses, always with a ``Content-Length``, are written by hand
-(h11's writer costs as much as its parser). Requests on a connection are handled one at a
-time, in order (pipelined requests wait in the parser's buffer, as HTTP/1.1 requires). A
-connection is kept alive only when both sides finished the previous exchange cleanly;
-anything else (a body we did not read, an error, a WebSocket) ends it.
+A :class:`~._parse.RequestParser` (httptools or h11, see ``NativeConfig.http_parser``) reads
+the requests; the responses, always with a ``Content-Length``, are written by hand. Requests
+on a connection are handled one at a time, in order (pipelined requests wait in the parser's
+buffer, as HTTP/1.1 requires). A connection is kept alive only when both sides finished the
+previous exchange cleanly; anything else (a body we did not read, an error, a WebSocket) ends it.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
-import h11
 import trio
 
-from ..._engine import BodyTooLarge, HttpRequest, HttpResponse, decode_headers
+from ..._engine import BodyTooLarge, HttpRequest, HttpResponse
 from ..._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from .._common import Endpoint, Route, content_type, find_static_file
 from ._config import NativeConfig
 from ._io import Reader, raw_socket, send_raw
+from ._parse import END_OF_MESSAGE, NEED_DATA, HttpParseError, RequestHead, make_parser
 from ._websocket import DirectWebSocket, NativeWebSocket
 
 __all__ = ["HttpConnection", "Mount", "Router"]
@@ -34,17 +34,13 @@ logger = logging.getLogger("trio_sio.hosts.native")
 access_logger = logging.getLogger("trio_sio.hosts.native.access")
 
 _DISCONNECTED = (trio.BrokenResourceError, trio.ClosedResourceError)
-# Exported by h11 at run time, though missing from its __all__.
-_MIGHT_SWITCH_PROTOCOL = h11.MIGHT_SWITCH_PROTOCOL  # type: ignore[attr-defined]
 _LINE_BREAK = re.compile(r"[\r\n\x00]")
-#: Stands in for the HTTP parser of a connection that became a WebSocket.
-_SWITCHED = h11.Connection(h11.SERVER)
-_HEAD_END = re.compile(rb"\n\r?\n")
 #: Largest body of a request outside the endpoints that is read (and dropped) to keep the
 #: connection; beyond it the connection closes after the answer.
 _DISCARD_LIMIT = 64 * 1024
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_END = b"\r\n\r\n"
+_CLOSE_END = b"\r\nconnection: close\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -99,16 +95,17 @@ class HttpConnection:
         self.config = config
         self.scheme = scheme
         self.client = client
-        self._max_head = config.max_header_bytes
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        self.parser = make_parser(config.http_parser, config.max_header_bytes)
         self._reusable = False  # the last response left the connection ready for another
+        self._responded = False  # the current request has its answer (or became a WebSocket)
         self._keep_alive = True  # the client did not ask to close after this request
         self._first_request = True
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
         self._reader = Reader(stream, config.receive_size)
         self._has_body = False
-        self._headers: dict[str, str] = {}
+        self._expects_continue = False
+        self._content_length: int | None = None
         self._method = ""
         # For the access log: the request line, and when the request's head was complete.
         self._request_line = ""
@@ -126,53 +123,40 @@ class HttpConnection:
                 if self.config.access_log:
                     self._started = trio.current_time()
                     self._request_line = _request_line(request)
-                self._reusable = False
+                self._reusable = self._responded = False
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
                 await self._dispatch(http_request)
                 del http_request
                 if not self._reusable:
-                    if self.conn.their_state is h11.SEND_BODY:
+                    if self.parser.in_body:
                         await self._drain_and_close()
                     return
-                # Responses are written by hand (h11's writer costs as much as its parser), so
-                # a fresh parser takes over for the next request, with any bytes already here.
-                leftover: bytes = self.conn.trailing_data[0]
-                self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
-                if leftover:
-                    self.conn.receive_data(leftover)
         except (_ClientGone, _Close, *_DISCONNECTED):
             return
 
     # --- reading requests --------------------------------------------------------------
 
-    async def _next_request(self) -> h11.Request | None:
+    async def _next_request(self) -> RequestHead | None:
         """The next request's head; ``None`` when the connection should end.
 
         An idle connection may wait ``keep_alive_timeout`` for a request to start; from its
         first byte, the whole head must arrive within ``request_timeout``."""
-        conn = self.conn
+        parser = self.parser
         config = self.config
-        limit = config.max_header_bytes
-        buffered: bytes = conn.trailing_data[0]
-        started = bool(buffered)
+        started = bool(parser.buffered)
         deadline: float | None = None
         # A new connection's first request needs no turn of its own: the connection's task has
         # just started (and accepting it was one).
         waited = self._first_request
         self._first_request = False
         while True:
-            # h11 bounds incomplete heads only: a complete one arriving in a single read may be
-            # of any size. Refuse a head that does not end within the limit.
-            if len(buffered) > limit and not _HEAD_END.search(buffered, 0, limit + 4):
-                await self._send_error(431)
-                return None
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._send_error(exc.error_status_hint)
+                event = parser.next_event()
+            except HttpParseError as exc:
+                await self._send_error(exc.status)
                 return None
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 data = self._reader.receive_nowait()
                 if data is None:
                     if deadline is None:
@@ -190,10 +174,9 @@ class HttpConnection:
                 if not started:
                     started = True
                     deadline = trio.current_time() + config.request_timeout
-                conn.receive_data(data)
-                buffered = conn.trailing_data[0]
+                parser.feed(data)
                 continue
-            if isinstance(event, h11.Request):
+            if isinstance(event, RequestHead):
                 if not waited:
                     # The request was here already (pipelined, or the kernel had it): the
                     # other tasks get a turn first, as if this had waited. Otherwise a client
@@ -202,74 +185,72 @@ class HttpConnection:
                     # per request is small next to the request's parsing and response.
                     await trio.lowlevel.checkpoint()
                 return event
-            return None  # ConnectionClosed (or PAUSED, which cannot happen here)
+            return None  # not after a complete request: cannot happen
 
     async def read_body(self, limit: int) -> bytes:
         """The request's body, refusing (``BodyTooLarge``) to read more than ``limit``."""
-        conn = self.conn
-        declared = self._headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        parser = self.parser
+        declared = self._content_length
+        if declared is not None and declared > limit:
             raise BodyTooLarge
-        if conn.client_is_waiting_for_100_continue:
-            await self._send_bytes(
-                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-            )
+        if self._expects_continue:
+            self._expects_continue = False
+            await self._send_bytes(b"HTTP/1.1 100 Continue\r\n\r\n")
         chunks: list[bytes] = []
         total = 0
         while True:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError:
+                event = parser.next_event()
+            except HttpParseError:
                 raise _Close from None
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 data = await self._reader.receive()
                 if not data:
                     raise _ClientGone
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Data):
-                total += len(event.data)
+                parser.feed(data)
+            elif isinstance(event, bytes):
+                total += len(event)
                 if total > limit:
                     raise BodyTooLarge
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+                chunks.append(event)
+            elif event is END_OF_MESSAGE:
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             else:
                 raise _Close
 
     def _skip_buffered_body(self) -> None:
         """Consume the rest of a request we answered without reading all of it (always the
         end of a bodiless GET), as far as it has arrived already."""
-        conn = self.conn
+        parser = self.parser
         try:
-            while conn.their_state is h11.SEND_BODY:
-                if conn.next_event() is h11.NEED_DATA:
+            while parser.in_body:
+                if parser.next_event() is NEED_DATA:
                     return
-        except h11.RemoteProtocolError:
+        except HttpParseError:
             return
 
     async def _discard_body(self, limit: int) -> None:
         """Read and drop a small request body we have no use for, so that the connection can
         serve the next request; a larger (or slower) one ends the connection instead."""
-        conn = self.conn
+        parser = self.parser
         total = 0
         with trio.move_on_after(self.config.request_timeout):
-            while conn.their_state is h11.SEND_BODY and total <= limit:
+            while parser.in_body and total <= limit:
                 try:
-                    event = conn.next_event()
-                except h11.RemoteProtocolError:
+                    event = parser.next_event()
+                except HttpParseError:
                     return
-                if event is h11.NEED_DATA:
+                if event is NEED_DATA:
                     data = await self._reader.receive()
                     if not data:
                         return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Data):
-                    total += len(event.data)
+                    parser.feed(data)
+                elif isinstance(event, bytes):
+                    total += len(event)
 
     # --- dispatching -------------------------------------------------------------------
 
-    def _http_request(self, request: h11.Request) -> HttpRequest | None:
+    def _http_request(self, request: RequestHead) -> HttpRequest | None:
         target = request.target
         if target[:1] != b"/":
             if not target.startswith((b"http://", b"https://")):
@@ -279,21 +260,16 @@ class HttpConnection:
         else:
             path_bytes, _, query_bytes = target.partition(b"?")
             raw_path, query = path_bytes.decode("ascii"), query_bytes.decode("latin-1")
-        # raw_items(): iterating h11's Headers goes through Sequence.__iter__, item by item.
-        raw_headers = request.headers.raw_items()
-        headers = decode_headers(raw_headers)
-        length, chunked = "content-length" in headers, "transfer-encoding" in headers
-        if length and chunked:
-            return None  # allowed by RFC 9112 but the stuff of request smuggling: refused
-        self._has_body = length or chunked
-        self._keep_alive = request.http_version == b"1.1" and "close" not in (
+        headers = request.headers
+        self._has_body = request.has_body
+        self._content_length = request.content_length
+        self._keep_alive = request.http_version == "1.1" and "close" not in (
             headers.get("connection", "").lower()
         )
-        # h11 lets control characters through in header values; RFC 9110 does not (H7).
-        if _CONTROL.search(b"".join([value for _, value in raw_headers])):
-            return None
-        self._headers = headers
-        self._method = request.method.decode("ascii")
+        self._expects_continue = (
+            request.http_version == "1.1" and "100-continue" in headers.get("expect", "").lower()
+        )
+        self._method = request.method
         return HttpRequest(
             method=self._method,
             path=unquote(raw_path),
@@ -326,9 +302,9 @@ class HttpConnection:
             await self._endpoint_http(http_request, route)
             return
         method = http_request.method
-        if self.conn.their_state is h11.SEND_BODY:
+        if self.parser.in_body:
             self._skip_buffered_body()
-            if self.conn.their_state is h11.SEND_BODY:
+            if self.parser.in_body:
                 await self._discard_body(_DISCARD_LIMIT)
         if method in ("GET", "HEAD"):
             file = self.router.static_file(http_request.path)
@@ -362,15 +338,15 @@ class HttpConnection:
         if not data:
             raise _ClientGone
         # The client sent its next request already: it is alive. Keep the bytes for later.
-        self.conn.receive_data(data)
+        self.parser.feed(data)
         await trio.sleep_forever()
 
     # --- WebSocket ---------------------------------------------------------------------
 
     async def _websocket(self, request: HttpRequest, mount: Mount) -> None:
         headers = request.headers
-        # The request must have no body; h11 then waits for our decision about the upgrade.
-        if self.conn.their_state is not _MIGHT_SWITCH_PROTOCOL or request.method != "GET":
+        # The request must have no body (so it is complete: the WebSocket's bytes follow).
+        if self._has_body or self.parser.in_body or request.method != "GET":
             await self._send_response(HttpResponse(400, b"Bad Request"), close=True)
             return
         if headers.get("sec-websocket-version") != "13":
@@ -395,21 +371,18 @@ class HttpConnection:
 
         async def accept_response(extra: list[tuple[str, str]]) -> bytes:
             response_headers = [
-                (b"upgrade", b"websocket"),
-                (b"connection", b"Upgrade"),
-                (b"sec-websocket-accept", accept.encode("ascii")),
+                ("upgrade", "websocket"),
+                ("connection", "Upgrade"),
+                ("sec-websocket-accept", accept),
             ]
             if deflate is not None:
-                response_headers.append(
-                    (b"sec-websocket-extensions", deflate.response_header().encode("ascii"))
-                )
-            response_headers += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in extra]
-            conn = self.conn
-            data = conn.send(h11.InformationalResponse(status_code=101, headers=response_headers))
-            await self._send_bytes(data or b"")
-            leftover: bytes = conn.trailing_data[0]
-            self.conn = _SWITCHED  # the parser is not needed any more
-            return leftover
+                response_headers.append(("sec-websocket-extensions", deflate.response_header()))
+            response_headers += extra
+            if self._responded:
+                raise _Close
+            self._responded = True
+            await self._send_bytes(_head_bytes(101, response_headers) + b"\r\n")
+            return self.parser.buffered  # the parser is not needed any more
 
         async def reject_response(response: HttpResponse) -> None:
             await self._send_response(response, close=True)
@@ -475,13 +448,14 @@ class HttpConnection:
         content_length: int | None = None,
     ) -> None:
         """Write ``response``; afterwards the connection is reusable unless it must close."""
-        conn = self.conn
-        if self._reusable or conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._responded:
             raise _Close  # answered already (or switched to WebSocket)
-        if conn.their_state is h11.SEND_BODY:
+        self._responded = True
+        parser = self.parser
+        if parser.in_body:
             self._skip_buffered_body()
         # Part of the request still unread, or a client that asked for it: close afterwards.
-        close = close or not self._keep_alive or conn.their_state is not h11.DONE
+        close = close or not self._keep_alive or parser.in_body
         data = _serialize(
             response,
             head=head or self._method == "HEAD",
@@ -508,13 +482,12 @@ class HttpConnection:
 
     async def _send_error(self, status: int) -> None:
         """An error response to a request we could not read, then the connection ends."""
-        conn = self.conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._responded:
             return
         response = HttpResponse(status, _REASONS.get(status, b"Error"))
         try:
             await self._send_response(response, close=True)
-        except (h11.LocalProtocolError, _ClientGone, _Close, *_DISCONNECTED):
+        except (_ClientGone, _Close, *_DISCONNECTED):
             pass
 
     async def _send_file(self, file: Path, *, head: bool) -> None:
@@ -541,35 +514,38 @@ class HttpConnection:
                 pass
 
 
-def _request_line(request: h11.Request) -> str:
+def _request_line(request: RequestHead) -> str:
     """``METHOD target HTTP/x.y``, with anything unprintable escaped: a log line stays one
     line whatever the client sent."""
     target = request.target.decode("latin-1").encode("unicode_escape").decode("ascii")
-    version = request.http_version.decode("ascii", "replace")
-    return f"{request.method.decode('ascii', 'replace')} {target} HTTP/{version}"
+    return f"{request.method} {target} HTTP/{request.http_version}"
 
 
 def _serialize(
     response: HttpResponse, *, head: bool, close: bool, content_length: int | None
 ) -> bytes:
-    """The response's bytes: status line, headers, ``Content-Length``, body.
-
-    Header names and values come from the endpoint, some echoing the request (CORS); h11
-    parsed those, and the host refused control characters in them, but a line break here
-    would split the response, so it is checked again.
-    """
-    status = response.status
+    """The response's bytes: status line, headers, ``Content-Length``, body."""
     body = response.body
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-    for name, value in response.headers:
-        if _LINE_BREAK.search(name) or _LINE_BREAK.search(value):
-            raise ValueError(f"line break in response header {name!r}")
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     length = len(body) if content_length is None else content_length
-    parts.append(b"content-length: %d\r\n" % length)
-    if close:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    if not head:
-        parts.append(body)
-    return b"".join(parts)
+    end = _CLOSE_END if close else _END
+    return b"%scontent-length: %d%s%s" % (
+        _head_bytes(response.status, response.headers),
+        length,
+        end,
+        b"" if head else body,
+    )
+
+
+def _head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
+    """The status line and ``headers``, each line ended.
+
+    Header names and values come from the endpoint, some echoing the request (CORS); the
+    parser refused control characters in those, but a line break here would split the
+    response, so it is checked again: a line break or NUL is one more than one per line.
+    """
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    count = len(headers)
+    if lines.count("\n") != count or lines.count("\r") != count or "\x00" in lines:
+        name = next(n for n, v in headers if _LINE_BREAK.search(n) or _LINE_BREAK.search(v))
+        raise ValueError(f"line break in response header {name!r}")
+    return b"HTTP/1.1 %d %s\r\n%s" % (status, _REASONS.get(status, b""), lines.encode("latin-1"))
