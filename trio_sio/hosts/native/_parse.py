@@ -258,6 +258,8 @@ def _checked_head(
         raise HttpParseError(501, f"method {method!r} not implemented")
     if version != "1.1" and version != "1.0":
         raise HttpParseError(505, "HTTP version not supported")
+    if target[:1] != b"/" and not target.startswith((b"http://", b"https://")):
+        raise HttpParseError(400, "request target neither a path nor an absolute URL")
     headers = decode_headers(pairs)
     if len(headers) != len(pairs):
         _refuse_repeated_framing(pairs)
@@ -297,6 +299,9 @@ def _refuse_repeated_framing(pairs: list[tuple[bytes, bytes]]) -> None:
 _CHUNKED_HEAD = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
+_LENGTH_LINE = re.compile(rb"\ncontent-length:([^\r\n]*)", re.IGNORECASE)
+
+
 class H11Parser(_FramedParser):
     """The parser of the pure-Python ``h11``."""
 
@@ -311,13 +316,20 @@ class H11Parser(_FramedParser):
             raise HttpParseError(exc.error_status_hint, str(exc)) from None
         if not isinstance(event, h11.Request):  # pragma: no cover - a complete head is here
             raise HttpParseError(400, "incomplete request head")
-        return _checked_head(
+        head = _checked_head(
             event.method.decode("ascii"),
             event.target,
             event.http_version.decode("ascii"),
             # raw_items(): iterating h11's Headers goes through Sequence.__iter__, one by one.
             event.headers.raw_items(),
         )
+        # h11 reduces "Content-Length: 5, 5", or the header twice, to one; llhttp refuses
+        # both, and so do we.
+        if head.content_length is not None:
+            lengths = _LENGTH_LINE.findall(raw)
+            if len(lengths) != 1 or b"," in lengths[0]:
+                raise HttpParseError(400, "repeated Content-Length")
+        return head
 
     def _chunked_decoder(self) -> _ChunkedDecoder:
         return _H11Chunked(self._max_head)
@@ -341,6 +353,9 @@ class _H11Chunked:
                 if isinstance(event, h11.Data):
                     pieces.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
+                    # Trailers are dropped, but checked as llhttp checks them.
+                    if _CONTROL.search(b"".join([v for _, v in event.headers.raw_items()])):
+                        raise HttpParseError(400, "control character in a trailer")
                     # All of this message's earlier bytes were consumed by earlier feeds.
                     return pieces, len(data) - len(conn.trailing_data[0])
                 else:
@@ -402,9 +417,11 @@ class HttptoolsParser(_FramedParser):
             raise HttpParseError(400, str(exc)) from None
         if not self._complete:
             raise HttpParseError(400, "incomplete request head")
-        return _checked_head(
-            parser.get_method().decode("ascii"), self._target, parser.get_http_version(), pairs
-        )
+        method, target, version = parser.get_method(), self._target, parser.get_http_version()
+        # llhttp lets more white space through in the request line than RFC 9112 (and h11).
+        if raw[: raw.find(b"\r\n")] != b"%s %s HTTP/%s" % (method, target, version.encode()):
+            raise HttpParseError(400, "malformed request line")
+        return _checked_head(method.decode("ascii"), target, version, pairs)
 
     def _chunked_decoder(self) -> _ChunkedDecoder:
         return _HttptoolsChunked()
