@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -169,6 +170,38 @@ def test_fuzz_parse_query(raw: str | bytes) -> None:
         assert query is EngineErrorCode.BAD_REQUEST
     else:
         assert all(type(name) is str and type(value) is str for name, value in query.items())
+
+
+def parse_qsl_reference(raw: str | bytes) -> dict[str, str] | EngineErrorCode:
+    """What parse_query must return: parse_qsl's fields, the first of a repeated name."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    try:
+        fields = parse_qsl(text, keep_blank_values=True, max_num_fields=64)
+    except ValueError:
+        return EngineErrorCode.BAD_REQUEST
+    query: dict[str, str] = {}
+    for name, value in fields:
+        query.setdefault(name, value)
+    return query
+
+
+@examples(500)
+@given(
+    st.text()
+    | st.binary()
+    | st.lists(st.sampled_from(["&", "=", "%", "%41", "EIO", "4", "+", "sid", "&&", "=="])).map(
+        "".join
+    )
+    | st.lists(st.sampled_from(["&", "a", "="]), min_size=120, max_size=140).map("".join)
+)
+def test_parse_query_reads_as_parse_qsl_does(raw: str | bytes) -> None:
+    """The fast path for queries with nothing to unquote changes no result."""
+    query: dict[str, str] | EngineErrorCode
+    try:
+        query = parse_query(raw)
+    except HandshakeError as error:
+        query = error.code
+    assert query == parse_qsl_reference(raw)
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ class HttpRequest:
         client: the peer's ``(host, port)``, when known.
         read_body: reads the whole body, raising :class:`BodyTooLarge` rather than reading
             more than the given number of bytes.
+        body: the whole body, when the host had it already with the request's head (then
+            ``read_body`` need not be called); ``None`` otherwise.
         wait_disconnected: waits until the client has gone away, then raises an exception
             of the host's choosing, which leaves ``handle_http`` for the host to catch. A
             long-poll waits in it, in the request's own task, until its answer is ready. The
@@ -95,6 +97,7 @@ class HttpRequest:
     scheme: str = "http"
     client: tuple[str, int] | None = None
     read_body: Callable[[int], Awaitable[bytes]] | None = None
+    body: bytes | None = None
     wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
     time: float = field(default_factory=time.time)
 

@@ -165,11 +165,14 @@ class PollingTransport:
             # Engine.IO v4 always sends binary as base64 text over polling.
             session.close(DisconnectReason.TRANSPORT_ERROR)
             raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Invalid content")
-        assert request.read_body is not None
-        raw = None
+        raw = request.body
         try:
-            with trio.move_on_after(options.http_read_timeout):
-                raw = await request.read_body(options.max_payload)
+            if raw is None:
+                assert request.read_body is not None
+                with trio.move_on_after(options.http_read_timeout):
+                    raw = await request.read_body(options.max_payload)
+            elif len(raw) > options.max_payload:
+                raise BodyTooLarge
         except BodyTooLarge:
             # As engine.io: refused with an empty body, and the session goes on (a waiting GET
             # is answered as usual); official clients close it on this error.

@@ -193,6 +193,9 @@ class EngineRequest:
     sid: str | None
 
 
+_MAX_QUERY_FIELDS = 64
+
+
 def parse_query(raw: bytes | str) -> dict[str, str]:
     """Parse a URL query string; the first occurrence of a repeated name wins.
 
@@ -200,13 +203,24 @@ def parse_query(raw: bytes | str) -> dict[str, str]:
         HandshakeError: BAD_REQUEST for more than 64 fields.
     """
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-    try:
-        fields = parse_qsl(text, keep_blank_values=True, max_num_fields=64)
-    except ValueError:  # "Max number of fields exceeded"
-        raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
     query: dict[str, str] = {}
-    for name, value in fields:
-        query.setdefault(name, value)
+    if "%" in text or "+" in text:
+        try:
+            fields = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_QUERY_FIELDS)
+        except ValueError:  # "Max number of fields exceeded"
+            raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
+        for name, value in fields:
+            query.setdefault(name, value)
+        return query
+    # Nothing to unquote, as in every query an Engine.IO client sends (``EIO``, ``transport``,
+    # ``sid``, ``t``): the same fields as parse_qsl's, at a fraction of its cost.
+    if text.count("&") >= _MAX_QUERY_FIELDS:
+        raise HandshakeError(EngineErrorCode.BAD_REQUEST)
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            if name not in query:
+                query[name] = value
     return query
 
 

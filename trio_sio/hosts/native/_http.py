@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from ..._engine import BodyTooLarge, HttpRequest, HttpResponse
+from ..._engine.alarms import Alarms
 from ..._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from .._common import Endpoint, Route, content_type, find_static_file
 from ._config import NativeConfig
@@ -89,6 +90,7 @@ class HttpConnection:
         scheme: str,
         client: tuple[str, int] | None,
         track_websocket: Callable[[int], None],
+        alarms: Alarms | None = None,
     ) -> None:
         self.stream = stream
         self.router = router
@@ -103,9 +105,12 @@ class HttpConnection:
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
         self._reader = Reader(stream, config.receive_size)
+        self._alarms = alarms
+        self._timed_out = False
         self._has_body = False
         self._expects_continue = False
         self._content_length: int | None = None
+        self._early_body: bytes | None = None  # the body, when it came with the head
         self._method = ""
         # For the access log: the request line, and when the request's head was complete.
         self._request_line = ""
@@ -124,6 +129,7 @@ class HttpConnection:
                     self._started = trio.current_time()
                     self._request_line = _request_line(request)
                 self._reusable = self._responded = False
+                self._early_body = None
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
                 await self._dispatch(http_request)
@@ -162,8 +168,7 @@ class HttpConnection:
                     if deadline is None:
                         timeout = config.request_timeout if started else config.keep_alive_timeout
                         deadline = trio.current_time() + timeout
-                    with trio.move_on_at(deadline):
-                        data = await self._reader.receive()
+                    data = await self._receive_until(deadline)
                     waited = True
                     if data is None:  # timed out
                         if started:
@@ -187,12 +192,40 @@ class HttpConnection:
                 return event
             return None  # not after a complete request: cannot happen
 
+    async def _receive_until(self, deadline: float) -> bytes | None:
+        """Wait for bytes (``b""`` at EOF); ``None`` if none came by ``deadline``.
+
+        On a plain TCP socket the deadline is an entry in the host's timer rather than a
+        cancel scope, which costs several times more, once per request: when it comes due
+        the wait is woken as if the socket were closing."""
+        raw, alarms = self._raw, self._alarms
+        if raw is None or alarms is None:
+            with trio.move_on_at(deadline):
+                return await self._reader.receive()
+            return None
+        self._timed_out = False
+        alarm = alarms.call_at(deadline, self._time_out)
+        try:
+            data = await self._reader.receive()
+        finally:
+            alarm.cancel()
+        return None if self._timed_out else data
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        assert self._raw is not None
+        trio.lowlevel.notify_closing(self._raw)
+
     async def read_body(self, limit: int) -> bytes:
         """The request's body, refusing (``BodyTooLarge``) to read more than ``limit``."""
         parser = self.parser
         declared = self._content_length
         if declared is not None and declared > limit:
             raise BodyTooLarge
+        early = self._early_body
+        if early is not None:
+            await trio.lowlevel.checkpoint()
+            return early
         if self._expects_continue:
             self._expects_continue = False
             await self._send_bytes(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -217,6 +250,21 @@ class HttpConnection:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             else:
                 raise _Close
+
+    def _body_if_here(self) -> bytes | None:
+        """The request's whole body if it arrived with the head (as a browser's POST does):
+        then reading it needs no waiting, and no deadline."""
+        length = self._content_length
+        parser = self.parser
+        if length is None or len(parser.buffered) < length or not parser.in_body:
+            return None
+        self._expects_continue = False
+        chunks: list[bytes] = []
+        while (event := parser.next_event()) is not END_OF_MESSAGE:
+            assert isinstance(event, bytes)  # no NEED_DATA: it is all here
+            chunks.append(event)
+        self._early_body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._early_body
 
     def _skip_buffered_body(self) -> None:
         """Consume the rest of a request we answered without reading all of it (always the
@@ -320,6 +368,7 @@ class HttpConnection:
                 request.wait_disconnected = self._wait_disconnected
             else:
                 request.read_body = self.read_body
+                request.body = self._body_if_here()
                 # Let requests that became readable together with this one (a long-poll GET
                 # on another connection, say) reach the endpoint first: trio runs a batch of
                 # ready tasks in random order, and clients expect arrival order.

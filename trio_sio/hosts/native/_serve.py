@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import trio
 
+from ..._engine.alarms import Alarms
 from .._common import Endpoint, Route, close_endpoints
 from ._config import NativeConfig
 from ._http import HttpConnection, Mount, Router
@@ -42,6 +43,8 @@ class _Host:
         self.scheme = "https" if ssl_context is not None else "http"
         self.websockets = 0
         self._websockets_changed = trio.Event()
+        #: The deadlines of connections waiting for a request (one timer task for all).
+        self.alarms = Alarms()
 
     def track_websocket(self, delta: int) -> None:
         self.websockets += delta
@@ -73,6 +76,7 @@ class _Host:
                 scheme=self.scheme,
                 client=client,
                 track_websocket=self.track_websocket,
+                alarms=self.alarms,
             )
             await connection.serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -166,6 +170,7 @@ async def serve_native(
             async with trio.open_nursery() as nursery:
                 for endpoint in owned:
                     await nursery.start(endpoint.run)
+                await nursery.start(the_host.alarms.run)
 
                 async def accept() -> None:
                     try:
