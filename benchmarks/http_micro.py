@@ -13,10 +13,11 @@ Two measurements, each a few seconds, printed as a table:
 ::
 
     python benchmarks/http_micro.py                    # both parsers, 3 interleaved rounds
-    PYTHONPATH=/path/to/other/checkout python benchmarks/http_micro.py --echo-only --parsers auto
+    python benchmarks/http_micro.py --baseline /tmp/base   # and another checkout's host
 
-The second form measures another commit's host (the parser option is passed only when not
-``auto``). Not a replacement for ``run.py``: one client, no contention; read the ratios.
+``--baseline`` adds a server importing trio_sio from another checkout (say ``git worktree add
+/tmp/base main``), with its default parser, to the same interleaved rounds. Not a replacement
+for ``run.py``: one client, no contention; read the ratios.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def parse_costs(parser_name: str) -> tuple[float, float]:
 def serve(parser_name: str) -> None:
     import trio_sio
 
+    print(f"serving {parser_name} from {trio_sio.__file__}", file=sys.stderr)
     sio = trio_sio.Server()
 
     @sio.on("echo")
@@ -139,7 +141,7 @@ async def echo_round(port: int, pid: int, echoes: int) -> float:
         for i in range(echoes // 5 if warm_up else echoes):
             await gets.stream.send_all(GET % sid)
             assert await posts.request(post(b'42%d["echo",%d]' % (i, i))) == b"ok"
-            assert await gets.response() == b'43%d[%d]' % (i, i)
+            assert await gets.response() == b"43%d[%d]" % (i, i)
     spent = cpu_seconds(pid) - start
     await gets.stream.aclose()
     await posts.stream.aclose()
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--echoes", type=int, default=3000)
     parser.add_argument("--echo-only", action="store_true")
+    parser.add_argument("--baseline", help="another checkout, served with its default parser")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -166,14 +169,17 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})
     servers = {}
-    for name in names:
+    launches = [(name, name, None) for name in names]
+    if args.baseline:
+        launches.append(("baseline", "auto", {**os.environ, "PYTHONPATH": args.baseline}))
+    for label, name, env in launches:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", name], stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--serve", name], stdout=subprocess.PIPE, text=True, env=env
         )
         assert process.stdout is not None
-        servers[name] = (process, int(process.stdout.readline().rsplit(":", 1)[1]))
+        servers[label] = (process, int(process.stdout.readline().rsplit(":", 1)[1]))
     try:
-        costs: dict[str, list[float]] = {name: [] for name in names}
+        costs: dict[str, list[float]] = {label: [] for label in servers}
         for _ in range(args.rounds):
             for name, (process, port) in servers.items():
                 costs[name].append(trio.run(echo_round, port, process.pid, args.echoes))

@@ -126,9 +126,6 @@ class RequestParser(Protocol):
 
 #: Where a head ends (a bare line feed is found, to be refused, rather than waited past).
 _HEAD_END = re.compile(rb"\n\r?\n")
-#: A line feed without its carriage return, or a line that starts with white space (a folded
-#: header value): h11 accepts both, llhttp neither, RFC 9112 allows refusing them.
-_BARE_LF_OR_FOLD = re.compile(rb"(?<!\r)\n|\n[ \t]")
 #: Control characters other than tab: h11 lets them through in header values; RFC 9110 does
 #: not (security.md H7).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -216,22 +213,22 @@ class _FramedParser:
     def _next_head(self) -> RequestHead | NeedData:
         buffer = self._buffer
         limit = self._max_head
-        match = _HEAD_END.search(buffer, 0, limit + 4)
-        if match is None:
-            if len(buffer) > limit:
-                raise HttpParseError(431, "request head too large")
-            if buffer[:1] in (b"\r", b"\n"):
-                raise HttpParseError(400, "no request line")
-            return NEED_DATA
-        end = match.end()
+        end = buffer.find(b"\r\n\r\n", 0, limit + 4) + 4
+        if end < 4:
+            # Not ended yet, or ended by a bare line feed (found to be refused, not waited past).
+            match = _HEAD_END.search(buffer, 0, limit + 4)
+            if match is None:
+                if len(buffer) > limit:
+                    raise HttpParseError(431, "request head too large")
+                if buffer[:1] in (b"\r", b"\n"):
+                    raise HttpParseError(400, "no request line")
+                return NEED_DATA
+            end = match.end()
         if end > limit:
             raise HttpParseError(431, "request head too large")
-        raw = buffer[:end]
-        if raw[:1] in (b"\r", b"\n"):
+        if buffer[:1] in (b"\r", b"\n"):
             raise HttpParseError(400, "no request line")
-        if _BARE_LF_OR_FOLD.search(raw):
-            raise HttpParseError(400, "bare line feed or folded header line")
-        head = self._parse_head(raw)
+        head = self._parse_head(buffer[:end])
         self._buffer = buffer[end:]
         if head.chunked:
             self._chunked = self._chunked_decoder()
@@ -244,6 +241,7 @@ class _FramedParser:
         return head
 
     def _parse_head(self, raw: bytes) -> RequestHead:
+        """The complete head ``raw`` (it ends with a blank line), parsed and checked."""
         raise NotImplementedError
 
     def _chunked_decoder(self) -> _ChunkedDecoder:
@@ -263,8 +261,6 @@ def _checked_head(
     headers = decode_headers(pairs)
     if len(headers) != len(pairs):
         _refuse_repeated_framing(pairs)
-    if _CONTROL.search(b"".join([value for _, value in pairs])):
-        raise HttpParseError(400, "control character in a header value")
     if version == "1.1" and "host" not in headers:
         raise HttpParseError(400, "missing Host header")
     length_value = headers.get("content-length")
@@ -308,6 +304,11 @@ class H11Parser(_FramedParser):
     __slots__ = ()
 
     def _parse_head(self, raw: bytes) -> RequestHead:
+        # What h11 accepts and llhttp does not (llhttp refuses all of it as it parses): a
+        # line feed without its carriage return, a line that starts with white space (a folded
+        # header value). RFC 9112 allows refusing both.
+        if raw.count(b"\n") != raw.count(b"\r\n") or b"\n " in raw or b"\n\t" in raw:
+            raise HttpParseError(400, "bare line feed or folded header line")
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head + 4)
         conn.receive_data(raw)
         try:
@@ -316,12 +317,12 @@ class H11Parser(_FramedParser):
             raise HttpParseError(exc.error_status_hint, str(exc)) from None
         if not isinstance(event, h11.Request):  # pragma: no cover - a complete head is here
             raise HttpParseError(400, "incomplete request head")
+        # raw_items(): iterating h11's Headers goes through Sequence.__iter__, one by one.
+        pairs = event.headers.raw_items()
+        if _CONTROL.search(b"".join([value for _, value in pairs])):
+            raise HttpParseError(400, "control character in a header value")
         head = _checked_head(
-            event.method.decode("ascii"),
-            event.target,
-            event.http_version.decode("ascii"),
-            # raw_items(): iterating h11's Headers goes through Sequence.__iter__, one by one.
-            event.headers.raw_items(),
+            event.method.decode("ascii"), event.target, event.http_version.decode("ascii"), pairs
         )
         # h11 reduces "Content-Length: 5, 5", or the header twice, to one; llhttp refuses
         # both, and so do we.
