@@ -185,8 +185,34 @@ async def test_http_1_0_gets_its_answer_and_the_connection_closes() -> None:
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"400",
         ),
+        (b"GET / HTTP/1.1\nHost: x\n\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", b"400"),
+        (
+            b"POST /engine.io/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+            b"Content-Length: 1\r\n\r\nx",
+            b"400",
+        ),
+        (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n\r\n", b"400"),
+        (b"PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n", b"501"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", b"400"),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     ],
-    ids=["garbage", "big-header", "many-headers", "bad-length", "length-and-chunked"],
+    ids=[
+        "garbage",
+        "big-header",
+        "many-headers",
+        "bad-length",
+        "length-and-chunked",
+        "bare-line-feeds",
+        "folded-header",
+        "length-twice",
+        "two-spaces",
+        "no-host",
+        "unknown-method",
+        "gzip-encoding",
+        "http-2.0",
+    ],
 )
 async def test_malformed_or_oversized_heads_are_refused(head: bytes, status: bytes) -> None:
     async with native_engine() as e:
