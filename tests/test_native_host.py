@@ -164,6 +164,32 @@ async def test_pipelined_requests_take_turns_with_other_tasks() -> None:
         assert turns >= count
 
 
+async def test_a_chunked_post_pipelined_with_a_poll() -> None:
+    # The chunked body arrives split inside its framing; the poll behind it is read after it.
+    async with native_engine() as e:
+        sid = await e.handshake()
+        host = e.url.removeprefix("http://")
+        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        post = (
+            f"POST {target} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "2;ext=1\r\n4h\r\n1\r\ni\r\n0\r\nX-Trailer: t\r\n\r\n"
+        ).encode()
+        poll = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        stream = await trio.open_tcp_stream(*host_port(e.url))
+        async with stream:
+            cut = post.index(b"\r\n0\r\n") + 3
+            await stream.send_all(post[:cut])
+            await trio.testing.wait_all_tasks_blocked()  # the server read what came
+            await stream.send_all(post[cut:] + poll)
+            received = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        first, second = received.split(b"HTTP/1.1 ")[1:]
+        assert (first[:4], first[-2:]) == (b"200 ", b"ok")
+        assert (second[:4], second[-3:]) == (b"200 ", b"4hi")
+
+
 async def test_http_1_0_gets_its_answer_and_the_connection_closes() -> None:
     async with native_engine() as e:
         received = await raw_exchange(

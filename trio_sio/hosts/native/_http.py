@@ -298,11 +298,9 @@ class HttpConnection:
 
     # --- dispatching -------------------------------------------------------------------
 
-    def _http_request(self, request: RequestHead) -> HttpRequest | None:
+    def _http_request(self, request: RequestHead) -> HttpRequest:
         target = request.target
-        if target[:1] != b"/":
-            if not target.startswith((b"http://", b"https://")):
-                return None
+        if target[:1] != b"/":  # an absolute URL (the parser refuses other forms)
             parts = urlsplit(target.decode("ascii"))
             raw_path, query = parts.path or "/", parts.query
         else:
@@ -327,10 +325,7 @@ class HttpConnection:
             client=self.client,
         )
 
-    async def _dispatch(self, http_request: HttpRequest | None) -> None:
-        if http_request is None:
-            await self._send_response(HttpResponse(400, b"Bad Request"), close=True)
-            return
+    async def _dispatch(self, http_request: HttpRequest) -> None:
         if not self._has_body:
             self._skip_buffered_body()  # the request's end, already here
         headers = http_request.headers

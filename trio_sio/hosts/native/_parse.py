@@ -256,7 +256,9 @@ def _checked_head(
         raise HttpParseError(501, f"method {method!r} not implemented")
     if version != "1.1" and version != "1.0":
         raise HttpParseError(505, "HTTP version not supported")
-    if target[:1] != b"/" and not target.startswith((b"http://", b"https://")):
+    if not target.isascii() or (
+        target[:1] != b"/" and not target.startswith((b"http://", b"https://"))
+    ):
         raise HttpParseError(400, "request target neither a path nor an absolute URL")
     headers = decode_headers(pairs)
     if len(headers) != len(pairs):
@@ -466,7 +468,7 @@ class _HttptoolsChunked:
             end = _after_blank_line(data, start)
         if start < len(data):
             self._feed(data[start:])
-        self._tail = (tail + data)[-3:]
+        self._tail = (tail + data[-3:])[-3:]
         return pieces, -1
 
     def _feed(self, data: bytes) -> None:
