@@ -236,3 +236,14 @@ def test_auto_picks_httptools_and_h11_can_be_forced() -> None:
     assert isinstance(make_parser(NativeConfig(http_parser="h11").http_parser, LIMIT), H11Parser)
     with pytest.raises(ValueError, match="http_parser"):
         NativeConfig(http_parser="fastest")  # type: ignore[arg-type]
+
+
+def test_without_httptools_auto_is_h11_and_insisting_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_sio.hosts.native import _parse
+
+    monkeypatch.setattr(_parse, "httptools", None)
+    assert isinstance(make_parser("auto", LIMIT), H11Parser)
+    with pytest.raises(ValueError, match=r"trio-sio\[fast\]"):
+        NativeConfig(http_parser="httptools")
