@@ -1,7 +1,8 @@
 // Node's socket.io 4.8 server running the fixture app of shared/conformance/CONTRACT.md, for
 // the tests of trio_sio's client (tests/test_client.py), plus one event of its own:
 // `drop-transport` closes the client's Engine.IO connection (a transport drop, after which
-// the client reconnects).
+// the client reconnects). With TRIO_SIO_RECOVERY=1 it has connectionStateRecovery on
+// (maxDisconnectionDuration 2 s), as tests/conformance_app.py has with the same variable.
 //
 //   node client_peer_server.mjs [port]
 //
@@ -17,6 +18,9 @@ const io = new Server(httpServer, {
   maxHttpBufferSize: 1e6,
   connectTimeout: 1000,
   cors: { origin: "*" },
+  ...(process.env.TRIO_SIO_RECOVERY === "1"
+    ? { connectionStateRecovery: { maxDisconnectionDuration: 2000 } }
+    : {}),
 });
 
 function withAck(args) {

@@ -3,13 +3,16 @@ trio_sio's two hosts and on Node's socket.io 4.8 (tests/js/client_peer_server.mj
 to stop and start again on the same port (a server restart).
 
 All three also answer ``drop-transport`` by closing the client's Engine.IO session abruptly:
-a transport drop, after which a client reconnects.
+a transport drop, after which a client reconnects. The fixture's environment variables (such as
+``TRIO_SIO_RECOVERY=1``) are given to :class:`Peer` as ``env``; the Node server reads the same.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -29,13 +32,23 @@ TRANSPORTS = {
 MAX_PAYLOAD = 1_000_000
 
 
-def conformance_module() -> Any:
-    """A fresh copy of the fixture app, with ``drop-transport`` added."""
+def conformance_module(env: Mapping[str, str]) -> Any:
+    """A fresh copy of the fixture app, loaded with ``env`` set, with ``drop-transport``
+    added."""
     from conftest import load_conformance_module
 
     import trio_sio
 
-    module = load_conformance_module()
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        module = load_conformance_module()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
     @module.sio.on("drop-transport")
     async def drop_transport(sock: trio_sio.Socket) -> None:
@@ -47,9 +60,12 @@ def conformance_module() -> Any:
 class Peer:
     """One of :data:`PEERS`, served from ``nursery`` until :meth:`stop`."""
 
-    def __init__(self, kind: str, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, kind: str, nursery: trio.Nursery, env: Mapping[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self._nursery = nursery
+        self._env = dict(env or {})
         self.port = 0
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
@@ -68,7 +84,7 @@ class Peer:
             self.port = int(urls[0].rsplit(":", 1)[1])
 
     async def _serve_trio(self, task_status: trio.TaskStatus[list[str]]) -> None:
-        module = conformance_module()
+        module = conformance_module(self._env)
         self._stopped = stopped = trio.Event()
         try:
             await self._serve_module(module, task_status)
@@ -94,6 +110,7 @@ class Peer:
         process = await trio.lowlevel.open_process(
             [NODE, str(JS_DIR / "client_peer_server.mjs"), str(self.port)],
             cwd=JS_DIR,
+            env={**os.environ, **self._env},
             stdout=subprocess.PIPE,
         )
         self._process = process

@@ -150,12 +150,20 @@ class ClientNamespace:
         name: the namespace (``"/chat"``).
         sid: the socket id the server gave it on the current connection; ``None`` while it is
             not connected.
+        recovered: whether its last connection got its session back (the same ``sid``, its
+            rooms, and the events it missed, replayed before new ones), by the server's
+            connection state recovery.
     """
 
     def __init__(self, client: Client, name: str) -> None:
         self._client = client
         self.name = name
         self.sid: str | None = None
+        self.recovered = False
+        #: With connection state recovery on the server: the session's private id, and the
+        #: offset of the last recoverable event received, sent back on reconnection.
+        self._pid: str | None = None
+        self._offset: str | None = None
         self._link: _Link | None = None
         self._events: dict[str, ClientEventHandler] = {}
         self._any: tuple[ClientEventHandler, ...] = ()
@@ -258,9 +266,35 @@ class ClientNamespace:
 
     # --- the connection's side ----------------------------------------------------------
 
-    def _connected(self, link: _Link, sid: str) -> None:
+    def _connected(self, link: _Link, sid: str, pid: str | None) -> None:
         self.sid = sid
         self._link = link
+        self.recovered = pid is not None and pid == self._pid
+        if not self.recovered:
+            # A new session: an offset of the old one would ask for a history not its own.
+            self._offset = None
+        self._pid = pid
+
+    def _connect_payload(self, auth: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The CONNECT payload: the application's ``auth``, and, to get the session back,
+        its ``pid`` and last offset (the application's fields win, as in socket.io-client)."""
+        if self._pid is None:
+            return dict(auth) if auth is not None else None
+        recovery: dict[str, Any] = {"pid": self._pid}
+        if self._offset is not None:
+            recovery["offset"] = self._offset
+        return {**recovery, **(auth or {})}
+
+    def _forget_session(self) -> None:
+        self._pid = None
+        self._offset = None
+
+    def _take_offset(self, packet: SocketPacket, args: list[Any]) -> None:
+        """Take the offset off a recoverable event's arguments (the last, a string, of an
+        event asking no ack, when the server gave a ``pid``), so handlers see the arguments
+        the server's application sent."""
+        if self._pid is not None and packet.id is None and args and isinstance(args[-1], str):
+            self._offset = args.pop()
 
     def _lose(self, error: Disconnected) -> bool:
         """Forget the connection; fail the calls sent on it. Whether it was connected."""
@@ -293,6 +327,11 @@ class _Link:
         #: Set when the server has disconnected every namespace of the connection.
         self.all_dropped = trio.Event()
         self.engine: EngineConnection | None = None
+        #: Events that came for a namespace asking for its session back before its CONNECT:
+        #: Node's server replays what the socket missed first. Whether the session was
+        #: recovered is in the CONNECT, so the reader must get past them (up to the client's
+        #: ``replay_buffer``); they go to the handlers once it comes.
+        self.replayed: list[tuple[ClientNamespace, SocketPacket]] = []
 
     async def on_message(self, data: str | bytes) -> None:
         """An Engine.IO message from the server (the reader waits while handlers are busy)."""
@@ -307,7 +346,8 @@ class _Link:
             return  # not a namespace this client asked for: socket.io-client ignores it too
         kind = packet.type
         if kind is PacketType.CONNECT:
-            sid = packet.data.get("sid") if isinstance(packet.data, dict) else None
+            fields = packet.data if isinstance(packet.data, dict) else {}
+            sid, pid = fields.get("sid"), fields.get("pid")
             if not isinstance(sid, str) or namespace.name not in self.awaiting:
                 raise ProtocolError("unexpected CONNECT", namespace.name)
             self.awaiting.discard(namespace.name)
@@ -319,9 +359,14 @@ class _Link:
                 if call is not None:
                     call.link = self
                 await self.engine.send(Outgoing.message(*frames))
-            namespace._connected(self, sid)
+            namespace._connected(self, sid, pid if isinstance(pid, str) else None)
             if not self.awaiting:
                 self.answered.set()
+            # Before on_connect, as socket.io-client emits its buffered events before "connect".
+            for owner, replayed in self.replayed:
+                if owner is namespace:
+                    await self._event(namespace, replayed)
+            self.replayed = [entry for entry in self.replayed if entry[0] is not namespace]
             await self.client._jobs_send.send(_Connected(namespace))
         elif kind is PacketType.CONNECT_ERROR:
             if namespace.name not in self.awaiting:
@@ -332,11 +377,25 @@ class _Link:
             else:
                 self.refusal = ConnectError(str(error))
             self.answered.set()
+        elif (
+            kind is PacketType.EVENT
+            and namespace.name in self.awaiting
+            and namespace._pid is not None
+        ):
+            if len(self.replayed) >= self.client.replay_buffer:
+                # A recovery the client cannot take in: the next connection starts afresh.
+                namespace._forget_session()
+                for owner, _ in self.replayed:
+                    owner._forget_session()
+                raise TransportFailure(
+                    f"the server replayed more than replay_buffer={self.client.replay_buffer} "
+                    "events before its CONNECT; reconnecting as a new session"
+                )
+            self.replayed.append((namespace, packet))
         elif namespace._link is not self:
             return  # not connected yet (or any more): nothing else concerns it
         elif kind is PacketType.EVENT:
-            name, *args = packet.data
-            await self.client._jobs_send.send(_Event(namespace, name, args, packet.id, self))
+            await self._event(namespace, packet)
         elif kind is PacketType.ACK:
             call = namespace._calls.get(packet.id) if packet.id is not None else None
             if call is not None and call.link is self and not call.done.is_set():
@@ -352,6 +411,12 @@ class _Link:
             )
             if dropped.issuperset(self.namespaces):
                 self.all_dropped.set()
+
+    async def _event(self, namespace: ClientNamespace, packet: SocketPacket) -> None:
+        name, *args = packet.data
+        # Taken on receipt: what is received is handled, even if the connection drops.
+        namespace._take_offset(packet, args)
+        await self.client._jobs_send.send(_Event(namespace, name, args, packet.id, self))
 
     def is_current(self, namespace: ClientNamespace) -> bool:
         return namespace._link is self and self.client._current is self
@@ -398,6 +463,9 @@ class Client(ClientNamespace):
         max_concurrent_handlers: handlers running at once; with 1 (the default) they run
             one after the other, in the order the events came.
         outgoing_queue: packets queued for sending before ``emit`` waits.
+        replay_buffer: with connection state recovery, events a server replays before it
+            says the session is recovered (Node's does) that the client holds meanwhile;
+            beyond them, it gives the session up and reconnects as a new one.
         ssl_context: for ``https://`` and ``wss://``; by default the system's trust store.
         parser: the Socket.IO parser (JSON by default).
         rng: the random source of the backoff's jitter.
@@ -417,6 +485,7 @@ class Client(ClientNamespace):
         handler_queue_size: int = 16,
         max_concurrent_handlers: int = 1,
         outgoing_queue: int = 16,
+        replay_buffer: int = 1000,
         ssl_context: ssl.SSLContext | None = None,
         parser: Parser | None = None,
         rng: random.Random | None = None,
@@ -427,7 +496,8 @@ class Client(ClientNamespace):
             raise ValueError("0 <= delay <= delay_max")
         if attempts is not None and attempts < 0:
             raise ValueError("attempts is None or at least 0")
-        if min(max_payload, handler_queue_size, max_concurrent_handlers, outgoing_queue) < 1:
+        counts = (handler_queue_size, max_concurrent_handlers, outgoing_queue, replay_buffer)
+        if min(max_payload, *counts) < 1:
             raise ValueError("sizes and counts are at least 1")
         if offline_buffer < 0:
             raise ValueError("offline_buffer is at least 0")
@@ -443,6 +513,7 @@ class Client(ClientNamespace):
         self.handler_queue_size = handler_queue_size
         self.max_concurrent_handlers = max_concurrent_handlers
         self.outgoing_queue = outgoing_queue
+        self.replay_buffer = replay_buffer
         self.ssl_context = ssl_context
         self.parser: Parser = parser or JsonParser()
         self.rng = rng or random.Random()
@@ -711,8 +782,8 @@ class Client(ClientNamespace):
                     # Asked for on every connection, so that a reconnection can bring a fresh
                     # token (socket.io-client's function ``auth``).
                     fields = await auth() if callable(auth) else auth
-                    payload = dict(fields) if fields is not None else None
                     for namespace in namespaces:
+                        payload = namespace._connect_payload(fields)
                         connect = SocketPacket(PacketType.CONNECT, namespace.name, payload)
                         await self._write(link, connect)
                     await link.answered.wait()

@@ -1,0 +1,235 @@
+"""Connection state recovery in trio_sio.Client (issue 19): the fixture app with recovery on
+(``TRIO_SIO_RECOVERY=1``) on trio_sio's two hosts and on Node's socket.io 4.8 with
+``connectionStateRecovery``, in the three transport modes.
+
+The client keeps each namespace's ``pid`` and the offset of the last recoverable event, sends
+them back in CONNECT when it reconnects, and takes the offset off the events' arguments. The
+server's side of recovery is tested in test_recovery.py and test_recovery_clients.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+from test_client import BUDGET, wait_for_transport
+
+import trio_sio
+from support.clients import NODE_MISSING
+from support.peers import PEERS, TRANSPORTS, Peer
+
+RECOVERY = {"TRIO_SIO_RECOVERY": "1"}
+#: Room broadcasts in the recovery test.
+TOTAL = 40
+#: Broadcasts the member receives before its transport is cut (the rest keep coming).
+CUT_AFTER = 5
+#: The broadcast at which the sender waits until the member knows it is cut, to send BURST
+#: more while the member cannot be back yet (its reconnection waits for them).
+PAUSE_AT = 20
+BURST = 3
+
+
+@pytest.fixture(params=PEERS)
+async def recovering_peer(
+    request: pytest.FixtureRequest, nursery: trio.Nursery
+) -> AsyncIterator[Peer]:
+    if request.param == "node" and NODE_MISSING is not None:
+        pytest.skip(NODE_MISSING)
+    served = Peer(request.param, nursery, RECOVERY)
+    await served.start()
+    yield served
+    await served.stop()
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def until(condition: Any) -> None:
+    with trio.fail_after(BUDGET):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_a_cut_transport_recovers_every_missed_event_once_in_order(
+    recovering_peer: Peer, mode: str
+) -> None:
+    member = trio_sio.Client(delay=0.05, randomization_factor=0)
+    custom = member.of("/custom")
+    sender = trio_sio.Client()
+    room = "recovery-room"
+    received: list[int] = []
+    seen_by_on_any: list[tuple[Any, ...]] = []
+    echoed: list[tuple[Any, ...]] = []
+    cut = trio.Event()
+    burst_sent = trio.Event()
+    auth_asked = 0
+
+    @member.on("room-message")
+    async def room_message(in_room: str, n: int) -> None:  # no third argument: no offset
+        received.append(n)
+
+    @member.on_any
+    async def any_event(event: str, *args: Any) -> None:
+        if event == "room-message":
+            seen_by_on_any.append(args)
+
+    @member.on("message-back")
+    async def message_back(*args: Any) -> None:
+        echoed.append(args)
+
+    @member.on("ack-me")
+    async def ack_me(payload: Any) -> Any:
+        return payload
+
+    @member.on_disconnect
+    async def disconnected(reason: trio_sio.DisconnectReason) -> None:
+        cut.set()
+
+    async def auth() -> dict[str, str]:
+        # A reconnection waits for the burst, so that it surely falls while the member is away.
+        nonlocal auth_asked
+        auth_asked += 1
+        if auth_asked > 1:
+            await burst_sent.wait()
+        return {"token": "t1"}
+
+    async def broadcast() -> None:
+        for n in range(TOTAL):
+            if n == PAUSE_AT:
+                await cut.wait()
+            elif n == PAUSE_AT + BURST:
+                burst_sent.set()
+            await sender.call("room-broadcast", room, n)
+
+    url = recovering_peer.url
+    with trio.fail_after(4 * BUDGET):
+        async with (
+            member.connect(
+                url, transports=TRANSPORTS[mode], auth=auth, namespaces=("/", "/custom")
+            ),
+            sender.connect(url, transports=("websocket",)),
+        ):
+            assert not member.recovered  # a first connection recovers nothing
+            await wait_for_transport(member, mode)
+            assert await member.call("join", room) == room
+            sid, custom_sid = member.sid, custom.sid
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(broadcast)
+                await until(lambda: len(received) >= CUT_AFTER)
+                await member.emit("drop-transport")  # the server cuts the transport
+                # Back with the same session, on its own.
+                await until(lambda: member.connected and custom.connected)
+            await until(lambda: TOTAL - 1 in received)
+            # The last broadcast came last: a duplicate would have come before it.
+            assert received == list(range(TOTAL))
+            assert seen_by_on_any == [(room, n) for n in range(TOTAL)]
+            assert member.recovered
+            assert custom.recovered
+            assert (member.sid, custom.sid) == (sid, custom_sid)
+            assert member.connections == 2
+            await wait_for_transport(member, mode)
+            # A last string argument is the application's own on an event without offset
+            # (one asking for an ack) and on one that had it taken off.
+            with trio.fail_after(BUDGET):
+                assert await member.call("request-ack", "text") == "text"
+            await member.emit("message", 1, "last")
+            await until(lambda: echoed)
+            assert echoed == [(1, "last")]
+
+
+async def test_a_replay_beyond_the_buffer_is_a_fresh_session(nursery: trio.Nursery) -> None:
+    """Node's server replays what a socket missed before its CONNECT; more than
+    ``replay_buffer`` events of it and the client gives the session up: it reconnects as a new
+    one, and gets none of them (never part of a history)."""
+    if NODE_MISSING is not None:
+        pytest.skip(NODE_MISSING)
+    peer = Peer("node", nursery, RECOVERY)
+    await peer.start()
+    member = trio_sio.Client(delay=0.05, randomization_factor=0, replay_buffer=2)
+    sender = trio_sio.Client()
+    received: list[int] = []
+    burst_sent = trio.Event()
+    auth_asked = 0
+
+    @member.on("room-message")
+    async def room_message(room: str, n: int) -> None:
+        received.append(n)
+
+    async def auth() -> dict[str, str]:
+        nonlocal auth_asked
+        auth_asked += 1
+        if auth_asked > 1:
+            await burst_sent.wait()
+        return {}
+
+    with trio.fail_after(4 * BUDGET):
+        async with (
+            member.connect(peer.url, transports=("websocket",), auth=auth),
+            sender.connect(peer.url, transports=("websocket",)),
+        ):
+            assert await member.call("join", "room") == "room"
+            await sender.call("room-broadcast", "room", 0)
+            await until(lambda: received == [0])
+            sid = member.sid
+            await member.emit("drop-transport")
+            await until(lambda: not member.connected)
+            for n in range(1, 4):  # one more than the buffer holds
+                await sender.call("room-broadcast", "room", n)
+            burst_sent.set()
+            await until(lambda: member.connected)
+            assert not member.recovered
+            assert member.sid != sid
+            # The refused replay's connection never counted; the next one asked afresh.
+            assert (member.connections, auth_asked) == (2, 3)
+            await sender.call("room-broadcast", "room", 4)  # no longer in the room
+            assert await member.call("message-with-ack", "flush") == "flush"
+    assert received == [0]
+    await peer.stop()
+
+
+async def test_a_restarted_server_gives_a_fresh_session(recovering_peer: Peer) -> None:
+    """The new server never issued the pid the client sends back: a fresh session, whose
+    events lose their (new) offsets all the same."""
+    client = trio_sio.Client(delay=0.05, delay_max=0.2)
+    echoed: list[tuple[Any, ...]] = []
+
+    @client.on("message-back")
+    async def message_back(*args: Any) -> None:
+        echoed.append(args)
+
+    async with client.connect(recovering_peer.url, transports=("websocket",)):
+        await client.emit("message", "before")
+        await until(lambda: echoed)
+        sid = client.sid
+        await recovering_peer.stop()
+        await until(lambda: not client.connected)
+        await recovering_peer.start()
+        await until(lambda: client.connected)
+        assert not client.recovered
+        assert client.sid != sid
+        await client.emit("message", "after")
+        await until(lambda: len(echoed) == 2)
+    assert echoed == [("before",), ("after",)]
+
+
+async def test_without_recovery_a_last_string_is_an_argument(nursery: trio.Nursery) -> None:
+    """No pid from the server, no offsets to take off."""
+    peer = Peer("native", nursery)
+    await peer.start()
+    client = trio_sio.Client()
+    echoed: list[tuple[Any, ...]] = []
+
+    @client.on("message-back")
+    async def message_back(*args: Any) -> None:
+        echoed.append(args)
+
+    async with client.connect(peer.url, transports=("websocket",)):
+        await client.emit("message", "a", "b")
+        await until(lambda: echoed)
+        assert not client.recovered
+    assert echoed == [("a", "b")]
+    await peer.stop()
