@@ -19,6 +19,7 @@ from test_client import BUDGET, wait_for_transport
 import trio_sio
 from support.clients import NODE_MISSING
 from support.peers import PEERS, TRANSPORTS, Peer
+from trio_sio.parsers import Parser
 
 RECOVERY = {"TRIO_SIO_RECOVERY": "1"}
 #: Room broadcasts in the recovery test.
@@ -57,9 +58,27 @@ async def until(condition: Any) -> None:
 async def test_a_cut_transport_recovers_every_missed_event_once_in_order(
     recovering_peer: Peer, mode: str
 ) -> None:
-    member = trio_sio.Client(delay=0.05, randomization_factor=0)
+    await cut_and_recover(recovering_peer.url, TRANSPORTS[mode])
+
+
+@pytest.mark.parametrize("host", ["hypercorn", "native"])
+async def test_recovery_with_the_msgpack_parser(host: str, nursery: trio.Nursery) -> None:
+    """The offsets are strings in msgpack too (the server encodes them with its parser)."""
+    peer = Peer(host, nursery, {**RECOVERY, "TRIO_SIO_PARSER": "msgpack"})
+    await peer.start()
+    await cut_and_recover(peer.url, TRANSPORTS["upgrade"], trio_sio.MsgpackParser())
+    await peer.stop()
+
+
+async def cut_and_recover(
+    url: str, transports: tuple[str, ...], parser: Parser | None = None
+) -> None:
+    """A member of a room is cut (the server closes its transport) while a sender
+    broadcasts to the room; it comes back on its own with both namespaces recovered, and
+    every broadcast once, in order, without offsets."""
+    member = trio_sio.Client(delay=0.05, randomization_factor=0, parser=parser)
     custom = member.of("/custom")
-    sender = trio_sio.Client()
+    sender = trio_sio.Client(parser=parser)
     room = "recovery-room"
     received: list[int] = []
     seen_by_on_any: list[tuple[Any, ...]] = []
@@ -105,12 +124,10 @@ async def test_a_cut_transport_recovers_every_missed_event_once_in_order(
                 burst_sent.set()
             await sender.call("room-broadcast", room, n)
 
-    url = recovering_peer.url
+    mode = "polling" if transports == ("polling",) else "websocket"
     with trio.fail_after(4 * BUDGET):
         async with (
-            member.connect(
-                url, transports=TRANSPORTS[mode], auth=auth, namespaces=("/", "/custom")
-            ),
+            member.connect(url, transports=transports, auth=auth, namespaces=("/", "/custom")),
             sender.connect(url, transports=("websocket",)),
         ):
             assert not member.recovered  # a first connection recovers nothing
