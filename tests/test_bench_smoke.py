@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "benchmarks" / "run.py"
+CLIENT_LOADGEN = ROOT / "benchmarks" / "client_loadgen.py"
+NODE_SERVER = ROOT / "benchmarks" / "js" / "node_server.mjs"
 NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
 
 SMOKE_TIMEOUT = 90
@@ -119,3 +122,52 @@ def test_report_has_a_table_per_scenario(smoke_run: tuple[dict[str, Any], str]) 
     assert report.startswith("# Benchmark results (smoke run")
     assert report.count("| trio_sio (hypercorn -k trio) |") == 9
     assert "## Machine" in report
+
+
+#: benchmarks/client_loadgen.py's options for a smoke run.
+SMOKE_LOAD = ["--clients", "5", "--warmup", "0.2", "--duration", "1", "--timeout", "30"]
+
+
+def _client_loadgen(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CLIENT_LOADGEN), url, *SMOKE_LOAD],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT,
+        check=False,
+    )
+
+
+def test_the_trio_client_load_generator_measures_echo_acks() -> None:
+    """benchmarks/client_loadgen.py, tiny, against Node's fixture (what it is compared with)."""
+    server = subprocess.Popen(
+        ["node", str(NODE_SERVER), "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    try:
+        listening = server.stdout.readline()  # "listening PORT", or "" if it exited
+        assert listening.startswith("listening "), listening
+        completed = _client_loadgen(f"http://127.0.0.1:{listening.split()[1]}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stdout.close()
+    assert completed.returncode == 0, completed.stdout + completed.stderr[-4000:]
+    run = json.loads(completed.stdout)
+    assert run["ok"]
+    assert run["clients"] == 5
+    assert run["acks"] > 0
+    assert run["acksPerSec"] > 0
+    assert 0 < run["p50Ms"] <= run["p99Ms"]
+    assert run["loadgenCpuShare"] > 0
+
+
+def test_the_trio_client_load_generator_reports_a_failure() -> None:
+    with socket.socket() as unused:  # bound, not listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        completed = _client_loadgen(f"http://127.0.0.1:{unused.getsockname()[1]}")
+    assert completed.returncode == 1
+    run = json.loads(completed.stdout)
+    assert run["ok"] is False
+    assert run["error"].startswith("ConnectError: ")

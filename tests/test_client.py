@@ -560,6 +560,7 @@ def test_bare_on_is_refused() -> None:
         {"attempts": -1},
         {"offline_buffer": -1},
         {"handler_queue_size": 0},
+        {"replay_buffer": 0},
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any]) -> None:
