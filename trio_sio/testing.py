@@ -15,7 +15,7 @@ Inside :func:`running`, a handler that raises makes the test fail with that exce
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +24,17 @@ from urllib.parse import urlencode
 import trio
 
 from ._acks import ack_arguments, ack_value
+from ._client import Client
+from ._client._client import _single_errors
+from ._client._http import TransportFailure
+from ._client._transports import Deliver, MessageTransport
 from ._engine import HttpRequest
 from ._errors import ConnectionRefused, Disconnected
-from ._protocol import PacketType, Parser, SocketPacket
+from ._protocol import EnginePacket, Outgoing, PacketType, Parser, SocketPacket, decode_packet
 from ._server import Server
 from .hosts import MemoryWebSocket
 
-__all__ = ["ReceivedEvent", "TestClient", "open_client", "running"]
+__all__ = ["ReceivedEvent", "TestClient", "connect_client", "open_client", "running"]
 
 
 @asynccontextmanager
@@ -271,14 +275,7 @@ async def open_client(
         ConnectionRefused: the server refused the namespace (its message and data).
     """
     ws = MemoryWebSocket()
-    params = {"EIO": "4", "transport": "websocket", **(query or {})}
-    request = HttpRequest(
-        method="GET",
-        path="/socket.io/",
-        query_string=urlencode(params),
-        headers={k.lower(): v for k, v in (headers or {}).items()},
-        client=("127.0.0.1", 0),
-    )
+    request = _websocket_request(None, query, headers)
     client = TestClient(ws, namespace, server.parser)
     connect_auth = dict(auth) if auth else None
     if recover is not None and recover.pid is not None:
@@ -311,3 +308,103 @@ async def open_client(
             nursery.cancel_scope.cancel()
     if refusal is not None:
         raise refusal
+
+
+def _websocket_request(
+    sid: str | None, query: Mapping[str, str] | None, headers: Mapping[str, str] | None
+) -> HttpRequest:
+    """The WebSocket request of an in-memory client (for a new session, or to join ``sid``'s)."""
+    params = {"EIO": "4", "transport": "websocket", **({"sid": sid} if sid else {})}
+    return HttpRequest(
+        method="GET",
+        path="/socket.io/",
+        query_string=urlencode({**params, **(query or {})}),
+        headers={k.lower(): v for k, v in (headers or {}).items()},
+        client=("127.0.0.1", 0),
+    )
+
+
+class _MemoryTransport:
+    """The client's end of a :class:`~trio_sio.hosts.MemoryWebSocket`, as the message
+    transport of a :class:`~trio_sio.Client`."""
+
+    name = "websocket"
+
+    def __init__(self, ws: MemoryWebSocket) -> None:
+        self._ws = ws
+
+    async def receive(self) -> EnginePacket:
+        try:
+            frame = await self._ws.from_server.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise TransportFailure("the in-memory WebSocket closed", closed=True) from None
+        return decode_packet(frame)
+
+    async def read(self, deliver: Deliver) -> None:
+        while True:
+            await deliver(await self.receive())
+
+    async def write(self, batch: Sequence[Outgoing]) -> None:
+        try:
+            for outgoing in batch:
+                for frame in outgoing.frames:
+                    await self._ws.to_server.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportFailure("the in-memory WebSocket closed", closed=True) from None
+
+    async def send_text(self, text: str) -> None:
+        await self.write([Outgoing((text,))])
+
+    async def finish(self) -> None:
+        await self._ws.to_server.aclose()
+
+    async def aclose(self) -> None:
+        await self._ws.to_server.aclose()
+        await self._ws.from_server.aclose()
+
+
+@asynccontextmanager
+async def connect_client(
+    server: Server,
+    client: Client,
+    *,
+    namespaces: Sequence[str] = ("/",),
+    auth: Any = None,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> AsyncIterator[Client]:
+    """Connect a :class:`trio_sio.Client` to a running in-process ``server`` over an
+    in-memory WebSocket, for the duration of the block: :meth:`Client.connect
+    <trio_sio.Client.connect>`'s behaviour (reconnection, recovery, backpressure) without
+    sockets, on Trio's clock, so that reconnection backoff and heartbeats take no real time
+    under ``autojump_clock``. Every (re)connection opens a new in-memory WebSocket with
+    ``query`` and ``headers`` in its request; ``auth`` is ``connect``'s.
+
+    Raises:
+        trio_sio.ConnectError: as :meth:`Client.connect <trio_sio.Client.connect>`.
+    """
+    with _single_errors():  # the client's errors come out as themselves, as from connect
+        async with trio.open_nursery() as server_side:
+
+            async def open_websocket(sid: str | None) -> MessageTransport:
+                ws = MemoryWebSocket()
+                request = _websocket_request(sid, query, headers)
+                server_side.start_soon(server.handle_websocket, request, ws)
+                await ws.accepted.wait()
+                if ws.rejection is not None:
+                    body = ws.rejection.body.decode(errors="replace")
+                    raise TransportFailure(f"WebSocket refused: HTTP {ws.rejection.status} {body}")
+                return _MemoryTransport(ws)
+
+            client._open_websocket = open_websocket
+            try:
+                async with client.connect(
+                    "http://trio-sio.testing",
+                    transports=("websocket",),
+                    auth=auth,
+                    namespaces=namespaces,
+                ):
+                    yield client
+            finally:
+                client._open_websocket = None
+                server_side.cancel_scope.cancel()

@@ -31,6 +31,7 @@ from .._protocol.socketio import DEFAULT_MAX_ATTACHMENTS
 from .._signatures import check_event_name, check_handler
 from ._engine import EngineConnection, EngineSettings, open_engine
 from ._http import Endpoint, TransportFailure
+from ._transports import MessageOpener
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -531,6 +532,8 @@ class Client(ClientNamespace):
         self._dropped: set[str] = set()
         #: Connections made so far (reconnections included).
         self.connections = 0
+        #: How trio_sio.testing connects it to an in-process server instead of over TCP.
+        self._open_websocket: MessageOpener | None = None
 
     def of(self, namespace: str) -> ClientNamespace:
         """The namespace ``namespace`` (``"/chat"``) of this client, for its handlers and
@@ -681,6 +684,7 @@ class Client(ClientNamespace):
             ssl_context=self.ssl_context,
             max_payload=self.max_payload,
             outgoing_queue=self.outgoing_queue,
+            open_websocket=self._open_websocket,
         )
         if callable(auth):
             check_handler(auth, "auth", "()", 0)

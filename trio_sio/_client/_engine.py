@@ -22,7 +22,7 @@ from .._protocol import (
     decode_open_packet,
 )
 from ._http import Endpoint, TransportFailure
-from ._transports import PollingTransport, WebSocketTransport, open_websocket
+from ._transports import MessageOpener, MessageTransport, PollingTransport, open_websocket
 
 __all__ = ["EngineConnection", "EngineSettings", "open_engine"]
 
@@ -41,6 +41,8 @@ class EngineSettings:
     max_payload: int
     #: Outgoing packets queued for the writer before ``send`` waits.
     outgoing_queue: int
+    #: Opens the WebSocket instead of a connection to the endpoint (the in-memory client).
+    open_websocket: MessageOpener | None = None
 
 
 class EngineConnection:
@@ -71,7 +73,7 @@ class EngineConnection:
         self._early: list[EnginePacket] = []
         #: Set by close(): how the session ends, whatever ends it from then on.
         self._closing: DisconnectReason | None = None
-        self.transport: PollingTransport | WebSocketTransport | None = None
+        self.transport: PollingTransport | MessageTransport | None = None
         self.open: OpenPacket | None = None
         self.reason: DisconnectReason | None = None
         self.error: Exception | None = None
@@ -159,8 +161,10 @@ class EngineConnection:
             self.transport.sid = self.open.sid
         self._last_ping = trio.current_time()
 
-    async def _open_websocket(self, *, sid: str | None) -> WebSocketTransport:
+    async def _open_websocket(self, *, sid: str | None) -> MessageTransport:
         settings = self._settings
+        if settings.open_websocket is not None:
+            return await settings.open_websocket(sid)
         return await open_websocket(
             self._nursery,
             self._endpoint,
@@ -297,7 +301,8 @@ class EngineConnection:
         self._nursery.start_soon(self._guarded, self._read_websocket)
 
     async def _read_websocket(self) -> None:
-        assert isinstance(self.transport, WebSocketTransport)
+        assert self.transport is not None
+        assert not isinstance(self.transport, PollingTransport)
         await self.transport.read(self._deliver)
 
 

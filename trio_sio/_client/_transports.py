@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import trio
 import trio_websocket
@@ -21,7 +21,14 @@ from .._protocol import (
 )
 from ._http import Endpoint, HttpConnection, TransportFailure, open_stream
 
-__all__ = ["Deliver", "PollingTransport", "WebSocketTransport", "open_websocket"]
+__all__ = [
+    "Deliver",
+    "MessageOpener",
+    "MessageTransport",
+    "PollingTransport",
+    "WebSocketTransport",
+    "open_websocket",
+]
 
 #: Messages trio-websocket may hold that nobody has read yet: reading stops beyond them.
 WEBSOCKET_QUEUE = 4
@@ -30,6 +37,35 @@ MESSAGE_TOO_BIG = 1009
 
 #: Receives each packet as it is read; reading waits for it (that is the backpressure).
 Deliver = Callable[[EnginePacket], Awaitable[None]]
+
+
+class MessageTransport(Protocol):
+    """One Engine.IO packet per message, both ways: :class:`WebSocketTransport`, or the
+    in-memory WebSocket of :mod:`trio_sio.testing`."""
+
+    name: str
+
+    async def receive(self) -> EnginePacket:
+        """The next packet (raises :class:`TransportFailure` once closed)."""
+
+    async def read(self, deliver: Deliver) -> None:
+        """Deliver packets until closed (raising :class:`TransportFailure`)."""
+
+    async def write(self, batch: Sequence[Outgoing]) -> None: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def finish(self) -> None:
+        """Close from this side, in order (after what was written)."""
+
+    async def aclose(self) -> None:
+        """Close at once."""
+
+
+#: Opens a message transport to the server, for a new session (``None``) or to upgrade the
+#: session of that sid; instead of a WebSocket over TCP, it is how the in-memory client
+#: connects.
+MessageOpener = Callable[[str | None], Awaitable[MessageTransport]]
 
 
 class _ReaderNursery:
