@@ -22,7 +22,6 @@ from typing import Any
 
 import trio
 
-from .adapters._base import ClusterAdapter
 from .hosts import Endpoint, NativeConfig, serve_native
 from .hosts.native._workers import WorkerFailed, serve_worker, supervise_workers
 
@@ -55,21 +54,9 @@ def run(
     """
 
     configure_logging(log_level)
-
-    async def serve() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                urls = await nursery.start(
-                    lambda task_status: serve_native(
-                        server, host, port, task_status=task_status, **serve_options
-                    )
-                )
-                print(f"serving on {' '.join(urls)}", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
-    trio.run(serve)
+    _until_signalled(
+        functools.partial(serve_native, server, host, port, **serve_options), announce=True
+    )
 
 
 def configure_logging(level: str) -> None:
@@ -254,7 +241,7 @@ def _has_cluster_adapter(server: Endpoint) -> bool:
     """Whether ``server`` broadcasts across processes (its main namespace's adapter is a
     cluster adapter)."""
     main = getattr(server, "main", None)
-    return isinstance(getattr(main, "adapter", None), ClusterAdapter)
+    return bool(getattr(getattr(main, "adapter", None), "spans_processes", False))
 
 
 def _until_signalled(serve: Callable[..., Awaitable[object]], *, announce: bool = False) -> None:
