@@ -129,3 +129,32 @@ async def test_a_worker_that_dies_is_restarted_and_its_clients_reconnect(
     assert observed["reconnected"] >= 1
     assert str(observed["restarted_pid"]) not in observed["before"]
     assert re.search(r"worker \d exited with 3; starting it again", supervisor.output)
+
+
+async def test_hostile_requests_to_the_supervisor_leave_a_bystander_served(
+    redis_url: str,
+) -> None:
+    """An idle connection, a request line longer than a head may be, and sids that name no
+    worker: each gets its answer (or waits alone), and a bystander's session goes on."""
+    async with (
+        workers(redis_url) as (_, url),
+        connect(url),
+        connect(url) as bystander,
+    ):  # the first stays idle
+        opened = await bystander.request("GET", "/socket.io/?EIO=4&transport=polling")
+        sid = json.loads(opened.body[1:])["sid"]
+        async with connect(url) as long_line:
+            await long_line.stream.send_all(b"GET /" + b"a" * 20_000)
+            answer = await long_line.stream.receive_some(65536)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer
+        for stranger in ("7.abc", "x.abc", "abc", "0000000000001.abc", "%30.abc"):
+            refused = await bystander.request(
+                "GET", f"/socket.io/?EIO=4&transport=polling&sid={stranger}"
+            )
+            assert refused.status == 400, (stranger, refused.body)
+        posted = await bystander.request(
+            "POST", f"/socket.io/?EIO=4&transport=polling&sid={sid}", b"40"
+        )
+        assert (posted.status, posted.body) == (200, b"ok")
+        polled = await bystander.request("GET", f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+        assert polled.body.startswith(b'40{"sid":'), polled.body
