@@ -60,6 +60,9 @@ class Adapter:
     #: nodes sets it to ``False``: its clients are then offered no recovery (no ``pid``, no
     #: offsets), as with Node's classic Redis adapter.
     supports_recovery: ClassVar[bool] = True
+    #: Whether broadcasts and rooms reach the sockets of other processes (a cluster
+    #: adapter's do); ``python -m trio_sio --workers`` needs it.
+    spans_processes: ClassVar[bool] = False
 
     def __init__(self, namespace: Namespace) -> None:
         self.namespace = namespace

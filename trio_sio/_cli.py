@@ -8,13 +8,14 @@ one is for :func:`~trio_sio.serve_native`, and :func:`run` is the same thing for
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
 import signal
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import trio
 
 from .hosts import Endpoint, NativeConfig, serve_native
+from .hosts.native._workers import WorkerFailed, serve_worker, supervise_workers
 
 __all__ = ["LOG_FORMAT", "configure_logging", "main", "run"]
 
@@ -52,21 +54,9 @@ def run(
     """
 
     configure_logging(log_level)
-
-    async def serve() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                urls = await nursery.start(
-                    lambda task_status: serve_native(
-                        server, host, port, task_status=task_status, **serve_options
-                    )
-                )
-                print(f"serving on {' '.join(urls)}", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
-    trio.run(serve)
+    _until_signalled(
+        functools.partial(serve_native, server, host, port, **serve_options), announce=True
+    )
 
 
 def configure_logging(level: str) -> None:
@@ -167,11 +157,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the least severe log records shown (default: %(default)s; debug traces packets)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on the one port, sticky by session; needs a cluster"
+        " adapter (default: %(default)s)",
+    )
+    # How the supervisor of the workers mode starts each worker: its index and channel.
+    parser.add_argument("--worker-channel", metavar="INDEX:FD", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--access-log",
         action="store_true",
         help="log every HTTP response (logger trio_sio.hosts.native.access)",
     )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     # Before the server's module is imported: its own logging at import time is shown too.
     configure_logging(args.log_level)
     try:
@@ -185,6 +187,44 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error("--certfile and --keyfile go together")
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.certfile, args.keyfile)
+    config = NativeConfig(access_log=args.access_log)
+    if args.worker_channel:
+        index, _, fd = args.worker_channel.partition(":")
+        worker = functools.partial(
+            serve_worker,
+            server,
+            int(fd),
+            int(index),
+            args.workers,
+            static_files=static_files,
+            path=args.path,
+            config=config,
+        )
+        _until_signalled(worker)
+        return
+    if args.workers > 1:
+        if ssl_context is not None:
+            parser.error(
+                "--workers does not go with --certfile: the supervisor routes by the request"
+                " line, so terminate TLS in front of it (a proxy) instead"
+            )
+        if not _has_cluster_adapter(server):
+            parser.error(
+                f"--workers {args.workers} needs a cluster adapter (for example"
+                " Server(adapter_factory=RedisAdapter.factory(url))): without one, a broadcast"
+                " reaches only the clients of the worker that sends it"
+            )
+        forwarded = [*(sys.argv[1:] if argv is None else argv)]
+
+        def command(index: int, fd: int) -> list[str]:
+            channel = ["--worker-channel", f"{index}:{fd}"]
+            return [sys.executable, "-m", "trio_sio", *forwarded, *channel]
+
+        supervisor = functools.partial(
+            supervise_workers, command, args.workers, args.host, args.port, config=config
+        )
+        _until_signalled(supervisor, announce=True)
+        return
     run(
         server,
         args.host,
@@ -193,5 +233,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         static_files=static_files,
         path=args.path,
         ssl_context=ssl_context,
-        config=NativeConfig(access_log=args.access_log),
+        config=config,
     )
+
+
+def _has_cluster_adapter(server: Endpoint) -> bool:
+    """Whether ``server`` broadcasts across processes (its main namespace's adapter is a
+    cluster adapter)."""
+    main = getattr(server, "main", None)
+    return bool(getattr(getattr(main, "adapter", None), "spans_processes", False))
+
+
+def _until_signalled(serve: Callable[..., Awaitable[object]], *, announce: bool = False) -> None:
+    """``nursery.start(serve)`` until SIGINT or SIGTERM (or ``serve`` returns), then cancel
+    it: a graceful shutdown. With ``announce``, print the URLs that starting returned."""
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def serve_then_stop(*, task_status: trio.TaskStatus[Any]) -> None:
+                    await serve(task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                urls = await nursery.start(serve_then_stop)
+                if announce:
+                    print(f"serving on {' '.join(urls)}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except WorkerFailed as exc:
+        sys.exit(f"python -m trio_sio: {exc}")

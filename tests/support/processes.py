@@ -53,14 +53,15 @@ class Child:
 
 
 @asynccontextmanager
-async def child(*args: str | Path, cwd: Path = REPO) -> AsyncIterator[Child]:
-    """``python *args``, killed at the end of the block if it is still running."""
+async def child(*args: str | Path, cwd: Path = REPO, budget_s: float = 30) -> AsyncIterator[Child]:
+    """``python *args``, killed at the end of the block if it is still running; the block
+    fails after ``budget_s``."""
     command = [sys.executable, *map(str, args)]
     process = await trio.lowlevel.open_process(
         command, cwd=cwd, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        with trio.fail_after(30):
+        with trio.fail_after(budget_s):
             yield Child(process)
     finally:
         if process.returncode is None:

@@ -83,6 +83,9 @@ class EngineServer:
         self._sessions = SessionRegistry(handler, self.options, supervise=supervise)
         self._nursery: trio.Nursery | None = None
         self._upgrades = ["websocket"] if Transport.WEBSOCKET in self.options.transports else []
+        #: Starts every new session id. ``python -m trio_sio --workers`` names the worker
+        #: there (``"1."``), so that its supervisor can route a session's requests to it.
+        self.sid_prefix = ""
 
     @property
     def supervise(self) -> bool:
@@ -189,7 +192,7 @@ class EngineServer:
         if allow is not None and not await allow(request):
             self.lifecycle.refused(request, RefusalCause.ALLOW_REQUEST)
             raise HandshakeError(EngineErrorCode.FORBIDDEN)
-        session = Session(self._sessions, secrets.token_urlsafe(15), request)
+        session = Session(self._sessions, self.sid_prefix + secrets.token_urlsafe(15), request)
         session.attach(transport(session))
         self._sessions.add(session)
         try:

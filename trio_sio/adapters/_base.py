@@ -148,6 +148,7 @@ class ClusterAdapter(Adapter):
     # Recovery needs sessions and missed packets shared between the nodes; a transport that
     # keeps none (pub/sub) declines it, as Node's ClusterAdapter and classic adapter do.
     supports_recovery = False
+    spans_processes = True
 
     def __init__(
         self,

@@ -91,6 +91,7 @@ class HttpConnection:
         client: tuple[str, int] | None,
         track_websocket: Callable[[int], None],
         alarms: Alarms | None = None,
+        owned_elsewhere: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.stream = stream
         self.router = router
@@ -115,6 +116,11 @@ class HttpConnection:
         # For the access log: the request line, and when the request's head was complete.
         self._request_line = ""
         self._started = 0.0
+        # In the workers mode: whether a request line names a session of another worker.
+        self._owned_elsewhere = owned_elsewhere
+        #: Set when :meth:`serve` returned because the next request belongs to another
+        #: worker: the bytes of the connection read and not yet handled, from that request on.
+        self.hand_back: bytes | None = None
 
     async def serve(self) -> None:
         """Handle requests until the connection should end; never raises for the client's
@@ -156,7 +162,18 @@ class HttpConnection:
         # just started (and accepting it was one).
         waited = self._first_request
         self._first_request = False
+        owned_elsewhere = self._owned_elsewhere
+        limit = config.max_header_bytes
         while True:
+            if owned_elsewhere is not None:
+                # Before the parser takes the head, while its buffer still holds all of it.
+                buffered = parser.buffered
+                line_end = buffered.find(b"\n", 0, limit)
+                if line_end >= 0 or len(buffered) >= limit:
+                    if line_end >= 0 and owned_elsewhere(buffered[: line_end + 1]):
+                        self.hand_back = buffered
+                        return None
+                    owned_elsewhere = None
             try:
                 event = parser.next_event()
             except HttpParseError as exc:

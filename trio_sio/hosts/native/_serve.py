@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -16,7 +16,7 @@ from .._common import Endpoint, Route, close_endpoints
 from ._config import NativeConfig
 from ._http import HttpConnection, Mount, Router
 
-__all__ = ["serve_native"]
+__all__ = ["Connections", "make_router", "serve_host", "serve_native"]
 
 logger = logging.getLogger("trio_sio.hosts.native")
 
@@ -28,14 +28,19 @@ def _url(sockname: tuple[str, int] | tuple[str, int, int, int], scheme: str) -> 
     return f"{scheme}://{host}:{port}"
 
 
-class _Host:
-    """The connections of one :func:`serve_native` call."""
+class Connections:
+    """The connections of one :func:`serve_native` call (or of one worker of the workers mode:
+    then ``owned_elsewhere`` and ``hand_back`` send a request of another worker's session to
+    the supervisor, see :mod:`._workers`)."""
 
     def __init__(
         self,
         router: Router,
         config: NativeConfig,
         ssl_context: ssl.SSLContext | None,
+        *,
+        owned_elsewhere: Callable[[bytes], bool] | None = None,
+        hand_back: Callable[[trio.SocketStream, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.router = router
         self.config = config
@@ -45,6 +50,8 @@ class _Host:
         self._websockets_changed = trio.Event()
         #: The deadlines of connections waiting for a request (one timer task for all).
         self.alarms = Alarms()
+        self._owned_elsewhere = owned_elsewhere
+        self._hand_back = hand_back
 
     def track_websocket(self, delta: int) -> None:
         self.websockets += delta
@@ -55,7 +62,8 @@ class _Host:
         while self.websockets:
             await self._websockets_changed.wait()
 
-    async def handle(self, tcp: trio.SocketStream) -> None:
+    async def handle(self, tcp: trio.SocketStream, received: bytes = b"") -> None:
+        """Serve one accepted connection; ``received`` is what was read from it already."""
         stream: trio.abc.Stream = tcp
         try:
             client = _peer(tcp)
@@ -77,8 +85,13 @@ class _Host:
                 client=client,
                 track_websocket=self.track_websocket,
                 alarms=self.alarms,
+                owned_elsewhere=self._owned_elsewhere,
             )
+            if received:
+                connection.parser.feed(received)
             await connection.serve()
+            if connection.hand_back is not None and self._hand_back is not None:
+                await self._hand_back(tcp, connection.hand_back)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -86,7 +99,8 @@ class _Host:
             logger.exception("native host: connection failed")
         finally:
             # A graceful close (TLS: close_notify), briefly; trio closes forcefully when the
-            # time is up or the host is shutting down.
+            # time is up or the host is shutting down. (A connection handed back is only
+            # closed here: the supervisor holds it.)
             with trio.move_on_after(1):
                 await stream.aclose()
 
@@ -144,6 +158,35 @@ async def serve_native(
     """
     await trio.lowlevel.checkpoint()
     config = config or NativeConfig()
+    router, owned = make_router(server, static_files, path, endpoints, routes)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    the_host = Connections(router, config, ssl_context)
+    urls = [_url(listener.socket.getsockname(), the_host.scheme) for listener in listeners]
+    for listener in listeners:
+        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    async def accept(nursery: trio.Nursery) -> None:
+        try:
+            await trio.serve_listeners(the_host.handle, listeners, handler_nursery=nursery)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    def close_listeners() -> None:
+        for listener in listeners:
+            listener.socket.close()
+
+    await serve_host(the_host, owned, accept, close_listeners, urls, task_status=task_status)
+
+
+def make_router(
+    server: Endpoint,
+    static_files: Mapping[str, str | Path] | None,
+    path: str,
+    endpoints: Mapping[str, Endpoint] | None,
+    routes: Mapping[str, Route] | None,
+) -> tuple[Router, list[Endpoint]]:
+    """Where requests go, and the endpoints to start (those not running yet)."""
     mounts = [Mount("/" + path.strip("/") + "/", server)]
     for extra_path, endpoint in (endpoints or {}).items():
         mounts.append(Mount("/" + extra_path.strip("/") + "/", endpoint))
@@ -152,14 +195,21 @@ async def serve_native(
         {url: Path(file) for url, file in (static_files or {}).items()},
         dict(routes or {}),
     )
-    owned = [mount.endpoint for mount in mounts if not mount.endpoint.running]
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    the_host = _Host(router, config, ssl_context)
-    scheme = the_host.scheme
-    urls = [_url(listener.socket.getsockname(), scheme) for listener in listeners]
-    for listener in listeners:
-        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return router, [mount.endpoint for mount in mounts if not mount.endpoint.running]
 
+
+async def serve_host(
+    the_host: Connections,
+    owned: list[Endpoint],
+    accept: Callable[[trio.Nursery], Awaitable[None]],
+    abandon: Callable[[], None],
+    urls: list[str],
+    *,
+    task_status: trio.TaskStatus[list[str]],
+) -> NoReturn:
+    """Run the endpoints in ``owned`` and ``accept`` (which starts a task in the nursery it is
+    given for each connection) until cancelled, then shut down in order. ``abandon`` closes
+    the source of connections if starting fails before ``accept`` runs."""
     # Everything runs in a nursery shielded from the caller's cancellation, so that shutdown
     # happens in order (stop accepting, close sessions, let WebSockets close) and is bounded.
     inner_scope = trio.CancelScope(shield=True)
@@ -172,17 +222,11 @@ async def serve_native(
                     await nursery.start(endpoint.run)
                 await nursery.start(the_host.alarms.run)
 
-                async def accept() -> None:
-                    try:
-                        with accept_scope:
-                            await trio.serve_listeners(
-                                the_host.handle, listeners, handler_nursery=nursery
-                            )
-                    finally:
-                        for listener in listeners:
-                            await trio.aclose_forcefully(listener)
+                async def accept_until_cancelled() -> None:
+                    with accept_scope:
+                        await accept(nursery)
 
-                nursery.start_soon(accept)
+                nursery.start_soon(accept_until_cancelled)
                 task_status.started()
 
     async with trio.open_nursery() as outer:
@@ -190,8 +234,7 @@ async def serve_native(
             await outer.start(run_inner)
         except BaseException:
             inner_scope.cancel()
-            for listener in listeners:
-                listener.socket.close()
+            abandon()
             raise
         task_status.started(urls)
         try:
