@@ -8,6 +8,7 @@ processes on a real Redis); these pin the codec itself.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,15 +20,21 @@ from hypothesis import strategies as st
 
 from trio_sio import BroadcastOptions
 from trio_sio._protocol.codec import DEFAULT_MAX_JSON_DEPTH, StdlibJson
+from trio_sio._recovery import PersistedSession
 from trio_sio.adapters._base import WireFormat
 from trio_sio.adapters._wire import (
     ClassicWire,
     ForeignMessage,
+    Heartbeat,
     Request,
     RequestType,
     Response,
     ShardedWire,
+    StreamsWire,
     WireError,
+    decode_session,
+    encode_session,
+    is_stream_id,
     subscription_mode,
     unpack,
 )
@@ -137,8 +144,20 @@ def sharded(mode: str = "dynamic") -> ShardedWire:
     )
 
 
-WIRES: dict[str, Callable[[], WireFormat]] = {"classic": classic, "sharded": sharded}
-REQUESTS = {"classic": classic_requests(), "sharded": sharded_requests()}
+def streams() -> StreamsWire:
+    return StreamsWire("socket.io", "/chat", UID, JSON, DEFAULT_MAX_JSON_DEPTH)
+
+
+WIRES: dict[str, Callable[[], WireFormat]] = {
+    "classic": classic,
+    "sharded": sharded,
+    "streams": streams,
+}
+REQUESTS = {
+    "classic": classic_requests(),
+    "sharded": sharded_requests(),
+    "streams": sharded_requests(),  # the same ClusterAdapter messages
+}
 
 
 @pytest.mark.parametrize("name", sorted(WIRES))
@@ -214,8 +233,32 @@ hostile_objects = st.recursive(
 )
 
 
+FIELD_VALUES = (
+    st.none()
+    | st.binary(max_size=8)
+    | st.sampled_from(
+        [b"/chat", b"1", b"2", b"3", b"9", b"13", b"{}", b'{"packet":["e"]}', UID.encode()]
+    )
+)
+
+
+def hostile_payloads_json() -> st.SearchStrategy[bytes]:
+    return hostile_objects.map(lambda value: json.dumps(value, default=repr).encode()) | (
+        hostile_objects.map(lambda value: base64.b64encode(msgpack.packb(value)))
+    )
+
+
 def hostile_payloads() -> st.SearchStrategy[bytes]:
     return st.one_of(
+        # stream entry frames: four fields, each missing or any bytes
+        st.lists(FIELD_VALUES, min_size=3, max_size=5).map(
+            lambda fields: msgpack.packb(fields, use_bin_type=True)
+        ),
+        st.tuples(FIELD_VALUES, hostile_payloads_json()).map(
+            lambda parts: StreamsWire.frame(
+                {b"uid": parts[0], b"nsp": b"/chat", b"type": b"3", b"data": parts[1]}
+            )
+        ),
         st.binary(max_size=64),
         hostile_objects.map(lambda value: msgpack.packb(value, use_bin_type=True)),
         hostile_objects.filter(lambda v: isinstance(v, dict)).map(
@@ -234,7 +277,7 @@ def test_hostile_messages_raise_only_wire_errors(name: str, channel: bytes, payl
         message = wire.decode(channel, payload)
     except WireError:
         return
-    assert isinstance(message, Request | Response)
+    assert isinstance(message, Request | Response | Heartbeat)
 
 
 def nested(depth: int) -> Any:
@@ -335,3 +378,101 @@ def test_sharded_refuses_what_its_protocol_lacks() -> None:
     other_nsp = json.dumps({"uid": OTHER, "nsp": "/", "type": 9, "data": {"packet": ["e"]}})
     with pytest.raises(ForeignMessage):
         wire.decode(b"socket.io#/chat#", other_nsp.encode())
+
+
+# --- the Streams format --------------------------------------------------------------------
+
+
+def entry(**fields: bytes) -> bytes:
+    """The frame of a stream entry with these fields, as the adapter's reader makes it."""
+    return StreamsWire.frame({name.encode(): value for name, value in fields.items()})
+
+
+def test_streams_entries_are_nodes_fields() -> None:
+    """The fields of an entry, as Node's Streams adapter writes them: the type in decimal,
+    data JSON (an object, so starting with "{"), or base64 msgpack when it carries binary."""
+    wire = streams()
+    text = Request(RequestType.SERVER_SIDE_EMIT, UID, event=("e", 1))
+    binary = Request(RequestType.SERVER_SIDE_EMIT, UID, event=("e", b"\x01"))
+    fields = StreamsWire.fields(wire.encode_request(text)[1])
+    assert fields == {
+        "uid": UID.encode(),
+        "nsp": b"/chat",
+        "type": b"9",
+        "data": b'{"packet":["e",1]}',
+    }
+    packed = base64.b64decode(StreamsWire.fields(wire.encode_request(binary)[1])["data"])
+    assert msgpack.unpackb(packed) == {"packet": ["e", b"\x01"]}
+    # A heartbeat has no data field at all.
+    assert StreamsWire.fields(wire.encode_heartbeat("initial")) == {
+        "uid": UID.encode(),
+        "nsp": b"/chat",
+        "type": b"1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("type_", "kind"), [(b"1", "initial"), (b"2", "heartbeat"), (b"13", "close")]
+)
+def test_streams_heartbeats(type_: bytes, kind: str) -> None:
+    wire = streams()
+    decoded = wire.decode(b"1-0", entry(uid=OTHER.encode(), nsp=b"/chat", type=type_))
+    assert decoded == Heartbeat(kind, OTHER)  # type: ignore[arg-type]
+    own = StreamsWire.frame({k.encode(): v for k, v in StreamsWire.fields(
+        wire.encode_heartbeat(kind)).items()})  # type: ignore[arg-type]  # fmt: skip
+    assert wire.decode(b"1-0", own) == Heartbeat(kind, UID)  # type: ignore[arg-type]
+
+
+def test_streams_refuse_what_is_not_theirs() -> None:
+    wire = streams()
+    with pytest.raises(ForeignMessage):
+        wire.decode(b"1-0", entry(uid=b"x", nsp=b"/", type=b"9", data=b'{"packet":["e"]}'))
+    with pytest.raises(ForeignMessage):
+        wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=b"99", data=b"{}"))
+    for bad_type in (b"3a", b"", b"-3", b"\xff"):
+        with pytest.raises(WireError):
+            wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=bad_type, data=b"{}"))
+    with pytest.raises(WireError):  # neither JSON nor base64
+        wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=b"9", data=b"!!"))
+    with pytest.raises(ValueError, match="ALL_ROOMS"):
+        wire.encode_request(Request(RequestType.ALL_ROOMS, UID, "id"))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("1-0", True), ("1733500000000-12", True), ("1-", False), ("-1", False), ("1", False),
+     ("1-0-0", False), ("x-1", False), ("1" * 30 + "-" + "1" * 30, False),
+     ("\u0661-\u0660", False)],
+)  # fmt: skip
+def test_stream_ids(value: str, ok: bool) -> None:
+    assert is_stream_id(value) is ok
+
+
+sessions = st.builds(
+    PersistedSession,
+    st.just("/chat"),
+    texts,
+    texts,
+    rooms,
+    st.dictionaries(texts, values(binary=True), max_size=3),
+)
+
+
+@settings(max_examples=100)
+@given(session=sessions)
+def test_sessions_round_trip(session: PersistedSession) -> None:
+    stored = encode_session(session)
+    assert decode_session(stored, "/chat", DEFAULT_MAX_JSON_DEPTH) == session
+    # Node's format: base64 of msgpack {sid, pid, rooms, data}.
+    assert msgpack.unpackb(base64.b64decode(stored))["pid"] == session.pid
+
+
+@settings(max_examples=200)
+@given(raw=st.binary(max_size=40) | hostile_objects.map(
+    lambda value: base64.b64encode(msgpack.packb(value, use_bin_type=True))))  # fmt: skip
+def test_hostile_sessions_raise_only_wire_errors(raw: bytes) -> None:
+    try:
+        session = decode_session(raw, "/chat", DEFAULT_MAX_JSON_DEPTH)
+    except WireError:
+        return
+    assert isinstance(session.pid, str)

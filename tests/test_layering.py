@@ -360,8 +360,9 @@ def test_the_server_never_uses_the_client(module: str) -> None:
 
 def test_the_cluster_wire_format_is_sans_io() -> None:
     """Bytes in, messages out: no I/O library, no Redis client, no logging, no clock. From
-    trio_sio it takes the protocol core and the adapter's BroadcastOptions."""
-    allowed = (PACKAGE, "trio_sio._adapter")
+    trio_sio it takes the protocol core, the adapter's BroadcastOptions and the (sans-I/O)
+    recovery store's PersistedSession."""
+    allowed = (PACKAGE, "trio_sio._adapter", "trio_sio._recovery")
     bad = [
         name
         for name in imports_of(WIRE)

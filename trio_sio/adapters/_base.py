@@ -33,6 +33,7 @@ from .._protocol import PacketType, SocketPacket
 from .._socket import node_handshake
 from ._wire import (
     ForeignMessage,
+    Heartbeat,
     Request,
     RequestType,
     Response,
@@ -55,7 +56,7 @@ class WireFormat(Protocol):
 
     uid: str
 
-    def decode(self, channel: bytes, data: bytes) -> Request | Response: ...
+    def decode(self, channel: bytes, data: bytes) -> Request | Response | Heartbeat: ...
 
     def encode_request(self, request: Request) -> tuple[str, bytes]: ...
 
@@ -446,7 +447,12 @@ class ClusterAdapter(Adapter):
         if room is not None and room not in self.rooms:
             self._counters.ignored += 1  # no local member: not worth decoding
             return
-        message = self._wire.decode(channel, data)
+        await self._handle(channel, self._wire.decode(channel, data))
+
+    async def _handle(self, channel: bytes, message: Request | Response | Heartbeat) -> None:
+        """Act on a message decoded from ``channel``."""
+        if isinstance(message, Heartbeat):
+            raise ForeignMessage("heartbeats are not part of this protocol")
         if isinstance(message, Response):
             self._on_response(message)
         elif message.uid == self.uid:
@@ -484,7 +490,7 @@ class ClusterAdapter(Adapter):
         if request.request_id is None:
             packet = SocketPacket(PacketType.EVENT, nsp.name, list(request.event))
             try:
-                self.broadcast_local(packet, opts)
+                self._deliver_remote_broadcast(packet, opts)
             except (TypeError, ValueError, RecursionError) as exc:  # not representable as JSON
                 raise WireError(f"payload cannot be sent to clients: {exc}") from None
             return
@@ -495,6 +501,10 @@ class ClusterAdapter(Adapter):
         except (TypeError, ValueError, RecursionError) as exc:
             raise WireError(f"payload cannot be sent to clients: {exc}") from None
         await self._answer(request, {"clientCount": count}, RequestType.BROADCAST_CLIENT_COUNT)
+
+    def _deliver_remote_broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
+        """Deliver another node's broadcast (without acks) to the local sockets."""
+        self.broadcast_local(packet, opts)
 
     async def _answer(
         self, request: Request, body: dict[str, Any], kind: RequestType | None = None

@@ -3,7 +3,8 @@ alive (a subscriber and a command connection per namespace, reconnecting with ba
 
 :mod:`trio_sio.adapters.redis` (classic pub/sub) and :mod:`trio_sio.adapters.redis_sharded`
 (Redis 7 sharded pub/sub) each add their subscriptions, their publish command and their way of
-counting the nodes.
+counting the nodes; :mod:`trio_sio.adapters.redis_streams` replaces the subscriber with a
+reader of one stream.
 """
 
 from __future__ import annotations
@@ -234,9 +235,10 @@ class RedisAdapterBase(ClusterAdapter):
         """How many nodes (this one included) subscribe to this namespace."""
         raise NotImplementedError
 
-    async def _serve_connection(self, pubsub: PubSub[bytes]) -> None:
-        """While connected: move what arrives into the inbound queue."""
-        await self._read(pubsub)
+    async def _serve_connection(self, connection: Any) -> None:
+        """While connected: move what arrives into the inbound queue (``connection`` is what
+        :meth:`_open_redis` gave: the subscriber, for the pub/sub adapters)."""
+        await self._read(connection)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -316,16 +318,23 @@ class RedisAdapterBase(ClusterAdapter):
                 return
         await stream.aclose()
 
-    @asynccontextmanager
-    async def _open_redis(self) -> AsyncIterator[PubSub[bytes]]:
+    def _new_client(self, *, blocking: float = 0.0) -> coredis.Redis[bytes]:
+        """A Redis client on :attr:`url` (``blocking``: the longest a command of it blocks on
+        the server, added to ``command_timeout``)."""
         options = self.options
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        return coredis.Redis.from_url(
             self.url,
             decode_responses=False,
             retry_policy=NoRetryPolicy(),
             connect_timeout=options.connect_timeout,
-            stream_timeout=options.command_timeout,
+            stream_timeout=options.command_timeout + blocking,
         )
+
+    @asynccontextmanager
+    async def _open_redis(self) -> AsyncIterator[Any]:
+        """Connect and subscribe; yields what :meth:`_serve_connection` reads from."""
+        options = self.options
+        client = self._new_client()
         async with client, self._open_pubsub(client) as pubsub:
             await self._subscribe(pubsub)
             with trio.fail_after(options.command_timeout):

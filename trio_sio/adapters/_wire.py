@@ -23,6 +23,7 @@ check of :func:`trio_sio._protocol.codec.check_depth`), or lacks the protocol's 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import enum
 from collections.abc import Iterable
@@ -39,16 +40,22 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from .._adapter import BroadcastOptions
 from .._protocol import PacketType, ProtocolError
 from .._protocol.codec import JsonCodec, check_depth
+from .._recovery import PersistedSession
 
 __all__ = [
     "ClassicWire",
     "ForeignMessage",
+    "Heartbeat",
     "Request",
     "RequestType",
     "Response",
     "ShardedWire",
+    "StreamsWire",
     "SubscriptionMode",
     "WireError",
+    "decode_session",
+    "encode_session",
+    "is_stream_id",
     "room_list",
     "subscription_mode",
 ]
@@ -560,6 +567,101 @@ _MAY_CARRY_BINARY = frozenset(
 SOCKET_ID_LENGTH = 20  # Node's adapter takes a 20-character room for a socket's own room
 
 
+_HEARTBEATS = frozenset(
+    {_ClusterMessage.INITIAL_HEARTBEAT, _ClusterMessage.HEARTBEAT, _ClusterMessage.ADAPTER_CLOSE}
+)
+
+
+def _message_type(value: int) -> _ClusterMessage:
+    try:
+        return _ClusterMessage(value)
+    except ValueError:
+        raise ForeignMessage(f"unknown message type {value!r}") from None
+
+
+def _decode_cluster_message(
+    uid: str | None, kind: _ClusterMessage, data_: Any, nsp: str
+) -> Request | Response:
+    """The ``data`` of a ``ClusterAdapter`` message of type ``kind`` (not a heartbeat)."""
+    if not isinstance(data_, dict):
+        raise WireError("data is not an object")
+    request_id = _node_id(data_.get("requestId"), "requestId")
+    if kind == _ClusterMessage.FETCH_SOCKETS_RESPONSE:
+        sockets = data_.get("sockets")
+        if not isinstance(sockets, list):
+            raise WireError("sockets is not a list")
+        body: dict[str, Any] = {"sockets": sockets}
+        return Response(_required_id(request_id), uid, RequestType.REMOTE_FETCH, body)
+    if kind == _ClusterMessage.SERVER_SIDE_EMIT_RESPONSE:
+        body = {"data": data_.get("packet")}
+        return Response(_required_id(request_id), uid, RequestType.SERVER_SIDE_EMIT, body)
+    if kind == _ClusterMessage.BROADCAST_CLIENT_COUNT:
+        body = {"clientCount": data_.get("clientCount")}
+        return Response(_required_id(request_id), uid, RequestType.BROADCAST_CLIENT_COUNT, body)
+    if kind == _ClusterMessage.BROADCAST_ACK:
+        body = {"packet": data_["packet"]} if "packet" in data_ else {}
+        return Response(_required_id(request_id), uid, RequestType.BROADCAST_ACK, body)
+    request_kind = _REQUEST_KINDS[kind]
+    if kind == _ClusterMessage.BROADCAST:
+        event = event_data(data_.get("packet"), nsp)
+        opts = parse_options(data_.get("opts"))
+        return Request(request_kind, uid, request_id, opts=opts, event=event)
+    if kind == _ClusterMessage.SERVER_SIDE_EMIT:
+        return Request(request_kind, uid, request_id, event=_event(data_.get("packet")))
+    opts = parse_options(data_.get("opts"))
+    if kind == _ClusterMessage.DISCONNECT_SOCKETS:
+        close = _close_flag(data_.get("close", False))
+        return Request(request_kind, uid, opts=opts, close=close)
+    if kind == _ClusterMessage.FETCH_SOCKETS:
+        return Request(request_kind, uid, _required_id(request_id), opts=opts)
+    rooms = tuple(room_list(data_.get("rooms")))  # SOCKETS_JOIN, SOCKETS_LEAVE
+    return Request(request_kind, uid, opts=opts, rooms=rooms)
+
+
+def _cluster_request(request: Request) -> tuple[_ClusterMessage, dict[str, Any]]:
+    """The message type and ``data`` of a ``ClusterAdapter`` request."""
+    kind = request.kind
+    message_type = _REQUEST_TYPES.get(kind)
+    if message_type is None or (request.opts is None and kind != RequestType.SERVER_SIDE_EMIT):
+        raise ValueError(f"the ClusterAdapter protocol has no {kind.name} request of this form")
+    data: dict[str, Any] = {}
+    if request.request_id is not None:
+        data["requestId"] = request.request_id
+    if kind == RequestType.BROADCAST:
+        data["packet"] = {"type": PacketType.EVENT.value, "data": list(request.event)}
+        data["opts"] = wire_options(request.opts)
+    elif kind == RequestType.SERVER_SIDE_EMIT:
+        data["packet"] = list(request.event)
+    elif kind == RequestType.REMOTE_DISCONNECT:
+        data.update(opts=wire_options(request.opts), close=request.close)
+    elif kind == RequestType.REMOTE_FETCH:
+        data["opts"] = wire_options(request.opts)
+    else:
+        data.update(opts=wire_options(request.opts), rooms=list(request.rooms))
+    return message_type, data
+
+
+def _cluster_response(response: Response) -> tuple[_ClusterMessage, dict[str, Any]]:
+    """The message type and ``data`` of a ``ClusterAdapter`` answer."""
+    body = response.body
+    data: dict[str, Any] = {"requestId": response.request_id}
+    if response.kind == RequestType.SERVER_SIDE_EMIT:
+        message_type = _ClusterMessage.SERVER_SIDE_EMIT_RESPONSE
+        data["packet"] = body.get("data")
+    elif response.kind == RequestType.BROADCAST_CLIENT_COUNT:
+        message_type = _ClusterMessage.BROADCAST_CLIENT_COUNT
+        data["clientCount"] = body.get("clientCount")
+    elif response.kind == RequestType.BROADCAST_ACK:
+        message_type = _ClusterMessage.BROADCAST_ACK
+        data.update(body)
+    elif response.kind == RequestType.REMOTE_FETCH:
+        message_type = _ClusterMessage.FETCH_SOCKETS_RESPONSE
+        data["sockets"] = body["sockets"]
+    else:
+        raise ValueError("the ClusterAdapter protocol has no answer of this kind")
+    return message_type, data
+
+
 class ShardedWire:
     """``createShardedAdapter``'s channels and messages for one namespace.
 
@@ -613,100 +715,28 @@ class ShardedWire:
         if message.get("nsp") != self.nsp:
             raise ForeignMessage("another namespace")
         message_type = message.get("type")
-        try:
-            kind = _ClusterMessage(message_type if isinstance(message_type, int) else -1)
-        except ValueError:
-            raise ForeignMessage(f"unknown message type {message_type!r}") from None
-        if kind in (
-            _ClusterMessage.INITIAL_HEARTBEAT,
-            _ClusterMessage.HEARTBEAT,
-            _ClusterMessage.ADAPTER_CLOSE,
-        ):
+        kind = _message_type(message_type if isinstance(message_type, int) else -1)
+        if kind in _HEARTBEATS:
             raise ForeignMessage("heartbeats are not part of the sharded protocol")
-        data_ = message.get("data")
-        if not isinstance(data_, dict):
-            raise WireError("data is not an object")
-        request_id = _node_id(data_.get("requestId"), "requestId")
-        if kind == _ClusterMessage.FETCH_SOCKETS_RESPONSE:
-            sockets = data_.get("sockets")
-            if not isinstance(sockets, list):
-                raise WireError("sockets is not a list")
-            body: dict[str, Any] = {"sockets": sockets}
-            return Response(_required_id(request_id), uid, RequestType.REMOTE_FETCH, body)
-        if kind == _ClusterMessage.SERVER_SIDE_EMIT_RESPONSE:
-            body = {"data": data_.get("packet")}
-            return Response(_required_id(request_id), uid, RequestType.SERVER_SIDE_EMIT, body)
-        if kind == _ClusterMessage.BROADCAST_CLIENT_COUNT:
-            body = {"clientCount": data_.get("clientCount")}
-            return Response(_required_id(request_id), uid, RequestType.BROADCAST_CLIENT_COUNT, body)
-        if kind == _ClusterMessage.BROADCAST_ACK:
-            body = {"packet": data_["packet"]} if "packet" in data_ else {}
-            return Response(_required_id(request_id), uid, RequestType.BROADCAST_ACK, body)
-        request_kind = _REQUEST_KINDS[kind]
-        if kind == _ClusterMessage.BROADCAST:
-            event = event_data(data_.get("packet"), self.nsp)
-            opts = parse_options(data_.get("opts"))
-            return Request(request_kind, uid, request_id, opts=opts, event=event)
-        if kind == _ClusterMessage.SERVER_SIDE_EMIT:
-            return Request(request_kind, uid, request_id, event=_event(data_.get("packet")))
-        opts = parse_options(data_.get("opts"))
-        if kind == _ClusterMessage.DISCONNECT_SOCKETS:
-            close = _close_flag(data_.get("close", False))
-            return Request(request_kind, uid, opts=opts, close=close)
-        if kind == _ClusterMessage.FETCH_SOCKETS:
-            return Request(request_kind, uid, _required_id(request_id), opts=opts)
-        rooms = tuple(room_list(data_.get("rooms")))  # SOCKETS_JOIN, SOCKETS_LEAVE
-        return Request(request_kind, uid, opts=opts, rooms=rooms)
+        return _decode_cluster_message(uid, kind, message.get("data"), self.nsp)
 
     def encode_request(self, request: Request) -> tuple[str, bytes]:
-        kind = request.kind
-        message_type = _REQUEST_TYPES.get(kind)
-        if message_type is None or (request.opts is None and kind != RequestType.SERVER_SIDE_EMIT):
-            raise ValueError(f"the sharded protocol has no {kind.name} request of this form")
-        data: dict[str, Any] = {}
-        if request.request_id is not None:
-            data["requestId"] = request.request_id
+        message_type, data = _cluster_request(request)
         channel = self.channel
-        if kind == RequestType.BROADCAST:
-            data["packet"] = {"type": PacketType.EVENT.value, "data": list(request.event)}
-            data["opts"] = wire_options(request.opts)
-            rooms = request.opts.rooms if request.opts else frozenset()
-            # A broadcast with acks stays on the main channel: the number of answers to expect
-            # is the number of all nodes, not of those with the room.
-            if request.request_id is None and len(rooms) == 1:
-                (room,) = rooms
-                private = len(room) == SOCKET_ID_LENGTH
-                if self.has_room_channel(room, private=private):
-                    channel = self.room_channel(room)
-        elif kind == RequestType.SERVER_SIDE_EMIT:
-            data["packet"] = list(request.event)
-        elif kind == RequestType.REMOTE_DISCONNECT:
-            data.update(opts=wire_options(request.opts), close=request.close)
-        elif kind == RequestType.REMOTE_FETCH:
-            data["opts"] = wire_options(request.opts)
-        else:
-            data.update(opts=wire_options(request.opts), rooms=list(request.rooms))
+        rooms = request.opts.rooms if request.opts else frozenset()
+        # A broadcast with acks stays on the main channel: the number of answers to expect
+        # is the number of all nodes, not of those with the room.
+        plain_broadcast = message_type == _ClusterMessage.BROADCAST and request.request_id is None
+        if plain_broadcast and len(rooms) == 1:
+            (room,) = rooms
+            if self.has_room_channel(room, private=len(room) == SOCKET_ID_LENGTH):
+                channel = self.room_channel(room)
         return channel, self._encode(message_type, data)
 
     def encode_response(self, requester: str | None, response: Response) -> tuple[str, bytes]:
         if requester is None:
             raise ValueError("a sharded answer goes to its requester's channel")
-        body = response.body
-        data: dict[str, Any] = {"requestId": response.request_id}
-        if response.kind == RequestType.SERVER_SIDE_EMIT:
-            message_type = _ClusterMessage.SERVER_SIDE_EMIT_RESPONSE
-            data["packet"] = body.get("data")
-        elif response.kind == RequestType.BROADCAST_CLIENT_COUNT:
-            message_type = _ClusterMessage.BROADCAST_CLIENT_COUNT
-            data["clientCount"] = body.get("clientCount")
-        elif response.kind == RequestType.BROADCAST_ACK:
-            message_type = _ClusterMessage.BROADCAST_ACK
-            data.update(body)
-        elif response.kind == RequestType.REMOTE_FETCH:
-            message_type = _ClusterMessage.FETCH_SOCKETS_RESPONSE
-            data["sockets"] = body["sockets"]
-        else:
-            raise ValueError("the sharded protocol has no answer of this kind")
+        message_type, data = _cluster_response(response)
         return self.response_channel_of(requester), self._encode(message_type, data)
 
     def _encode(self, message_type: _ClusterMessage, data: dict[str, Any]) -> bytes:
@@ -714,3 +744,170 @@ class ShardedWire:
         if message_type in _MAY_CARRY_BINARY and has_binary(data):
             return pack(message)
         return self.json.dumps(message).encode()
+
+
+# --- the Streams format (socket.io-adapter's ClusterAdapter messages as stream entries) ----
+
+#: Longest stream entry id accepted (two 64-bit decimals and a dash).
+MAX_STREAM_ID_LENGTH = 41
+_HEARTBEAT_KINDS = {
+    _ClusterMessage.INITIAL_HEARTBEAT: "initial",
+    _ClusterMessage.HEARTBEAT: "heartbeat",
+    _ClusterMessage.ADAPTER_CLOSE: "close",
+}
+HeartbeatKind = Literal["initial", "heartbeat", "close"]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A node announcing itself (``initial``: it just started, answer with a heartbeat),
+    staying alive (``heartbeat``) or leaving (``close``), as ``ClusterAdapterWithHeartbeat``
+    does."""
+
+    kind: HeartbeatKind
+    uid: str | None
+
+
+def is_stream_id(value: str) -> bool:
+    """Whether ``value`` is a Redis stream entry id (``<ms>-<seq>``), as Node checks an
+    offset a client sent back before using it."""
+    if len(value) > MAX_STREAM_ID_LENGTH or not value.isascii():
+        return False
+    ms, dash, seq = value.partition("-")
+    return bool(dash) and ms.isdigit() and seq.isdigit()
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, bytes):
+        raise WireError(f"bad {what}")
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise WireError(f"{what} is not UTF-8") from None
+
+
+class StreamsWire:
+    """``@socket.io/redis-streams-adapter``'s entries for one namespace.
+
+    Every node appends to one stream; an entry's fields are ``uid``, ``nsp``, ``type`` (the
+    ``ClusterAdapter`` message type, in decimal) and, when the message has any, ``data``:
+    JSON, or base64 of msgpack when a message type that may carry binary does.
+
+    Inside the adapter an entry travels as one *frame*, the msgpack array of its four field
+    values (bytes, or ``None`` for a field it lacks), so that the bounded queues between
+    Redis and the handlers carry bytes: :meth:`frame` builds one from the fields Redis
+    returned, :meth:`fields` gives the fields to append.
+
+    Args:
+        stream: the stream's name (Node: ``streamName``).
+        nsp, uid, json, max_depth: as for :class:`ClassicWire`.
+    """
+
+    def __init__(self, stream: str, nsp: str, uid: str, json: JsonCodec, max_depth: int) -> None:
+        self.stream = stream
+        self.nsp = nsp
+        self.uid = uid
+        self.json = json
+        self.max_depth = max_depth + ENVELOPE_DEPTH
+
+    @staticmethod
+    def frame(fields: Any) -> bytes:
+        """The frame of an entry's fields (a mapping of bytes to bytes, as Redis returns)."""
+        return pack([fields.get(name) for name in (b"uid", b"nsp", b"type", b"data")])
+
+    @staticmethod
+    def fields(frame: bytes) -> dict[str, bytes]:
+        """The fields to append for a frame :meth:`encode_request` (or another encoder of
+        this class) made."""
+        values = msgpack.unpackb(frame)
+        names = ("uid", "nsp", "type", "data")
+        return {name: value for name, value in zip(names, values, strict=True) if value is not None}
+
+    def room_of(self, channel: bytes) -> str | None:
+        """Always ``None``: one stream carries every message."""
+        return None
+
+    def decode(self, channel: bytes, data: bytes) -> Request | Response | Heartbeat:
+        """The message of an entry; ``channel`` is its id, ``data`` its frame."""
+        values = unpack(data, 2)
+        if not isinstance(values, list) or len(values) != 4:
+            raise WireError("not a stream entry frame")
+        raw_uid, raw_nsp, raw_type, raw_data = values
+        if _text(raw_nsp, "nsp") != self.nsp:
+            raise ForeignMessage("another namespace")
+        uid = _node_id(_text(raw_uid, "uid"), "uid")
+        type_text = _text(raw_type, "type") or ""
+        if not (type_text.isascii() and type_text.isdigit() and len(type_text) <= 3):
+            raise WireError("bad type")
+        kind = _message_type(int(type_text))
+        if kind in _HEARTBEATS:
+            return Heartbeat(cast(HeartbeatKind, _HEARTBEAT_KINDS[kind]), uid)
+        return _decode_cluster_message(uid, kind, self._decode_data(raw_data), self.nsp)
+
+    def _decode_data(self, raw: Any) -> Any:
+        if raw is None or raw == b"":
+            return None
+        if not isinstance(raw, bytes):
+            raise WireError("bad data")
+        if raw[:1] == b"{":
+            return decode_json_or_msgpack(raw, self.json, self.max_depth)
+        try:
+            packed = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise WireError("data is neither JSON nor base64") from None
+        return unpack(packed, self.max_depth)
+
+    def encode_request(self, request: Request) -> tuple[str, bytes]:
+        return self.stream, self._encode(*_cluster_request(request))
+
+    def encode_response(self, requester: str | None, response: Response) -> tuple[str, bytes]:
+        # Every answer goes to the one stream; the requester knows its own request ids.
+        return self.stream, self._encode(*_cluster_response(response))
+
+    def encode_heartbeat(self, kind: HeartbeatKind) -> bytes:
+        """The frame of this node's heartbeat of ``kind``."""
+        (message_type,) = [t for t, name in _HEARTBEAT_KINDS.items() if name == kind]
+        return self._frame(message_type, None)
+
+    def _encode(self, message_type: _ClusterMessage, data: dict[str, Any]) -> bytes:
+        if message_type in _MAY_CARRY_BINARY and has_binary(data):
+            text = base64.b64encode(pack(data))
+        else:
+            text = self.json.dumps(data).encode()
+        return self._frame(message_type, text)
+
+    def _frame(self, message_type: _ClusterMessage, data: bytes | None) -> bytes:
+        uid, nsp = self.uid.encode(), self.nsp.encode()
+        return pack([uid, nsp, str(message_type.value).encode(), data])
+
+
+def encode_session(session: PersistedSession) -> bytes:
+    """A persisted session as Node's Streams adapter stores it under its session key:
+    base64 of msgpack ``{sid, pid, rooms, data}`` (``TypeError``/``ValueError`` when its data
+    is not msgpack)."""
+    value = {
+        "sid": session.sid,
+        "pid": session.pid,
+        "rooms": sorted(session.rooms),
+        "data": session.data,
+    }
+    return base64.b64encode(pack(value))
+
+
+def decode_session(raw: bytes, namespace: str, max_depth: int) -> PersistedSession:
+    """A session stored by :func:`encode_session` (or Node), for ``namespace``."""
+    try:
+        packed = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise WireError("session is not base64") from None
+    value = unpack(packed, max_depth + ENVELOPE_DEPTH)
+    if not isinstance(value, dict):
+        raise WireError("session is not an object")
+    sid, pid = value.get("sid"), value.get("pid")
+    if not isinstance(sid, str) or not isinstance(pid, str):
+        raise WireError("session without sid or pid")
+    rooms = frozenset(room_list(value.get("rooms")))
+    data = value.get("data")
+    return PersistedSession(namespace, sid, pid, rooms, {} if data is None else data)

@@ -1,0 +1,513 @@
+"""A cluster adapter over one Redis stream, wire-compatible with Node's
+``@socket.io/redis-streams-adapter`` 0.3, with connection state recovery across nodes.
+
+Every node appends its messages to one stream (``XADD … MAXLEN ~ max_len``) and reads everyone's
+with ``XREAD BLOCK`` from the last entry it read, so a node that loses Redis for a moment
+resumes where it stopped instead of missing what was sent meanwhile. Node servers created with
+``createAdapter(redisClient, {streamName, maxLen, readCount, sessionKeyPrefix,
+heartbeatInterval, heartbeatTimeout})`` and trio_sio servers share one cluster::
+
+    from trio_sio.adapters.redis_streams import RedisStreamsAdapter
+
+    sio = trio_sio.Server(
+        adapter_factory=RedisStreamsAdapter.factory("redis://127.0.0.1:6379/0"),
+        connection_state_recovery=trio_sio.ConnectionStateRecovery(),
+    )
+
+An entry's fields are ``uid``, ``nsp``, ``type`` and ``data`` (``socket.io-adapter``'s
+``ClusterAdapter`` messages; see :class:`~trio_sio.adapters._wire.StreamsWire`). Nodes count
+each other by their heartbeats (``ClusterAdapterWithHeartbeat``): a node announces itself when
+it starts, sends a heartbeat every ``heartbeat_interval`` seconds, says goodbye when it stops,
+and is forgotten when nothing was heard from it for ``heartbeat_timeout`` seconds.
+
+**Recovery across nodes.** With ``connection_state_recovery`` on, a broadcast is appended
+before it is delivered, and its stream entry id is the offset its recipients keep (the last
+argument on the wire, as Node appends it). A socket that loses its connection is stored in
+Redis under ``<session_key_prefix><pid>`` (base64 msgpack ``{sid, pid, rooms, data}``, expiring
+after ``max_disconnection_duration``), so its client can reconnect to *any* node of the
+cluster, Node's included: that node takes the session (``GETDEL``), checks that the client's
+offset is still in the stream, and replays the broadcasts after it that reached the session's
+rooms, in stream order. Bounds:
+
+- the stream holds about ``max_len`` entries (every message of every namespace); a client whose
+  offset was trimmed away gets a fresh session;
+- a session key lives at most ``max_disconnection_duration``, and is used once;
+- a restore reads the stream ``read_count`` entries at a time, at most
+  ``restore_max_reads`` times, and replays at most the server's
+  ``ConnectionStateRecovery.max_packets`` packets and ``max_bytes`` bytes: a longer history
+  gives a fresh session rather than part of one;
+- sessions waiting to be stored are bounded by ``outbound_queue_size`` (beyond it, and while
+  Redis is unreachable for longer, a disconnecting socket is not recoverable).
+
+``socket.emit`` to one socket is not appended to the stream (Node appends it, as a broadcast
+to the socket's own room): with this adapter only broadcasts are replayed.
+
+Lifecycle, back-pressure and hostile input are as for :mod:`trio_sio.adapters.redis` (the same
+:class:`~trio_sio.adapters.redis.RedisAdapterOptions`, whose ``key`` and
+``publish_on_specific_response_channel`` do not apply here, and
+:class:`~trio_sio.adapters.redis.RedisAdapterStatistics`). Each namespace reads the stream on a
+connection of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import trio
+from coredis.tokens import PureToken
+
+from .._adapter import BroadcastOptions
+from .._protocol import Outgoing, PacketType, SocketPacket
+from .._recovery import PersistedSession, RecoveryFailure, RestoredSession
+from ._redis_base import RedisAdapterBase, RedisAdapterOptions
+from ._wire import (
+    MAX_ID_LENGTH,
+    Heartbeat,
+    Request,
+    RequestType,
+    Response,
+    StreamsWire,
+    WireError,
+    decode_session,
+    encode_session,
+    is_stream_id,
+)
+
+if TYPE_CHECKING:
+    import coredis
+
+    from .._namespace import Namespace
+
+__all__ = ["RedisStreamsAdapter", "StreamsSettings"]
+
+#: How long one ``XREAD`` waits on the server for new entries (Node's is 200 ms too).
+BLOCK_MS = 200
+#: The ``uid`` of ``@socket.io/redis-emitter``'s messages: not a node.
+EMITTER_UID = "emitter"
+
+
+@dataclass(frozen=True)
+class StreamsSettings:
+    """The stream's settings, as Node's ``RedisStreamsAdapterOptions`` names them (times in
+    seconds). Every node of a cluster must use the same ``stream_name`` and
+    ``session_key_prefix``.
+
+    Attributes:
+        stream_name: the stream (Node: ``streamName``).
+        max_len: about how many entries the stream keeps (``XADD … MAXLEN ~``; Node:
+            ``maxLen``).
+        read_count: entries read per ``XREAD`` (and per ``XRANGE`` of a restore; Node:
+            ``readCount``).
+        session_key_prefix: prefix of the Redis key of a disconnected socket's session
+            (Node: ``sessionKeyPrefix``).
+        heartbeat_interval: between two heartbeats of this node (Node: ``heartbeatInterval``,
+            in ms).
+        heartbeat_timeout: a node not heard from for this long is no longer counted (Node:
+            ``heartbeatTimeout``, in ms).
+        restore_max_reads: most ``XRANGE`` calls one restore makes (Node's is 100).
+    """
+
+    stream_name: str = "socket.io"
+    max_len: int = 10_000
+    read_count: int = 100
+    session_key_prefix: str = "sio:session:"
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 10.0
+    restore_max_reads: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.stream_name:
+            raise ValueError("the Redis Streams adapter: stream_name must not be empty")
+        for name in ("max_len", "read_count", "restore_max_reads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"the Redis Streams adapter: {name} must be a positive integer")
+        if not 0 < self.heartbeat_interval < self.heartbeat_timeout:
+            raise ValueError(
+                "the Redis Streams adapter: heartbeat_interval must be positive and shorter "
+                "than heartbeat_timeout"
+            )
+
+
+def _entry_id(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("ascii")
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+class RedisStreamsAdapter(RedisAdapterBase):
+    """The cluster adapter of one namespace, over one Redis stream (see the module's docs).
+    Create it through :meth:`factory`.
+
+    Attributes:
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        options: its :class:`~trio_sio.adapters.redis.RedisAdapterOptions`.
+        streams: its :class:`StreamsSettings`.
+        uid: this node's id in the cluster (per namespace, as in Node).
+    """
+
+    supports_recovery = True
+    logger = logging.getLogger("trio_sio.adapters.redis_streams")
+    _wire: StreamsWire
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        url: str,
+        options: RedisAdapterOptions | None = None,
+        streams: StreamsSettings | None = None,
+    ) -> None:
+        self.streams = streams or StreamsSettings()
+        super().__init__(namespace, url, options)
+        #: uid -> when last heard from (trio time).
+        self._nodes: dict[str, float] = {}
+        #: The id of the last entry read, where the next XREAD starts (None: the tail).
+        self._read_from: str | None = None
+        #: The id of the entry being handled.
+        self._entry_id = "0-0"
+        #: sid -> the last entry replayed to it by a restore: later deliveries of those
+        #: entries (read, or published, before the socket came back) skip it.
+        self._replayed: dict[str, tuple[int, int]] = {}
+        self._sessions_send, self._sessions_receive = trio.open_memory_channel[
+            tuple[str, bytes, int]
+        ](self.options.outbound_queue_size)
+
+    @classmethod
+    def factory(
+        cls,
+        url: str,
+        options: RedisAdapterOptions | None = None,
+        *,
+        stream_name: str = "socket.io",
+        max_len: int = 10_000,
+        read_count: int = 100,
+        session_key_prefix: str = "sio:session:",
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 10.0,
+        restore_max_reads: int = 100,
+    ) -> Callable[[Namespace], RedisStreamsAdapter]:
+        """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
+        :class:`RedisStreamsAdapter` on ``url`` with ``options`` and the stream settings of
+        :class:`StreamsSettings` (checked here)."""
+        streams = StreamsSettings(
+            stream_name=stream_name,
+            max_len=max_len,
+            read_count=read_count,
+            session_key_prefix=session_key_prefix,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            restore_max_reads=restore_max_reads,
+        )
+
+        def make(namespace: Namespace) -> RedisStreamsAdapter:
+            return cls(namespace, url, options, streams)
+
+        return make
+
+    def _make_wire(
+        self, namespace: Namespace, options: RedisAdapterOptions, uid: str
+    ) -> StreamsWire:
+        return StreamsWire(
+            self.streams.stream_name, namespace.name, uid, namespace.server.json, options.max_depth
+        )
+
+    # --- the connection ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open_redis(self) -> AsyncIterator[coredis.Redis[bytes]]:
+        """A client for commands and one for the blocking reads; yields the reader."""
+        client = self._new_client()
+        reader = self._new_client(blocking=BLOCK_MS / 1000)
+        async with client, reader:
+            with trio.fail_after(self.options.command_timeout):
+                await client.ping()
+                await reader.ping()
+                if self._read_from is None:
+                    last = await client.xrevrange(self.streams.stream_name, "+", "-", count=1)
+                    self._read_from = _entry_id(last[0].identifier) if last else "0-0"
+            self._client = client
+            self._connected = True
+            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("initial"))
+            yield reader
+
+    async def _serve_connection(self, connection: coredis.Redis[bytes]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._beat)
+            nursery.start_soon(self._store_sessions)
+            await self._read_stream(connection)
+
+    async def _read_stream(self, connection: coredis.Redis[bytes]) -> None:
+        """``XREAD`` from the last entry read, into the bounded inbound queue."""
+        stream = self.streams.stream_name
+        count = self.streams.read_count
+        frame = self._wire.frame
+        while True:
+            assert self._read_from is not None
+            result = await connection.xread({stream: self._read_from}, count=count, block=BLOCK_MS)
+            for entries in (result or {}).values():
+                for entry in entries:
+                    self._read_from = _entry_id(entry.identifier)
+                    self._received(self._read_from.encode(), frame(entry.field_values))
+
+    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
+        pipe.xadd(
+            channel,
+            StreamsWire.fields(payload),
+            identifier="*",
+            trim_strategy=PureToken.MAXLEN,
+            threshold=self.streams.max_len,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
+
+    async def _append(self, payload: bytes) -> str | None:
+        """Append one entry now, outside the queue; its id, or ``None`` if it failed."""
+        client = self._client
+        if client is None or not self._connected:
+            self._counters.publish_dropped += 1
+            return None
+        try:
+            with trio.fail_after(self.options.command_timeout):
+                entry_id = await client.xadd(
+                    self.streams.stream_name,
+                    StreamsWire.fields(payload),
+                    identifier="*",
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=self.streams.max_len,
+                    trim_operator=PureToken.APPROXIMATELY,
+                )
+        except Exception as exc:
+            self._counters.publish_dropped += 1
+            self._logger.debug("%r: appending to the stream failed: %s", self, exc)
+            return None
+        self._counters.published += 1
+        return None if entry_id is None else _entry_id(entry_id)
+
+    # --- the nodes, by their heartbeats --------------------------------------------------
+
+    async def _beat(self) -> None:
+        while True:
+            await trio.sleep(self.streams.heartbeat_interval)
+            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("heartbeat"))
+
+    async def _other_nodes(self) -> int | None:
+        await trio.lowlevel.checkpoint()
+        if not self._connected:
+            return None
+        threshold = trio.current_time() - self.streams.heartbeat_timeout
+        for uid in [uid for uid, seen in self._nodes.items() if seen < threshold]:
+            del self._nodes[uid]
+        return len(self._nodes)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            await self._say_goodbye()
+
+    async def _say_goodbye(self) -> None:
+        """Tell the other nodes this one leaves (``ADAPTER_CLOSE``), if Redis is there."""
+        with trio.CancelScope(shield=True), trio.move_on_after(self.options.command_timeout):
+            try:
+                await self._probe()
+                async with self._new_client() as client:
+                    await client.xadd(
+                        self.streams.stream_name,
+                        StreamsWire.fields(self._wire.encode_heartbeat("close")),
+                    )
+            except Exception as exc:
+                self._logger.debug("%r: could not say goodbye: %s", self, exc)
+
+    async def _handle(self, channel: bytes, message: Request | Response | Heartbeat) -> None:
+        uid = message.uid
+        if uid is not None and uid != self.uid and uid != EMITTER_UID:
+            self._nodes[uid] = trio.current_time()
+        self._entry_id = channel.decode("ascii")
+        if not isinstance(message, Heartbeat):
+            await super()._handle(channel, message)
+        elif uid == self.uid:
+            self._counters.ignored_own += 1
+        elif message.kind == "initial":
+            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("heartbeat"))
+        elif message.kind == "close" and uid is not None:
+            self._nodes.pop(uid, None)
+        self._forget_replayed(_id_key(self._entry_id))
+
+    # --- broadcasts and their offsets ----------------------------------------------------
+
+    def _recoverable(self, packet: SocketPacket, opts: BroadcastOptions) -> bool:
+        return (
+            self.recovery_store is not None
+            and packet.type is PacketType.EVENT
+            and packet.id is None
+            and not opts.volatile
+        )
+
+    def _with_offset(
+        self, packet: SocketPacket, opts: BroadcastOptions, entry_id: str
+    ) -> tuple[BroadcastOptions, Outgoing]:
+        """The recipients (without the sockets that got this entry from a restore already)
+        and the encoding of ``packet`` with ``entry_id`` as its last argument."""
+        key = _id_key(entry_id)
+        replayed = [sid for sid, until in self._replayed.items() if until >= key]
+        if replayed:
+            opts = replace(opts, except_rooms=opts.except_rooms | frozenset(replayed))
+        return opts, self.encode(replace(packet, data=[*packet.data, entry_id]))
+
+    async def broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
+        """With recovery on, append first and deliver with the entry id as offset (as
+        Node does); otherwise as every cluster adapter."""
+        if opts.local or not self._recoverable(packet, opts):
+            await super().broadcast(packet, opts)
+            return
+        request = Request(RequestType.BROADCAST, self.uid, opts=opts, event=tuple(packet.data))
+        encoded = self._encode_request(request)
+        entry_id = None if encoded is None else await self._append(encoded[1])
+        if entry_id is None:
+            self.broadcast_local(packet, opts)
+            return
+        self.broadcast_local(packet, *self._with_offset(packet, opts, entry_id))
+
+    def _deliver_remote_broadcast(self, packet: SocketPacket, opts: BroadcastOptions) -> None:
+        if not self._recoverable(packet, opts):
+            self.broadcast_local(packet, opts)
+            return
+        self.broadcast_local(packet, *self._with_offset(packet, opts, self._entry_id))
+
+    def _forget_replayed(self, read: tuple[int, int]) -> None:
+        """Entries up to ``read`` are handled: restored sockets need no more skipping."""
+        if self._replayed:
+            for sid in [sid for sid, until in self._replayed.items() if until <= read]:
+                del self._replayed[sid]
+
+    def record(
+        self,
+        packet: SocketPacket,
+        opts: BroadcastOptions,
+        encode: Callable[[SocketPacket], Outgoing],
+    ) -> Outgoing:
+        """``socket.emit`` is not appended to the stream (see the module's docs): encoded
+        without an offset."""
+        return encode(packet)
+
+    # --- sessions in Redis ---------------------------------------------------------------
+
+    def persist_session(self, session: PersistedSession) -> None:
+        """Queue the session to be stored in Redis (Node's key and format), expiring after
+        ``max_disconnection_duration``."""
+        recovery = self.namespace.server.connection_state_recovery
+        assert recovery is not None
+        try:
+            value = encode_session(session)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._logger.warning("%r: the session of %s is not stored: %s", self, session.sid, exc)
+            return
+        if len(value) > self.options.max_message_size:
+            self._logger.warning("%r: the session of %s is too large to store", self, session.sid)
+            return
+        ttl_ms = max(1, int(recovery.max_disconnection_duration * 1000))
+        key = self.streams.session_key_prefix + session.pid
+        try:
+            self._sessions_send.send_nowait((key, value, ttl_ms))
+        except trio.WouldBlock:
+            self._counters.publish_dropped += 1
+            self._logger.warning("%r: too many sessions waiting to be stored", self)
+
+    async def _store_sessions(self) -> None:
+        async for key, value, ttl_ms in self._sessions_receive:
+            client = self._client
+            try:
+                assert client is not None
+                with trio.fail_after(self.options.command_timeout):
+                    await client.set(key, value, px=ttl_ms)
+            except Exception as exc:
+                self._counters.publish_dropped += 1
+                self._logger.debug("%r: storing a session failed: %s", self, exc)
+
+    async def restore_session(
+        self, pid: str, offset: str | None
+    ) -> RestoredSession[Outgoing] | RecoveryFailure:
+        """Take the session ``pid`` from Redis and replay the broadcasts after ``offset``
+        (a stream entry id) that reached its rooms (Node's ``restoreSession``)."""
+        await trio.lowlevel.checkpoint()
+        client = self._client
+        if offset is None or not is_stream_id(offset):
+            return RecoveryFailure.UNKNOWN_OFFSET
+        if not pid or len(pid) > MAX_ID_LENGTH or client is None:
+            return RecoveryFailure.UNKNOWN_PID
+        stream = self.streams.stream_name
+        try:
+            with trio.fail_after(self.options.command_timeout):
+                raw = await client.getdel(self.streams.session_key_prefix + pid)
+                if raw is None:
+                    return RecoveryFailure.UNKNOWN_PID
+                if not await client.xrange(stream, offset, offset):
+                    return RecoveryFailure.EVICTED
+            session = decode_session(bytes(raw), self.namespace.name, self.options.max_depth)
+            return await self._replay(client, session, offset)
+        except WireError as exc:
+            self._logger.info("%r: a stored session does not decode: %s", self, exc)
+            return RecoveryFailure.UNKNOWN_PID
+        except Exception as exc:  # Redis unreachable or slow: whatever shape coredis gives
+            self._logger.info("%r: restoring a session failed: %s", self, exc)
+            return RecoveryFailure.UNKNOWN_PID
+
+    async def _replay(
+        self, client: coredis.Redis[bytes], session: PersistedSession, offset: str
+    ) -> RestoredSession[Outgoing] | RecoveryFailure:
+        recovery = self.namespace.server.connection_state_recovery
+        assert recovery is not None
+        settings = self.streams
+        wire = self._wire
+        missed: list[Outgoing] = []
+        nbytes = 0
+        last = offset
+        for _ in range(settings.restore_max_reads):
+            with trio.fail_after(self.options.command_timeout):
+                entries = await client.xrange(
+                    settings.stream_name, "(" + last, "+", count=settings.read_count
+                )
+            for entry in entries:
+                last = _entry_id(entry.identifier)
+                frame = wire.frame(entry.field_values)
+                if len(frame) > self.options.max_message_size:
+                    continue
+                try:
+                    message = wire.decode(b"", frame)
+                except WireError:
+                    continue  # another namespace, or not ours to read
+                if not self._replays(message, session.rooms):
+                    continue
+                assert isinstance(message, Request)
+                packet = SocketPacket(PacketType.EVENT, self.namespace.name, [*message.event, last])
+                outgoing = self.encode(packet)
+                missed.append(outgoing)
+                nbytes += outgoing.nbytes
+                if len(missed) > recovery.max_packets or nbytes > recovery.max_bytes:
+                    return RecoveryFailure.EVICTED
+            if len(entries) < settings.read_count:
+                break
+        else:
+            return RecoveryFailure.EVICTED  # more history than a restore reads
+        self._replayed[session.sid] = _id_key(last)
+        return RestoredSession(session, missed)
+
+    @staticmethod
+    def _replays(message: Request | Response | Heartbeat, rooms: frozenset[str]) -> bool:
+        """Whether a restored session missed ``message``: a broadcast without acks, not
+        volatile, to one of ``rooms`` (or to all) and to none it is excepted from."""
+        if not isinstance(message, Request) or message.kind != RequestType.BROADCAST:
+            return False
+        opts = message.opts or BroadcastOptions()
+        return (
+            message.request_id is None
+            and not opts.volatile
+            and (not opts.rooms or not opts.rooms.isdisjoint(rooms))
+            and opts.except_rooms.isdisjoint(rooms)
+        )
