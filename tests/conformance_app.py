@@ -7,10 +7,11 @@ client tests drive it from outside.
 
 With ``TRIO_SIO_REDIS_URL`` set (``redis://127.0.0.1:6390/0``), its namespaces use a Redis
 adapter, so several copies of it (and Node servers) form one cluster:
-``TRIO_SIO_REDIS_ADAPTER=classic`` (the default, Redis pub/sub) or ``sharded`` (Redis 7 sharded
-pub/sub, Node's ``createShardedAdapter`` in its default ``dynamic`` mode); any other value stops
-it at startup. With ``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at
-``/metrics`` (on both hosts).
+``TRIO_SIO_REDIS_ADAPTER=classic`` (the default, Redis pub/sub), ``sharded`` (Redis 7 sharded
+pub/sub, Node's ``createShardedAdapter`` in its default ``dynamic`` mode) or ``streams`` (one
+Redis stream, Node's ``@socket.io/redis-streams-adapter``; with ``TRIO_SIO_RECOVERY=1`` a
+client recovers on any copy); any other value stops it at startup. With
+``TRIO_SIO_METRICS=1`` it also serves its Prometheus metrics at ``/metrics`` (on both hosts).
 With ``TRIO_SIO_RECOVERY=1`` it has connection state recovery on (``max_disconnection_duration``
 2 s): CONNECT then carries a ``pid``, and every event sent without an ack request ends with its
 offset, as Node's fixture with ``connectionStateRecovery`` sends them.
@@ -30,12 +31,12 @@ import trio
 import trio_sio
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
 
-REDIS_ADAPTERS = ("classic", "sharded")
+REDIS_ADAPTERS = ("classic", "sharded", "streams")
 
 
 def _cluster_options() -> dict[str, Any]:
     """A Redis adapter when ``TRIO_SIO_REDIS_URL`` is set (``TRIO_SIO_REDIS_ADAPTER`` picks
-    which: ``classic``, the default, or ``sharded``); the in-memory one otherwise."""
+    which: ``classic``, the default, ``sharded`` or ``streams``); the in-memory one otherwise."""
     kind = os.environ.get("TRIO_SIO_REDIS_ADAPTER") or "classic"
     if kind not in REDIS_ADAPTERS:
         raise SystemExit(
@@ -44,6 +45,10 @@ def _cluster_options() -> dict[str, Any]:
     url = os.environ.get("TRIO_SIO_REDIS_URL")
     if not url:
         return {}
+    if kind == "streams":
+        from trio_sio.adapters.redis_streams import RedisStreamsAdapter
+
+        return {"adapter_factory": RedisStreamsAdapter.factory(url)}
     if kind == "sharded":
         from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
 

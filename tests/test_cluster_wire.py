@@ -25,7 +25,6 @@ from trio_sio.adapters._base import WireFormat
 from trio_sio.adapters._wire import (
     ClassicWire,
     ForeignMessage,
-    Heartbeat,
     Request,
     RequestType,
     Response,
@@ -145,7 +144,7 @@ def sharded(mode: str = "dynamic") -> ShardedWire:
 
 
 def streams() -> StreamsWire:
-    return StreamsWire("socket.io", "/chat", UID, JSON, DEFAULT_MAX_JSON_DEPTH)
+    return StreamsWire("socket.io", "socket.io", "/chat", UID, JSON, DEFAULT_MAX_JSON_DEPTH)
 
 
 WIRES: dict[str, Callable[[], WireFormat]] = {
@@ -277,7 +276,7 @@ def test_hostile_messages_raise_only_wire_errors(name: str, channel: bytes, payl
         message = wire.decode(channel, payload)
     except WireError:
         return
-    assert isinstance(message, Request | Response | Heartbeat)
+    assert isinstance(message, Request | Response)
 
 
 def nested(depth: int) -> Any:
@@ -390,45 +389,39 @@ def entry(**fields: bytes) -> bytes:
 
 def test_streams_entries_are_nodes_fields() -> None:
     """The fields of an entry, as Node's Streams adapter writes them: the type in decimal,
-    data JSON (an object, so starting with "{"), or base64 msgpack when it carries binary."""
+    data JSON (an object, so starting with "{"), or base64 msgpack when it carries binary;
+    what nobody replays is msgpack on the namespace's channel, answers on the requester's."""
     wire = streams()
-    text = Request(RequestType.SERVER_SIDE_EMIT, UID, event=("e", 1))
-    binary = Request(RequestType.SERVER_SIDE_EMIT, UID, event=("e", b"\x01"))
-    fields = StreamsWire.fields(wire.encode_request(text)[1])
-    assert fields == {
-        "uid": UID.encode(),
-        "nsp": b"/chat",
-        "type": b"9",
-        "data": b'{"packet":["e",1]}',
-    }
+    opts = BroadcastOptions(frozenset({"r"}))
+    text = Request(RequestType.BROADCAST, UID, opts=opts, event=("e", 1))
+    binary = Request(RequestType.BROADCAST, UID, opts=opts, event=("e", b"\x01"))
+    channel, frame = wire.encode_request(text)
+    assert channel == "socket.io"
+    fields = StreamsWire.fields(frame)
+    assert fields.keys() == {"uid", "nsp", "type", "data"}
+    assert (fields["uid"], fields["nsp"], fields["type"]) == (UID.encode(), b"/chat", b"3")
+    assert json.loads(fields["data"])["opts"] == {"rooms": ["r"], "except": [], "flags": {}}
     packed = base64.b64decode(StreamsWire.fields(wire.encode_request(binary)[1])["data"])
-    assert msgpack.unpackb(packed) == {"packet": ["e", b"\x01"]}
-    # A heartbeat has no data field at all.
-    assert StreamsWire.fields(wire.encode_heartbeat("initial")) == {
-        "uid": UID.encode(),
-        "nsp": b"/chat",
-        "type": b"1",
-    }
-
-
-@pytest.mark.parametrize(
-    ("type_", "kind"), [(b"1", "initial"), (b"2", "heartbeat"), (b"13", "close")]
-)
-def test_streams_heartbeats(type_: bytes, kind: str) -> None:
-    wire = streams()
-    decoded = wire.decode(b"1-0", entry(uid=OTHER.encode(), nsp=b"/chat", type=type_))
-    assert decoded == Heartbeat(kind, OTHER)  # type: ignore[arg-type]
-    own = StreamsWire.frame({k.encode(): v for k, v in StreamsWire.fields(
-        wire.encode_heartbeat(kind)).items()})  # type: ignore[arg-type]  # fmt: skip
-    assert wire.decode(b"1-0", own) == Heartbeat(kind, UID)  # type: ignore[arg-type]
+    assert msgpack.unpackb(packed)["packet"]["data"] == ["e", b"\x01"]
+    emit = Request(RequestType.SERVER_SIDE_EMIT, UID, event=("e", 1))
+    channel, payload = wire.encode_request(emit)
+    assert channel == "socket.io#/chat#"
+    assert msgpack.unpackb(payload) == {
+        "uid": UID, "nsp": "/chat", "type": 9, "data": {"packet": ["e", 1]},
+    }  # fmt: skip
+    with_ack = Request(RequestType.BROADCAST, UID, "id", opts=opts, event=("e",))
+    assert wire.encode_request(with_ack)[0] == "socket.io#/chat#"
+    answer = Response("id", UID, RequestType.SERVER_SIDE_EMIT, {"data": 1})
+    assert wire.encode_response(OTHER, answer)[0] == f"socket.io#/chat#{OTHER}#"
 
 
 def test_streams_refuse_what_is_not_theirs() -> None:
     wire = streams()
     with pytest.raises(ForeignMessage):
         wire.decode(b"1-0", entry(uid=b"x", nsp=b"/", type=b"9", data=b'{"packet":["e"]}'))
-    with pytest.raises(ForeignMessage):
-        wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=b"99", data=b"{}"))
+    for foreign_type in (b"99", b"1", b"2", b"13"):  # unknown, and older versions' heartbeats
+        with pytest.raises(ForeignMessage):
+            wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=foreign_type, data=b"{}"))
     for bad_type in (b"3a", b"", b"-3", b"\xff"):
         with pytest.raises(WireError):
             wire.decode(b"1-0", entry(uid=b"x", nsp=b"/chat", type=bad_type, data=b"{}"))

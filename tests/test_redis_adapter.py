@@ -188,7 +188,8 @@ async def run_driver(
     result: dict[str, Any] = json.loads(lines[0])
     assert result["ok"] is True, report
     assert result["server"] == "socket.io@4.8.1", report
-    assert result["adapter"].startswith("@socket.io/redis-adapter@8."), report
+    adapters = ("@socket.io/redis-adapter@8.", "@socket.io/redis-streams-adapter@0.3.")
+    assert result["adapter"].startswith(adapters), report
     observed: dict[str, Any] = result["observed"]
     return observed
 

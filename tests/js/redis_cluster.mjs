@@ -4,7 +4,8 @@
 //   node redis_cluster.mjs <scenario> <redis_url> <NAME=trio_url>...
 //
 // REDIS_ADAPTER=sharded makes the Node server use createShardedAdapter (Redis 7 sharded pub/sub)
-// with SUBSCRIPTION_MODE (default "dynamic"); the default is the classic createAdapter.
+// with SUBSCRIPTION_MODE (default "dynamic"), REDIS_ADAPTER=streams @socket.io/redis-streams-adapter
+// 0.3 (one Redis stream); the default is the classic createAdapter.
 //
 // The trio_sio nodes run tests/support/redis_cluster_node.py (its event handlers are mirrored
 // by the Node server below, named "N"). Prints exactly one JSON line: {"ok": true, "observed":
@@ -13,6 +14,7 @@
 import { createServer } from "node:http";
 
 import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
+import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import { Server } from "socket.io";
@@ -35,6 +37,9 @@ const trioNodes = nodeArgs.map((arg) => {
 });
 const timeoutMs = Number(process.env.SCENARIO_TIMEOUT_MS ?? 20000);
 const sharded = process.env.REDIS_ADAPTER === "sharded";
+const streams = process.env.REDIS_ADAPTER === "streams";
+// Both speak socket.io-adapter's ClusterAdapter messages (named answers, no ALL_ROOMS).
+const clusterMessages = sharded || streams;
 const subscriptionMode = process.env.SUBSCRIPTION_MODE ?? "dynamic";
 let currentStep = "start";
 const step = (label) => {
@@ -58,9 +63,11 @@ async function startNodeServer() {
   redisClients.push(pub, sub);
   await Promise.all([pub.connect(), sub.connect()]);
   httpServer = createServer();
-  const adapter = sharded
-    ? createShardedAdapter(pub, sub, { subscriptionMode })
-    : createAdapter(pub, sub, { requestsTimeout: 3000 });
+  const adapter = streams
+    ? createStreamsAdapter(pub)
+    : sharded
+      ? createShardedAdapter(pub, sub, { subscriptionMode })
+      : createAdapter(pub, sub, { requestsTimeout: 3000 });
   io = new Server(httpServer, { adapter });
   io.on("connection", (socket) => {
     socket.data = { node: "N", name: socket.handshake.auth?.name ?? null };
@@ -256,7 +263,7 @@ const scenarios = {
     const inRoom = (await io.in("f1").fetchSockets()).map((s) => s.id).sort();
     checkEqual(inRoom, [ca.id, cb.id, cn.id].sort(), "Node's io.in('f1').fetchSockets()");
 
-    if (!sharded) await classicOnlyRequests(ca, cb, cn);
+    if (!clusterMessages) await classicOnlyRequests(ca, cb, cn);
 
     step("trio_sio fetch_sockets");
     const fetched = await call(ca, "fetch", "f1");
@@ -267,7 +274,7 @@ const scenarios = {
     );
     check(fetched.nodes === 2 && fetched.answered === 2 && fetched.complete, describe(fetched));
     // Node's classic adapter does not name itself in its answers; the sharded one does.
-    const named = sharded ? 2 : 1;
+    const named = clusterMessages ? 2 : 1;
     check(fetched.answered_by.length === named, `answered_by ${describe(fetched.answered_by)}`);
     const fromNode = fetched.sockets.find((s) => s.id === cn.id);
     check(fromNode.remote, "the Node socket is not a RemoteSocket");
@@ -350,7 +357,7 @@ const scenarios = {
     const result = await call(ca, "sse-ack", "ping", 8);
     checkEqual(result.responses.sort(), ["pong-B-8", "pong-N-8"], "trio_sio's answers");
     check(result.nodes === 2 && result.answered === 2 && result.complete, describe(result));
-    checkEqual(result.answered_by.length, sharded ? 2 : 1, "the nodes that name themselves");
+    checkEqual(result.answered_by.length, clusterMessages ? 2 : 1, "the nodes that name themselves");
     return { node_got: responses, trio_got: result.responses };
   },
 
@@ -487,8 +494,10 @@ async function main() {
   const result = {
     scenario,
     server: `socket.io@${packageVersion("socket.io")}`,
-    adapter: `@socket.io/redis-adapter@${packageVersion("@socket.io/redis-adapter")}`,
-    mode: sharded ? `sharded/${subscriptionMode}` : "classic",
+    adapter: streams
+      ? `@socket.io/redis-streams-adapter@${packageVersion("@socket.io/redis-streams-adapter")}`
+      : `@socket.io/redis-adapter@${packageVersion("@socket.io/redis-adapter")}`,
+    mode: streams ? "streams" : sharded ? `sharded/${subscriptionMode}` : "classic",
   };
   let code = 0;
   const timer = setTimeout(() => {

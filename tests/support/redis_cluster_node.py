@@ -1,7 +1,7 @@
 """One trio_sio node of a Redis cluster, run as its own process by tests/test_redis_adapter.py.
 
     python tests/support/redis_cluster_node.py --redis redis://127.0.0.1:PORT/0 --name A \
-        [--adapter classic|sharded] [--subscription-mode dynamic|static|dynamic-private]
+        [--adapter classic|sharded|streams] [--subscription-mode dynamic|static|dynamic-private]
 
 Serves with hypercorn's Trio worker on a free loopback port and prints one JSON line,
 ``{"url": "http://127.0.0.1:PORT", "name": "A"}``, once it serves. Clients drive the cluster
@@ -32,6 +32,7 @@ from trio_sio.adapters import ClusterReplies, RemoteSocket  # noqa: E402
 from trio_sio.adapters._redis_base import RedisAdapterBase  # noqa: E402
 from trio_sio.adapters.redis import RedisAdapter, RedisAdapterOptions  # noqa: E402
 from trio_sio.adapters.redis_sharded import ShardedRedisAdapter  # noqa: E402
+from trio_sio.adapters.redis_streams import RedisStreamsAdapter  # noqa: E402
 
 
 def build(
@@ -42,8 +43,10 @@ def build(
     subscription_mode: str = "dynamic",
 ) -> trio_sio.Server:
     options = RedisAdapterOptions(requests_timeout=requests_timeout, reconnect_delay=(0.05, 0.5))
-    if adapter_name == "sharded":
-        factory: Any = ShardedRedisAdapter.factory(
+    if adapter_name == "streams":
+        factory: Any = RedisStreamsAdapter.factory(redis_url, options)
+    elif adapter_name == "sharded":
+        factory = ShardedRedisAdapter.factory(
             redis_url,
             options,
             subscription_mode=subscription_mode,  # type: ignore[arg-type]
@@ -182,7 +185,7 @@ async def main() -> None:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--requests-timeout", type=float, default=3.0)
-    parser.add_argument("--adapter", choices=["classic", "sharded"], default="classic")
+    parser.add_argument("--adapter", choices=["classic", "sharded", "streams"], default="classic")
     parser.add_argument("--subscription-mode", default="dynamic")
     args = parser.parse_args()
     sio = build(args.redis, args.name, args.requests_timeout, args.adapter, args.subscription_mode)

@@ -33,7 +33,6 @@ from .._protocol import PacketType, SocketPacket
 from .._socket import node_handshake
 from ._wire import (
     ForeignMessage,
-    Heartbeat,
     Request,
     RequestType,
     Response,
@@ -56,7 +55,7 @@ class WireFormat(Protocol):
 
     uid: str
 
-    def decode(self, channel: bytes, data: bytes) -> Request | Response | Heartbeat: ...
+    def decode(self, channel: bytes, data: bytes) -> Request | Response: ...
 
     def encode_request(self, request: Request) -> tuple[str, bytes]: ...
 
@@ -449,10 +448,8 @@ class ClusterAdapter(Adapter):
             return
         await self._handle(channel, self._wire.decode(channel, data))
 
-    async def _handle(self, channel: bytes, message: Request | Response | Heartbeat) -> None:
+    async def _handle(self, channel: bytes, message: Request | Response) -> None:
         """Act on a message decoded from ``channel``."""
-        if isinstance(message, Heartbeat):
-            raise ForeignMessage("heartbeats are not part of this protocol")
         if isinstance(message, Response):
             self._on_response(message)
         elif message.uid == self.uid:

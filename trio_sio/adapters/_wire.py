@@ -45,7 +45,6 @@ from .._recovery import PersistedSession
 __all__ = [
     "ClassicWire",
     "ForeignMessage",
-    "Heartbeat",
     "Request",
     "RequestType",
     "Response",
@@ -682,8 +681,10 @@ class ShardedWire:
         max_depth: int,
         *,
         mode: SubscriptionMode = "dynamic",
+        msgpack_only: bool = False,
     ) -> None:
         mode = subscription_mode(mode)
+        self.msgpack_only = msgpack_only
         self.nsp = nsp
         self.uid = uid
         self.json = json
@@ -741,7 +742,7 @@ class ShardedWire:
 
     def _encode(self, message_type: _ClusterMessage, data: dict[str, Any]) -> bytes:
         message = {"uid": self.uid, "nsp": self.nsp, "type": message_type.value, "data": data}
-        if message_type in _MAY_CARRY_BINARY and has_binary(data):
+        if self.msgpack_only or (message_type in _MAY_CARRY_BINARY and has_binary(data)):
             return pack(message)
         return self.json.dumps(message).encode()
 
@@ -750,22 +751,9 @@ class ShardedWire:
 
 #: Longest stream entry id accepted (two 64-bit decimals and a dash).
 MAX_STREAM_ID_LENGTH = 41
-_HEARTBEAT_KINDS = {
-    _ClusterMessage.INITIAL_HEARTBEAT: "initial",
-    _ClusterMessage.HEARTBEAT: "heartbeat",
-    _ClusterMessage.ADAPTER_CLOSE: "close",
-}
-HeartbeatKind = Literal["initial", "heartbeat", "close"]
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """A node announcing itself (``initial``: it just started, answer with a heartbeat),
-    staying alive (``heartbeat``) or leaving (``close``), as ``ClusterAdapterWithHeartbeat``
-    does."""
-
-    kind: HeartbeatKind
-    uid: str | None
+#: What socket.io-adapter's messages of these kinds carry travels by pub/sub, not the stream:
+#: nobody replays them.
+_EPHEMERAL = frozenset({RequestType.SERVER_SIDE_EMIT, RequestType.REMOTE_FETCH})
 
 
 def is_stream_id(value: str) -> bool:
@@ -789,28 +777,40 @@ def _text(value: Any, what: str) -> str | None:
 
 
 class StreamsWire:
-    """``@socket.io/redis-streams-adapter``'s entries for one namespace.
+    """``@socket.io/redis-streams-adapter`` 0.3's messages for one namespace.
 
-    Every node appends to one stream; an entry's fields are ``uid``, ``nsp``, ``type`` (the
-    ``ClusterAdapter`` message type, in decimal) and, when the message has any, ``data``:
-    JSON, or base64 of msgpack when a message type that may carry binary does.
+    Broadcasts (without acks) and socket joins, leaves and disconnects are entries of one
+    stream, whose fields are ``uid``, ``nsp``, ``type`` (the ``ClusterAdapter`` message type,
+    in decimal) and, when the message has any, ``data``: JSON, or base64 of msgpack when a
+    message type that may carry binary does. What nobody replays (fetching sockets,
+    server-side events, broadcasts with acks) is published, msgpack, on ``<prefix>#<nsp>#``, and
+    answers on the requester's ``<prefix>#<nsp>#<uid>#``, as :class:`ShardedWire` in its
+    ``static`` mode names them.
 
     Inside the adapter an entry travels as one *frame*, the msgpack array of its four field
     values (bytes, or ``None`` for a field it lacks), so that the bounded queues between
     Redis and the handlers carry bytes: :meth:`frame` builds one from the fields Redis
-    returned, :meth:`fields` gives the fields to append.
+    returned, :meth:`fields` gives the fields to append. Its "channel" is its entry id.
 
     Args:
         stream: the stream's name (Node: ``streamName``).
+        prefix: the channels' prefix (Node: ``channelPrefix``).
         nsp, uid, json, max_depth: as for :class:`ClassicWire`.
     """
 
-    def __init__(self, stream: str, nsp: str, uid: str, json: JsonCodec, max_depth: int) -> None:
+    def __init__(
+        self, stream: str, prefix: str, nsp: str, uid: str, json: JsonCodec, max_depth: int
+    ) -> None:
         self.stream = stream
         self.nsp = nsp
         self.uid = uid
         self.json = json
         self.max_depth = max_depth + ENVELOPE_DEPTH
+        self._pubsub = ShardedWire(
+            prefix, nsp, uid, json, max_depth, mode="static", msgpack_only=True
+        )
+        self.channel = self._pubsub.channel
+        self.own_response_channel = self._pubsub.own_response_channel
 
     @staticmethod
     def frame(fields: Any) -> bytes:
@@ -819,18 +819,24 @@ class StreamsWire:
 
     @staticmethod
     def fields(frame: bytes) -> dict[str, bytes]:
-        """The fields to append for a frame :meth:`encode_request` (or another encoder of
-        this class) made."""
+        """The fields to append for a frame :meth:`encode_request` made."""
         values = msgpack.unpackb(frame)
         names = ("uid", "nsp", "type", "data")
         return {name: value for name, value in zip(names, values, strict=True) if value is not None}
 
     def room_of(self, channel: bytes) -> str | None:
-        """Always ``None``: one stream carries every message."""
+        """Always ``None``: no channel per room."""
         return None
 
-    def decode(self, channel: bytes, data: bytes) -> Request | Response | Heartbeat:
-        """The message of an entry; ``channel`` is its id, ``data`` its frame."""
+    def is_entry(self, channel: str) -> bool:
+        """Whether a message for ``channel`` is a stream entry (else a pub/sub message)."""
+        return channel == self.stream
+
+    def decode(self, channel: bytes, data: bytes) -> Request | Response:
+        """The message of a pub/sub ``channel``, or of a stream entry (``channel`` is its id,
+        ``data`` its frame)."""
+        if b"#" in channel:
+            return self._pubsub.decode(channel, data)
         values = unpack(data, 2)
         if not isinstance(values, list) or len(values) != 4:
             raise WireError("not a stream entry frame")
@@ -842,8 +848,8 @@ class StreamsWire:
         if not (type_text.isascii() and type_text.isdigit() and len(type_text) <= 3):
             raise WireError("bad type")
         kind = _message_type(int(type_text))
-        if kind in _HEARTBEATS:
-            return Heartbeat(cast(HeartbeatKind, _HEARTBEAT_KINDS[kind]), uid)
+        if kind in _HEARTBEATS:  # older versions' heartbeats: 0.3 counts nodes by NUMSUB
+            raise ForeignMessage("heartbeats are not part of the 0.3 protocol")
         return _decode_cluster_message(uid, kind, self._decode_data(raw_data), self.nsp)
 
     def _decode_data(self, raw: Any) -> Any:
@@ -860,27 +866,18 @@ class StreamsWire:
         return unpack(packed, self.max_depth)
 
     def encode_request(self, request: Request) -> tuple[str, bytes]:
-        return self.stream, self._encode(*_cluster_request(request))
-
-    def encode_response(self, requester: str | None, response: Response) -> tuple[str, bytes]:
-        # Every answer goes to the one stream; the requester knows its own request ids.
-        return self.stream, self._encode(*_cluster_response(response))
-
-    def encode_heartbeat(self, kind: HeartbeatKind) -> bytes:
-        """The frame of this node's heartbeat of ``kind``."""
-        (message_type,) = [t for t, name in _HEARTBEAT_KINDS.items() if name == kind]
-        return self._frame(message_type, None)
-
-    def _encode(self, message_type: _ClusterMessage, data: dict[str, Any]) -> bytes:
+        if request.kind in _EPHEMERAL or request.request_id is not None:
+            return self._pubsub.encode_request(request)
+        message_type, data = _cluster_request(request)
         if message_type in _MAY_CARRY_BINARY and has_binary(data):
             text = base64.b64encode(pack(data))
         else:
             text = self.json.dumps(data).encode()
-        return self._frame(message_type, text)
-
-    def _frame(self, message_type: _ClusterMessage, data: bytes | None) -> bytes:
         uid, nsp = self.uid.encode(), self.nsp.encode()
-        return pack([uid, nsp, str(message_type.value).encode(), data])
+        return self.stream, pack([uid, nsp, str(message_type.value).encode(), text])
+
+    def encode_response(self, requester: str | None, response: Response) -> tuple[str, bytes]:
+        return self._pubsub.encode_response(requester, response)
 
 
 def encode_session(session: PersistedSession) -> bytes:

@@ -1,11 +1,14 @@
 """A cluster adapter over one Redis stream, wire-compatible with Node's
 ``@socket.io/redis-streams-adapter`` 0.3, with connection state recovery across nodes.
 
-Every node appends its messages to one stream (``XADD … MAXLEN ~ max_len``) and reads everyone's
-with ``XREAD BLOCK`` from the last entry it read, so a node that loses Redis for a moment
-resumes where it stopped instead of missing what was sent meanwhile. Node servers created with
-``createAdapter(redisClient, {streamName, maxLen, readCount, sessionKeyPrefix,
-heartbeatInterval, heartbeatTimeout})`` and trio_sio servers share one cluster::
+Every node appends what may be replayed (broadcasts without acks, socket joins, leaves and
+disconnects) to one stream (``XADD … MAXLEN ~ max_len``) and reads everyone's with ``XREAD
+BLOCK`` from the last entry it read, so a node that loses Redis for a moment resumes where it
+stopped. What nobody replays (fetching sockets, server-side events, broadcasts with acks, and
+the answers) goes by pub/sub, msgpack, on ``<key>#<nsp>#`` and ``<key>#<nsp>#<uid>#``, and the
+nodes are counted as the subscribers of ``<key>#<nsp>#`` (``PUBSUB NUMSUB``), as Node's 0.3
+does. Node servers created with ``createAdapter(redisClient, {streamName, maxLen, readCount,
+sessionKeyPrefix, channelPrefix})`` and trio_sio servers share one cluster::
 
     from trio_sio.adapters.redis_streams import RedisStreamsAdapter
 
@@ -15,10 +18,7 @@ heartbeatInterval, heartbeatTimeout})`` and trio_sio servers share one cluster::
     )
 
 An entry's fields are ``uid``, ``nsp``, ``type`` and ``data`` (``socket.io-adapter``'s
-``ClusterAdapter`` messages; see :class:`~trio_sio.adapters._wire.StreamsWire`). Nodes count
-each other by their heartbeats (``ClusterAdapterWithHeartbeat``): a node announces itself when
-it starts, sends a heartbeat every ``heartbeat_interval`` seconds, says goodbye when it stops,
-and is forgotten when nothing was heard from it for ``heartbeat_timeout`` seconds.
+``ClusterAdapter`` messages; see :class:`~trio_sio.adapters._wire.StreamsWire`).
 
 **Recovery across nodes.** With ``connection_state_recovery`` on, a broadcast is appended
 before it is delivered, and its stream entry id is the offset its recipients keep (the last
@@ -43,8 +43,9 @@ rooms, in stream order. Bounds:
 to the socket's own room): with this adapter only broadcasts are replayed.
 
 Lifecycle, back-pressure and hostile input are as for :mod:`trio_sio.adapters.redis` (the same
-:class:`~trio_sio.adapters.redis.RedisAdapterOptions`, whose ``key`` and
-``publish_on_specific_response_channel`` do not apply here, and
+:class:`~trio_sio.adapters.redis.RedisAdapterOptions`, whose ``key`` is Node's
+``channelPrefix`` and whose ``publish_on_specific_response_channel`` does not apply: answers
+always go to the requester's channel; and
 :class:`~trio_sio.adapters.redis.RedisAdapterStatistics`). Each namespace reads the stream on a
 connection of its own.
 """
@@ -63,10 +64,9 @@ from coredis.tokens import PureToken
 from .._adapter import BroadcastOptions
 from .._protocol import Outgoing, PacketType, SocketPacket
 from .._recovery import PersistedSession, RecoveryFailure, RestoredSession
-from ._redis_base import RedisAdapterBase, RedisAdapterOptions
+from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions
 from ._wire import (
     MAX_ID_LENGTH,
-    Heartbeat,
     Request,
     RequestType,
     Response,
@@ -86,8 +86,6 @@ __all__ = ["RedisStreamsAdapter", "StreamsSettings"]
 
 #: How long one ``XREAD`` waits on the server for new entries (Node's is 200 ms too).
 BLOCK_MS = 200
-#: The ``uid`` of ``@socket.io/redis-emitter``'s messages: not a node.
-EMITTER_UID = "emitter"
 
 
 @dataclass(frozen=True)
@@ -104,10 +102,6 @@ class StreamsSettings:
             ``readCount``).
         session_key_prefix: prefix of the Redis key of a disconnected socket's session
             (Node: ``sessionKeyPrefix``).
-        heartbeat_interval: between two heartbeats of this node (Node: ``heartbeatInterval``,
-            in ms).
-        heartbeat_timeout: a node not heard from for this long is no longer counted (Node:
-            ``heartbeatTimeout``, in ms).
         restore_max_reads: most ``XRANGE`` calls one restore makes (Node's is 100).
     """
 
@@ -115,8 +109,6 @@ class StreamsSettings:
     max_len: int = 10_000
     read_count: int = 100
     session_key_prefix: str = "sio:session:"
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 10.0
     restore_max_reads: int = 100
 
     def __post_init__(self) -> None:
@@ -126,11 +118,6 @@ class StreamsSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"the Redis Streams adapter: {name} must be a positive integer")
-        if not 0 < self.heartbeat_interval < self.heartbeat_timeout:
-            raise ValueError(
-                "the Redis Streams adapter: heartbeat_interval must be positive and shorter "
-                "than heartbeat_timeout"
-            )
 
 
 def _entry_id(value: str | bytes) -> str:
@@ -166,8 +153,6 @@ class RedisStreamsAdapter(RedisAdapterBase):
     ) -> None:
         self.streams = streams or StreamsSettings()
         super().__init__(namespace, url, options)
-        #: uid -> when last heard from (trio time).
-        self._nodes: dict[str, float] = {}
         #: The id of the last entry read, where the next XREAD starts (None: the tail).
         self._read_from: str | None = None
         #: The id of the entry being handled.
@@ -189,8 +174,6 @@ class RedisStreamsAdapter(RedisAdapterBase):
         max_len: int = 10_000,
         read_count: int = 100,
         session_key_prefix: str = "sio:session:",
-        heartbeat_interval: float = 5.0,
-        heartbeat_timeout: float = 10.0,
         restore_max_reads: int = 100,
     ) -> Callable[[Namespace], RedisStreamsAdapter]:
         """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
@@ -201,8 +184,6 @@ class RedisStreamsAdapter(RedisAdapterBase):
             max_len=max_len,
             read_count=read_count,
             session_key_prefix=session_key_prefix,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
             restore_max_reads=restore_max_reads,
         )
 
@@ -215,48 +196,65 @@ class RedisStreamsAdapter(RedisAdapterBase):
         self, namespace: Namespace, options: RedisAdapterOptions, uid: str
     ) -> StreamsWire:
         return StreamsWire(
-            self.streams.stream_name, namespace.name, uid, namespace.server.json, options.max_depth
+            self.streams.stream_name,
+            options.key,
+            namespace.name,
+            uid,
+            namespace.server.json,
+            options.max_depth,
         )
 
     # --- the connection ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _open_redis(self) -> AsyncIterator[coredis.Redis[bytes]]:
-        """A client for commands and one for the blocking reads; yields the reader."""
-        client = self._new_client()
+    async def _open_redis(self) -> AsyncIterator[tuple[PubSub[bytes], coredis.Redis[bytes]]]:
+        """The subscriber and command client of every Redis adapter, and a client for the
+        blocking reads of the stream."""
         reader = self._new_client(blocking=BLOCK_MS / 1000)
-        async with client, reader:
+        async with reader, super()._open_redis() as pubsub:
+            client = self._client
+            assert client is not None
             with trio.fail_after(self.options.command_timeout):
-                await client.ping()
                 await reader.ping()
                 if self._read_from is None:
                     last = await client.xrevrange(self.streams.stream_name, "+", "-", count=1)
                     self._read_from = _entry_id(last[0].identifier) if last else "0-0"
-            self._client = client
-            self._connected = True
-            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("initial"))
-            yield reader
+            yield pubsub, reader
 
-    async def _serve_connection(self, connection: coredis.Redis[bytes]) -> None:
+    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
+        await pubsub.subscribe(self._wire.channel, self._wire.own_response_channel)
+
+    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
+        channel = self._wire.channel
+        counts = await client.pubsub_numsub(channel)
+        return int(counts.get(channel.encode(), 0))
+
+    async def _serve_connection(
+        self, connection: tuple[PubSub[bytes], coredis.Redis[bytes]]
+    ) -> None:
+        pubsub, reader = connection
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._beat)
             nursery.start_soon(self._store_sessions)
-            await self._read_stream(connection)
+            nursery.start_soon(self._read_stream, reader)
+            await self._read(pubsub)
 
-    async def _read_stream(self, connection: coredis.Redis[bytes]) -> None:
+    async def _read_stream(self, reader: coredis.Redis[bytes]) -> None:
         """``XREAD`` from the last entry read, into the bounded inbound queue."""
         stream = self.streams.stream_name
         count = self.streams.read_count
         frame = self._wire.frame
         while True:
             assert self._read_from is not None
-            result = await connection.xread({stream: self._read_from}, count=count, block=BLOCK_MS)
+            result = await reader.xread({stream: self._read_from}, count=count, block=BLOCK_MS)
             for entries in (result or {}).values():
                 for entry in entries:
                     self._read_from = _entry_id(entry.identifier)
                     self._received(self._read_from.encode(), frame(entry.field_values))
 
     def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
+        if not self._wire.is_entry(channel):
+            pipe.publish(channel, payload)
+            return
         pipe.xadd(
             channel,
             StreamsWire.fields(payload),
@@ -289,55 +287,13 @@ class RedisStreamsAdapter(RedisAdapterBase):
         self._counters.published += 1
         return None if entry_id is None else _entry_id(entry_id)
 
-    # --- the nodes, by their heartbeats --------------------------------------------------
-
-    async def _beat(self) -> None:
-        while True:
-            await trio.sleep(self.streams.heartbeat_interval)
-            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("heartbeat"))
-
-    async def _other_nodes(self) -> int | None:
-        await trio.lowlevel.checkpoint()
-        if not self._connected:
-            return None
-        threshold = trio.current_time() - self.streams.heartbeat_timeout
-        for uid in [uid for uid, seen in self._nodes.items() if seen < threshold]:
-            del self._nodes[uid]
-        return len(self._nodes)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await super().run(task_status=task_status)
-        finally:
-            await self._say_goodbye()
-
-    async def _say_goodbye(self) -> None:
-        """Tell the other nodes this one leaves (``ADAPTER_CLOSE``), if Redis is there."""
-        with trio.CancelScope(shield=True), trio.move_on_after(self.options.command_timeout):
-            try:
-                await self._probe()
-                async with self._new_client() as client:
-                    await client.xadd(
-                        self.streams.stream_name,
-                        StreamsWire.fields(self._wire.encode_heartbeat("close")),
-                    )
-            except Exception as exc:
-                self._logger.debug("%r: could not say goodbye: %s", self, exc)
-
-    async def _handle(self, channel: bytes, message: Request | Response | Heartbeat) -> None:
-        uid = message.uid
-        if uid is not None and uid != self.uid and uid != EMITTER_UID:
-            self._nodes[uid] = trio.current_time()
-        self._entry_id = channel.decode("ascii")
-        if not isinstance(message, Heartbeat):
-            await super()._handle(channel, message)
-        elif uid == self.uid:
-            self._counters.ignored_own += 1
-        elif message.kind == "initial":
-            self._publish_nowait(self._wire.stream, self._wire.encode_heartbeat("heartbeat"))
-        elif message.kind == "close" and uid is not None:
-            self._nodes.pop(uid, None)
-        self._forget_replayed(_id_key(self._entry_id))
+    async def _handle(self, channel: bytes, message: Request | Response) -> None:
+        is_entry = b"#" not in channel
+        if is_entry:
+            self._entry_id = channel.decode("ascii")
+        await super()._handle(channel, message)
+        if is_entry:
+            self._forget_replayed(_id_key(self._entry_id))
 
     # --- broadcasts and their offsets ----------------------------------------------------
 
@@ -499,7 +455,7 @@ class RedisStreamsAdapter(RedisAdapterBase):
         return RestoredSession(session, missed)
 
     @staticmethod
-    def _replays(message: Request | Response | Heartbeat, rooms: frozenset[str]) -> bool:
+    def _replays(message: Request | Response, rooms: frozenset[str]) -> bool:
         """Whether a restored session missed ``message``: a broadcast without acks, not
         volatile, to one of ``rooms`` (or to all) and to none it is excepted from."""
         if not isinstance(message, Request) or message.kind != RequestType.BROADCAST:
