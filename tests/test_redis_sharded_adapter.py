@@ -320,7 +320,7 @@ def test_a_wrong_subscription_mode_fails_at_registration() -> None:
 # --- the conformance fixture ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["classic", "sharded"])
+@pytest.mark.parametrize("kind", ["classic", "sharded", "streams"])
 async def test_conformance_app_selects_the_adapter(kind: str, redis: RedisServer) -> None:
     """``TRIO_SIO_REDIS_ADAPTER`` beside ``TRIO_SIO_REDIS_URL``: two fixture processes and an
     in-process node of the same kind form one cluster."""
@@ -333,6 +333,10 @@ async def test_conformance_app_selects_the_adapter(kind: str, redis: RedisServer
     processes = [spawn(name, argv, workdir, env) for name in ("C1", "C2")]
     if kind == "sharded":
         sio = make_server(redis.url)
+    elif kind == "streams":
+        from trio_sio.adapters.redis_streams import RedisStreamsAdapter
+
+        sio = trio_sio.Server(adapter_factory=RedisStreamsAdapter.factory(redis.url, FAST))
     else:
         from trio_sio.adapters.redis import RedisAdapter
 
@@ -383,7 +387,8 @@ def test_conformance_app_refuses_an_unknown_adapter() -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert "TRIO_SIO_REDIS_ADAPTER must be one of classic, sharded, not 'streamz'" in result.stderr
+    expected = "TRIO_SIO_REDIS_ADAPTER must be one of classic, sharded, streams, not 'streamz'"
+    assert expected in result.stderr
 
 
 def test_the_sharded_adapter_declines_recovery() -> None:
