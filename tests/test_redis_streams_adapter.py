@@ -10,7 +10,7 @@
 - Recovery across nodes: a socket.io-client 4.8 client on trio_sio node A (through a TCP proxy)
   is cut, A broadcasts while it is away and stops; the client reconnects to node B (trio_sio on
   each host, or Node) and recovers: the same id, every missed broadcast once, in order
-  (tests/js/streams_recovery.mjs), over WebSocket.
+  (tests/js/streams_recovery.mjs), in each transport mode.
 - In-process: hostile stream entries with a bystander client, registration errors.
 """
 
@@ -45,7 +45,7 @@ from test_redis_adapter import (
 )
 
 import trio_sio
-from support.clients import JS_DIR, NODE, run_scenario
+from support.clients import JS_DIR, MODES, NODE, run_scenario
 from support.redis import REDIS_MISSING, RedisServer
 from support.servers import HOSTS, serve_server
 from trio_sio.adapters.redis import RedisAdapterOptions
@@ -119,8 +119,11 @@ async def test_broadcast_with_acks_counts_every_node(streams_cluster: Cluster) -
 
 
 class Proxy:
-    """A TCP proxy on loopback whose target changes: new connections can be held until it
-    is told where to send them."""
+    """A TCP proxy on loopback in front of the servers of the recovery test. While it holds,
+    a request that opens a new Engine.IO session (no ``sid``) waits for :meth:`release`,
+    which names the next server; the requests of sessions already open pass. A new session's
+    request on a connection already open to the old server closes that connection instead
+    (the client retries on a new one, which waits)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -142,9 +145,19 @@ class Proxy:
         task_status.started()
         await trio.serve_listeners(self._forward, listeners)
 
+    @staticmethod
+    def _opens_a_session(chunk: bytes) -> bool:
+        request_line = chunk.split(b"\r\n", 1)[0]
+        return request_line.startswith(b"GET /socket.io/") and b"sid=" not in request_line
+
     async def _forward(self, client: trio.SocketStream) -> None:
         async with client:
-            await self.open.wait()
+            try:
+                first = await client.receive_some()
+            except trio.BrokenResourceError:
+                return
+            if self._opens_a_session(first):
+                await self.open.wait()
             try:
                 upstream = await trio.open_tcp_stream("127.0.0.1", self.target)
             except OSError:
@@ -153,7 +166,12 @@ class Proxy:
 
                 async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
                     try:
+                        if source is client:
+                            await sink.send_all(first)
                         async for chunk in source:
+                            held = source is client and not self.open.is_set()
+                            if held and self._opens_a_session(chunk):
+                                break
                             await sink.send_all(chunk)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
@@ -211,14 +229,9 @@ async def node_b(kind: str, host: str, redis_url: str) -> AsyncIterator[str]:
         await process.wait()
 
 
-# WebSocket only: the proxy routes whole TCP connections, and a polling session spreads over
-# several (held at "prepare", they would hold the session's own requests; kept alive, one could
-# carry the new handshake to node A). Recovery over polling and upgrades, on one node, is in
-# tests/test_recovery_clients.py; across nodes the adapter does the same work whatever the
-# transport.
 @pytest.mark.node
 @requires_node
-@pytest.mark.parametrize("mode", ["websocket"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("host", "b_kind"), [*((h, "trio") for h in HOSTS), ("native", "node")])
 async def test_a_client_recovers_on_another_node(host: str, b_kind: str, mode: str) -> None:
     redis = RedisServer()

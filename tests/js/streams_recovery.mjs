@@ -1,7 +1,7 @@
 // Connection state recovery across the nodes of a Redis Streams cluster, with the unmodified
 // socket.io-client 4.8 (tests/test_redis_streams_adapter.py).
 //
-//   node streams_recovery.mjs <proxy_url> websocket recover
+//   node streams_recovery.mjs <proxy_url> <polling|websocket|upgrade> recover
 //
 // The URL is a TCP proxy in front of node A (trio_sio). The client joins "news", asks A to
 // "prepare" (A holds new connections at the proxy and broadcasts tick 0), then cuts its
@@ -21,13 +21,21 @@ function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
 }
 
+/** In "upgrade" mode, until the session runs on WebSocket (it may have upgraded already). */
+async function upgraded(socket) {
+  if (mode !== "upgrade") return;
+  const engine = socket.io.engine;
+  if (engine.transport.name !== "websocket") await once(engine, "upgrade");
+}
+
 async function until(predicate) {
   while (!predicate()) await new Promise((r) => setTimeout(r, 10));
 }
 
 async function run() {
   manager = new Manager(baseUrl, {
-    transports: ["websocket"],
+    transports: mode === "websocket" ? ["websocket"] : ["polling", "websocket"],
+    upgrade: mode === "upgrade",
     reconnectionDelay: 100,
     reconnectionDelayMax: 300,
     timeout: 20000,
@@ -36,6 +44,7 @@ async function run() {
   const ticks = [];
   socket.on("tick", (n) => ticks.push(n));
   await once(socket, "connect");
+  await upgraded(socket);
   const id = socket.id;
   await socket.timeout(10000).emitWithAck("join", "news");
   await socket.timeout(10000).emitWithAck("prepare");
@@ -43,13 +52,14 @@ async function run() {
   const reconnected = once(socket, "connect");
   socket.io.engine.close();
   await reconnected;
+  await upgraded(socket);
   result.recovered = socket.recovered;
   result.same_id = socket.id === id;
   result.node = await socket.timeout(10000).emitWithAck("finish");
   await until(() => ticks.includes(LAST_TICK));
   result.ticks = ticks;
   result.transport = socket.io.engine.transport.name;
-  result.upgraded = false;
+  result.upgraded = mode === "upgrade";
   result.ok = true;
 }
 
