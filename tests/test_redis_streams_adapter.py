@@ -115,6 +115,17 @@ async def test_broadcast_with_acks_counts_every_node(streams_cluster: Cluster) -
     assert observed["trio_got"]["expected"] == 3
 
 
+@pytest.mark.node
+@requires_node
+async def test_cross_process_broadcast_rate(streams_cluster: Cluster) -> None:
+    """Deliveries per second from node A through the stream to 10 clients of node B
+    (reported)."""
+    observed = await drive("rate", streams_cluster)
+    print(f"\nstreams broadcast rate through Redis: {json.dumps(observed)}")
+    assert observed["deliveries"] == observed["broadcasts"] * observed["receivers"]
+    assert observed["receiver_node_dropped"] == 0
+
+
 # --- recovery across nodes -------------------------------------------------------------------
 
 
