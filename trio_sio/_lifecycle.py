@@ -70,9 +70,10 @@ class ServerListener(EngineListener):
         """``socket`` received ``event``, admitted by the packet middleware, which is about
         to be handled (acknowledgement callbacks are not among ``args``)."""
 
-    def event_sent(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
-        """``event`` is on its way to ``socket``: its own emits and calls, and each
-        recipient of a broadcast."""
+    def event_sent(self, socket: Socket, data: Sequence[Any]) -> None:
+        """An event is on its way to ``socket``: its own emits and calls, and each recipient
+        of a broadcast. ``data`` is the packet's, the event's name then its arguments, shared
+        by every recipient of a broadcast: read it, do not change it."""
 
 
 class ServerLifecycle:
@@ -184,9 +185,9 @@ class ServerLifecycle:
         for listener in self.event_listeners:
             listener.event_received(socket, event, args)
 
-    def sent(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+    def sent(self, socket: Socket, data: Sequence[Any]) -> None:
         for listener in self.event_listeners:
-            listener.event_sent(socket, event, args)
+            listener.event_sent(socket, data)
 
     # --- tracing (only called while trace is set) ----------------------------------------
 

@@ -483,8 +483,9 @@ class Namespace(_Registry, _Targets):
                 listener(socket, *packet.data)
         lifecycle = self.server.lifecycle
         if lifecycle.event_listeners:
-            data = packet.data
-            lifecycle.sent(socket, data[0], data[1:])
+            # The packet's own list, as every recipient of a broadcast shares it: no copy
+            # per recipient.
+            lifecycle.sent(socket, packet.data)
 
     def _outgoing_hook(self) -> Callable[[Socket, SocketPacket], None] | None:
         """What a broadcast calls for each recipient: ``None`` when nobody listens to

@@ -619,11 +619,9 @@ class AdminUI(ServerListener):
             update = (socket.namespace.name, socket.id, [event, *args])
             self._push("event_received", update, state=False)
 
-    def event_sent(self, socket: Socket, event: str, args: Sequence[Any]) -> None:
+    def event_sent(self, socket: Socket, data: Sequence[Any]) -> None:
         if socket.namespace is not self.namespace:
-            self._push(
-                "event_sent", (socket.namespace.name, socket.id, [event, *args]), state=False
-            )
+            self._push("event_sent", (socket.namespace.name, socket.id, data), state=False)
 
 
 def _selection(selection: Any) -> tuple[Any, ...]:
