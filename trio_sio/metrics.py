@@ -23,7 +23,7 @@ first scrape.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -121,10 +121,7 @@ class ServerCollector(Collector):
                 stats.refusals,
             ),
         ):
-            family = CounterMetricFamily(f"{p}_{name}", documentation, labels=[label])
-            for key in dict.fromkeys([*known, *counts]):
-                family.add_metric([key], counts.get(key, 0))
-            yield family
+            yield _by_label(f"{p}_{name}", documentation, label, known, counts)
         recovery = stats.recovery
         if recovery is None:
             return
@@ -141,14 +138,24 @@ class ServerCollector(Collector):
             ("replayed", "Packets replayed to recovered sockets.", recovery.replayed),
         ):
             yield CounterMetricFamily(f"{p}_recovery_{name}", documentation, value)
-        failures = CounterMetricFamily(
+        yield _by_label(
             f"{p}_recovery_failures",
             "Reconnections that got a fresh session, by reason.",
-            labels=["reason"],
+            "reason",
+            _RECOVERY_FAILURES,
+            recovery.failures,
         )
-        for reason in _RECOVERY_FAILURES:
-            failures.add_metric([reason], recovery.failures.get(reason, 0))
-        yield failures
+
+
+def _by_label(
+    name: str, documentation: str, label: str, known: Iterable[str], counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter by ``label``: every ``known`` value (0 if it never happened), then any
+    other value counted."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key in dict.fromkeys([*known, *counts]):
+        family.add_metric([key], counts.get(key, 0))
+    return family
 
 
 def metrics_route(server: Server, *, registry: CollectorRegistry | None = None) -> Route:
