@@ -376,8 +376,10 @@ class RedisStreamsAdapter(RedisAdapterBase):
     async def _store_sessions(self) -> None:
         async for key, value, ttl_ms in self._sessions_receive:
             client = self._client
+            if client is None:  # the connection just ended: this session is lost
+                self._counters.publish_dropped += 1
+                continue
             try:
-                assert client is not None
                 with trio.fail_after(self.options.command_timeout):
                     await client.set(key, value, px=ttl_ms)
             except Exception as exc:
