@@ -255,8 +255,13 @@ class RedisStreamsAdapter(RedisAdapterBase):
         if not self._wire.is_entry(channel):
             pipe.publish(channel, payload)
             return
-        pipe.xadd(
-            channel,
+        self._xadd(pipe, channel, payload)
+
+    def _xadd(self, target: Any, stream: str, payload: bytes) -> Any:
+        """``XADD`` of ``payload`` to ``stream``, trimmed to about ``max_len`` entries, on
+        ``target`` (a client: awaitable; a pipeline: queued)."""
+        return target.xadd(
+            stream,
             StreamsWire.fields(payload),
             identifier="*",
             trim_strategy=PureToken.MAXLEN,
@@ -272,14 +277,7 @@ class RedisStreamsAdapter(RedisAdapterBase):
             return None
         try:
             with trio.fail_after(self.options.command_timeout):
-                entry_id = await client.xadd(
-                    self.streams.stream_name,
-                    StreamsWire.fields(payload),
-                    identifier="*",
-                    trim_strategy=PureToken.MAXLEN,
-                    threshold=self.streams.max_len,
-                    trim_operator=PureToken.APPROXIMATELY,
-                )
+                entry_id = await self._xadd(client, self.streams.stream_name, payload)
         except Exception as exc:
             self._counters.publish_dropped += 1
             self._logger.debug("%r: appending to the stream failed: %s", self, exc)
@@ -378,8 +376,10 @@ class RedisStreamsAdapter(RedisAdapterBase):
     async def _store_sessions(self) -> None:
         async for key, value, ttl_ms in self._sessions_receive:
             client = self._client
+            if client is None:  # the connection just ended: this session is lost
+                self._counters.publish_dropped += 1
+                continue
             try:
-                assert client is not None
                 with trio.fail_after(self.options.command_timeout):
                     await client.set(key, value, px=ttl_ms)
             except Exception as exc:
