@@ -374,6 +374,9 @@ class RedisAdapterBase(ClusterAdapter):
     async def _other_nodes(self) -> int | None:
         client = self._client
         if client is None or not self._connected:
+            # No network call to wait for, but still a checkpoint: the cluster operations
+            # that ask this (server_count, fetch_sockets, all_rooms) must be one either way.
+            await trio.lowlevel.checkpoint()
             return None
         try:
             with trio.fail_after(self.options.command_timeout):
