@@ -550,9 +550,9 @@ class Socket:
         adapter = self.namespace.adapter
         if packet.type is PacketType.EVENT and adapter.recovery_store is not None:
             own_room = BroadcastOptions(rooms=frozenset((self.id,)))
-            outgoing = adapter.record(packet, own_room, self._encode_plain)
+            outgoing = adapter.record(packet, own_room, adapter.encode)
         else:
-            outgoing = self._encode_plain(packet)
+            outgoing = adapter.encode(packet)
         lifecycle = server.lifecycle
         lifecycle.bytes_out += outgoing.nbytes
         if packet.type is PacketType.EVENT:
@@ -560,9 +560,6 @@ class Socket:
         if lifecycle.trace:
             lifecycle.trace_out(self.id, outgoing)
         return outgoing
-
-    def _encode_plain(self, packet: SocketPacket) -> Outgoing:
-        return Outgoing.message(*self.namespace.server.parser.encode(packet))
 
     async def emit(self, event: str, *args: Any) -> None:
         """Send an event to this client, waiting while its outbound queue is full.
