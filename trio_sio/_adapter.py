@@ -218,8 +218,9 @@ class Adapter:
         The socket is put back in its rooms as soon as this returns, without a checkpoint in
         between: an implementation must not checkpoint after it has taken the packets, or a
         broadcast could fall between the packets replayed and those delivered. The in-memory
-        one never checkpoints.
+        one checkpoints only before taking them.
         """
+        await trio.lowlevel.checkpoint()
         store = self.recovery_store
         assert store is not None
         return store.restore(self.namespace.name, pid, offset, trio.current_time())
