@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ._namespace import Namespace
     from ._socket import Socket
 
-__all__ = ["Adapter", "BroadcastOptions"]
+__all__ = ["Adapter", "BroadcastOptions", "is_recoverable"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class BroadcastOptions:
     except_rooms: frozenset[str] = field(default_factory=frozenset)
     volatile: bool = False
     local: bool = False
+
+
+def is_recoverable(packet: SocketPacket, opts: BroadcastOptions) -> bool:
+    """Whether connection state recovery keeps ``packet`` sent with ``opts`` (Node's rule): an
+    event without an acknowledgement id, not volatile."""
+    return packet.type is PacketType.EVENT and packet.id is None and not opts.volatile
 
 
 class Adapter:
@@ -193,8 +199,7 @@ class Adapter:
         without an acknowledgement id, not volatile), it is encoded with the next offset as
         its last argument, and kept with the rooms of ``opts``."""
         store = self.recovery_store
-        recoverable = packet.type is PacketType.EVENT and packet.id is None and not opts.volatile
-        if store is None or not recoverable:
+        if store is None or not is_recoverable(packet, opts):
             return encode(packet)
         outgoing = encode(replace(packet, data=[*packet.data, store.next_offset]))
         store.keep(self.namespace.name, opts.rooms, opts.except_rooms, outgoing, outgoing.nbytes)

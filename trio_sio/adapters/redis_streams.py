@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from coredis.tokens import PureToken
 
-from .._adapter import BroadcastOptions
+from .._adapter import BroadcastOptions, is_recoverable
 from .._protocol import Outgoing, PacketType, SocketPacket
 from .._recovery import PersistedSession, RecoveryFailure, RestoredSession
 from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions
@@ -296,12 +296,7 @@ class RedisStreamsAdapter(RedisAdapterBase):
     # --- broadcasts and their offsets ----------------------------------------------------
 
     def _recoverable(self, packet: SocketPacket, opts: BroadcastOptions) -> bool:
-        return (
-            self.recovery_store is not None
-            and packet.type is PacketType.EVENT
-            and packet.id is None
-            and not opts.volatile
-        )
+        return self.recovery_store is not None and is_recoverable(packet, opts)
 
     def _with_offset(
         self, packet: SocketPacket, opts: BroadcastOptions, entry_id: str
