@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from ._adapter import Adapter
 from ._errors import ConnectionRefused, DisconnectReason
 from ._lifecycle import ServerListener
 from ._protocol import RESERVED_EVENTS, Transport
@@ -572,7 +571,7 @@ class AdminUI(ServerListener):
         dropped."""
         # Nobody to tell: no UI on this server, and no other node to reach through a cluster
         # adapter.
-        if not self.namespace.sockets and type(self.namespace.adapter) is Adapter:
+        if not self.namespace.sockets and not self.namespace.adapter.spans_processes:
             return
         if len(self._pending) >= MAX_PENDING_UPDATES:
             self.dropped_updates += 1
