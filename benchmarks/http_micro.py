@@ -23,6 +23,7 @@ for ``run.py``: one client, no contention; read the ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -58,10 +59,10 @@ def parse_costs(parser_name: str) -> tuple[float, float]:
         while parser.next_event() is not END_OF_MESSAGE:
             pass
 
-    results = []
+    results: list[float] = []
     for data in (get, post):
         number = 20_000
-        best = min(timeit.repeat(lambda data=data: one(data), number=number, repeat=5))
+        best = min(timeit.repeat(functools.partial(one, data), number=number, repeat=5))
         results.append(best / number * 1e6)
     return results[0], results[1]
 
@@ -169,7 +170,7 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})
     servers = {}
-    launches = [(name, name, None) for name in names]
+    launches: list[tuple[str, str, dict[str, str] | None]] = [(name, name, None) for name in names]
     if args.baseline:
         launches.append(("baseline", "auto", {**os.environ, "PYTHONPATH": args.baseline}))
     for label, name, env in launches:

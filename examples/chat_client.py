@@ -36,4 +36,7 @@ async def main(url: str = "http://127.0.0.1:5001") -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, *sys.argv[1:2])
+    if len(sys.argv) > 1:
+        trio.run(main, sys.argv[1])
+    else:
+        trio.run(main)
