@@ -841,7 +841,8 @@ async function xnodeBcastScenario() {
 
   announce("start");
   const cpu0 = serverCpu();
-  const cpuB0 = serverCpu([config.serverPids[1]]);
+  const nodeB = serverPids.slice(1, 2); // without it (run by hand), NaN
+  const cpuB0 = serverCpu(nodeB);
   const own0 = ownCpu();
   const started = now();
   const runs = [];
@@ -849,7 +850,7 @@ async function xnodeBcastScenario() {
     runs.push(await broadcastOnce(30_000));
   }
   const cpu = serverCpu() - cpu0;
-  const cpuB = serverCpu([config.serverPids[1]]) - cpuB0;
+  const cpuB = serverCpu(nodeB) - cpuB0;
   announce("end");
   const window = (now() - started) / 1000;
   const loadgenCpuShare = (ownCpu() - own0) / window;
