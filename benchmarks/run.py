@@ -1241,7 +1241,8 @@ def cluster_notes(results: Results, pinning: Pinning) -> list[str]:
             "- *server CPU µs/delivery*: both nodes' CPU / every delivery; *node B CPU "
             "µs/delivery*: B's CPU / B's deliveries, what receiving through the adapter costs.",
             "- *Redis CPU µs/event*: redis-server's CPU / events broadcast; *Redis CPU*: its "
-            "share of the window.",
+            "share of the window. /proc counts CPU in clock ticks (10 ms on Linux), and Redis "
+            "uses few of them in a window: a coarse figure, to read over rounds.",
             "",
             f"Pinning: both nodes share {server_cpu}, so *server CPU busy* (their sum) is at "
             f"most about 100%; Redis and the load generator share {loadgen_cpu}. This compares "
