@@ -45,7 +45,10 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark trio_sio against python-socketio (uvicorn, hypercorn-asyncio), Node's socket.io
     and a bare hypercorn-trio floor; writes benchmarks/RESULTS.md (~15 min on 2 cores; not run
-    in CI). Arguments go to benchmarks/run.py, e.g. ``nox -s bench -- --smoke``."""
-    session.install("-e", ".", "python-socketio==5.18.1", "uvicorn[standard]==0.54.0", "py-spy")
+    in CI). Arguments go to benchmarks/run.py, e.g. ``nox -s bench -- --smoke``. The redis
+    extra is for the cluster and workers servers (``--servers trio_sio_classic,...``)."""
+    session.install(
+        "-e", ".[redis]", "python-socketio==5.18.1", "uvicorn[standard]==0.54.0", "py-spy"
+    )
     session.run("npm", "ci", "--prefix", "tests/js", "--no-audit", "--no-fund", external=True)
     session.run("python", "benchmarks/run.py", *session.posargs)

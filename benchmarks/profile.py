@@ -12,6 +12,7 @@ speedscope.app); the top frames by own time and by inclusive time are printed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -106,7 +107,9 @@ def _without_gc(argv: Callable[[int], list[str]]) -> Callable[[int], list[str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("scenario", help="a scenario key of run.py, such as echo_100")
-    parser.add_argument("--server", default="trio_sio", choices=list(bench.SERVERS))
+    # One-node servers: the load generator's configuration below names one URL and one pid.
+    one_node = [key for key, spec in bench.SERVERS.items() if spec.nodes == 1]
+    parser.add_argument("--server", default="trio_sio", choices=one_node)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="frames to print")
@@ -144,7 +147,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as logs:
         spec = bench.SERVERS[args.server]
         if args.no_gc:
-            spec = bench.ServerSpec(spec.key, spec.label, _without_gc(spec.argv))
+            # Its Redis, pinning and environment as measured, only the command changed.
+            spec = dataclasses.replace(spec, argv=_without_gc(spec.argv))
         with bench.running_server(spec, pinning, Path(logs)) as server:
             config.update(
                 url=server.url,

@@ -4,6 +4,7 @@ Run it from the repository root with::
 
     hypercorn -k trio benchmarks/trio_sio_app.py:app     # the ASGI host
     python benchmarks/trio_sio_app.py --native --port PORT  # the native Trio host
+    python -m trio_sio benchmarks/trio_sio_app.py:sio --workers 2 --port PORT  # (Redis below)
 
 Namespace ``/``:
 
@@ -15,6 +16,14 @@ Namespace ``/``:
 With ``TRIO_SIO_BENCH_ADMIN=development`` (or ``production``) it also serves the Socket.IO
 Admin UI's namespace (no login), to measure what instrumenting costs against the same run
 without it.
+
+With ``BENCH_REDIS_URL`` set (``redis://127.0.0.1:PORT/0``), it broadcasts through a Redis
+adapter, with its default options: ``BENCH_REDIS_ADAPTER=classic`` (the default,
+:class:`~trio_sio.adapters.redis.RedisAdapter`), ``sharded``
+(:class:`~trio_sio.adapters.redis_sharded.ShardedRedisAdapter`) or ``streams``
+(:class:`~trio_sio.adapters.redis_streams.RedisStreamsAdapter`); Node's fixture
+(``js/fixture.mjs``) reads the same variables. Several processes on one Redis are then one
+cluster, and ``--workers`` accepts the fixture.
 """
 
 from __future__ import annotations
@@ -25,6 +34,31 @@ from typing import Any
 
 import trio_sio
 
+REDIS_ADAPTERS = ("classic", "sharded", "streams")
+
+
+def _adapter_options() -> dict[str, Any]:
+    """The Redis adapter ``BENCH_REDIS_URL`` and ``BENCH_REDIS_ADAPTER`` ask for, if any."""
+    kind = os.environ.get("BENCH_REDIS_ADAPTER") or "classic"
+    if kind not in REDIS_ADAPTERS:
+        raise SystemExit(f"BENCH_REDIS_ADAPTER must be one of {REDIS_ADAPTERS}, not {kind!r}")
+    url = os.environ.get("BENCH_REDIS_URL")
+    if not url:
+        return {}
+    # Imported only here: the fixture without Redis needs no coredis.
+    if kind == "streams":
+        from trio_sio.adapters.redis_streams import RedisStreamsAdapter
+
+        return {"adapter_factory": RedisStreamsAdapter.factory(url)}
+    if kind == "sharded":
+        from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
+
+        return {"adapter_factory": ShardedRedisAdapter.factory(url)}
+    from trio_sio.adapters.redis import RedisAdapter
+
+    return {"adapter_factory": RedisAdapter.factory(url)}
+
+
 sio = trio_sio.Server(
     # Any browser origin may connect: the load generator sends no Origin header, but a page
     # used to look at the fixture by hand would.
@@ -34,6 +68,7 @@ sio = trio_sio.Server(
     # the broadcast scenario, which keeps at most one ``bcast`` (n <= a few hundred small
     # packets) in flight per recipient; raising it would only hide a slow-consumer drop,
     # which the load generator would report as missing deliveries.
+    **_adapter_options(),
 )
 
 admin_mode = os.environ.get("TRIO_SIO_BENCH_ADMIN")

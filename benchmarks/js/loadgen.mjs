@@ -7,8 +7,11 @@
 //
 // Prints exactly one JSON line on stdout: {"ok": true, ...metrics} or {"ok": false, "error"}.
 // Every scenario is bounded in count and in time, and the whole process by config.timeout.
-// Server CPU time and RSS are read from /proc for config.serverPid (and its child processes)
-// at the edges of the measurement window, by this process, so the window is exact.
+// Server CPU time and RSS are read from /proc for config.serverPids (each with its child
+// processes; config.serverPid is one) at the edges of the measurement window, by this process,
+// so the window is exact; config.redisPid's CPU too, when a Redis carries the server's traffic.
+// The xnode_bcast scenario takes config.urls, two nodes of one cluster (serverPids in the
+// same order).
 import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -75,11 +78,14 @@ function processTree(pid) {
   return pids;
 }
 
-/** Server CPU seconds (user + system, the whole process tree); `serverSys()` the system part. */
-function serverTicks() {
+/** The processes measured as the server: every node of a cluster (with its children). */
+const serverPids = config.serverPids ?? (config.serverPid ? [config.serverPid] : []);
+
+/** CPU ticks [user, system] of the servers' process trees (all of them by default). */
+function serverTicks(pids = serverPids) {
   let user = 0;
   let system = 0;
-  for (const pid of processTree(config.serverPid)) {
+  for (const pid of pids.flatMap(processTree)) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -94,24 +100,42 @@ function serverTicks() {
 
 let sysAtStart = 0;
 let sysAtEnd = 0;
+// Redis's CPU ticks and the wall clock at the edges of the window (see `announce`).
+let redisAtStart = 0;
+let redisAtEnd = 0;
+let windowStart = 0;
+let windowEnd = 0;
 
-function serverCpu() {
-  if (!config.serverPid) return NaN;
-  const [user, system] = serverTicks();
+/** CPU seconds of the servers' process trees (all of them by default). */
+function serverCpu(pids = serverPids) {
+  if (pids.length === 0) return NaN;
+  const [user, system] = serverTicks(pids);
   return (user + system) / (config.clkTck ?? 100);
 }
 
 /** The server's system CPU seconds in the measurement window (see `announce`). */
 function serverSys() {
-  if (!config.serverPid) return NaN;
+  if (serverPids.length === 0) return NaN;
   return (sysAtEnd - sysAtStart) / (config.clkTck ?? 100);
+}
+
+function redisTicks() {
+  const [user, system] = serverTicks([config.redisPid]);
+  return user + system;
+}
+
+/** Redis's CPU in the measurement window, when there is one: seconds and share of the window. */
+function redisWindow() {
+  if (!config.redisPid || windowEnd <= windowStart) return {};
+  const redisCpu = (redisAtEnd - redisAtStart) / (config.clkTck ?? 100);
+  return { redisCpu, redisCpuShare: redisCpu / ((windowEnd - windowStart) / 1000) };
 }
 
 /** Server resident memory in KiB (the whole process tree). */
 function serverRss() {
-  if (!config.serverPid) return NaN;
+  if (serverPids.length === 0) return NaN;
   let kib = 0;
-  for (const pid of processTree(config.serverPid)) {
+  for (const pid of serverPids.flatMap(processTree)) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, "utf8");
       const match = /VmRSS:\s+(\d+) kB/.exec(status);
@@ -126,8 +150,15 @@ function serverRss() {
 /** With config.announce, mark the measurement window on stderr (benchmarks/profile.py starts
  * and stops its profiler on these lines). */
 function announce(edge) {
-  if (config.serverPid && edge === "start") sysAtStart = serverTicks()[1];
-  if (config.serverPid && edge === "end") sysAtEnd = serverTicks()[1];
+  if (edge === "start") {
+    sysAtStart = serverTicks()[1];
+    if (config.redisPid) redisAtStart = redisTicks();
+    windowStart = now();
+  } else {
+    sysAtEnd = serverTicks()[1];
+    if (config.redisPid) redisAtEnd = redisTicks();
+    windowEnd = now();
+  }
   if (config.announce) process.stderr.write(`window-${edge}\n`);
 }
 
@@ -139,8 +170,8 @@ function ownCpu() {
 
 // --- WebSocket clients -----------------------------------------------------------------------
 
-function wsUrl(sid) {
-  const url = new URL(ENDPOINT, base);
+function wsUrl(sid, at = base) {
+  const url = new URL(ENDPOINT, at);
   url.protocol = "ws:";
   url.search = sid ? `?EIO=4&transport=websocket&sid=${sid}` : "?EIO=4&transport=websocket";
   return url.href;
@@ -165,7 +196,9 @@ function ackIdOf(buf) {
  * "m") are recognised on the raw bytes; everything else is rare and parsed as text.
  */
 class WsClient {
-  constructor() {
+  /** `at`: the server's URL (config.url by default; a cluster's node in xnode_bcast). */
+  constructor(at = base) {
+    this.at = at;
     this.ws = null;
     this.acks = new Map(); // id -> resolve(buf)
     this.nextId = 0;
@@ -178,7 +211,7 @@ class WsClient {
   connect(timeoutMs) {
     return withDeadline(
       new Promise((resolve, reject) => {
-        const ws = (this.ws = new WebSocket(wsUrl(null), WS_OPTIONS));
+        const ws = (this.ws = new WebSocket(wsUrl(null, this.at), WS_OPTIONS));
         let stage = 0;
         ws.on("error", reject);
         ws.on("close", () => {
@@ -569,11 +602,11 @@ async function ramp(count, concurrency, deadline, task) {
   return { done, errors };
 }
 
-async function openWsClients(count, concurrency, timeLimitS) {
+async function openWsClients(count, concurrency, timeLimitS, at = base) {
   const clients = [];
   const started = now();
   const { done, errors } = await ramp(count, concurrency, started + timeLimitS * 1000, async () => {
-    const client = new WsClient();
+    const client = new WsClient(at);
     clients.push(client);
     await client.connect(10_000);
   });
@@ -720,6 +753,139 @@ async function bcastScenario() {
   };
 }
 
+/**
+ * Cross-node broadcast: `clients` receivers in one room, split evenly across the two nodes of
+ * one cluster (config.urls: A, then B); one sender on A calls bcast repeatedly, one call at a
+ * time, so that every event reaches A's receivers directly and B's through the cluster
+ * adapter (Redis). Timed from the bcast call: the first and the last delivery on B, the last
+ * on A. CPU: both nodes together, and B alone (what receiving through the adapter costs).
+ */
+async function xnodeBcastScenario() {
+  const { clients: count, n, size, duration } = config;
+  const minRepeats = config.minRepeats ?? 3;
+  const maxRepeats = config.maxRepeats ?? 200;
+  const [atA, atB] = config.urls.map((url) => new URL(url));
+  const limit = config.connectTimeLimit ?? 60;
+  const onA = await openWsClients(Math.ceil(count / 2), 100, limit, atA);
+  const onB = await openWsClients(Math.floor(count / 2), 100, limit, atB);
+  const receivers = [...onA, ...onB];
+  await ramp(count, 200, now() + 30_000, async (i) => {
+    const reply = await withDeadline(receivers[i].call("join", '"bench"'), 10_000, "join ack");
+    if (!reply.toString().includes('"bench"')) throw new Error(`bad join ack ${reply}`);
+  });
+  const [sender] = await openWsClients(1, 1, 10, atA);
+  const received = { A: 0, B: 0 };
+  const target = { A: 0, B: 0 };
+  let firstB = 0;
+  let lastA = 0;
+  let lastB = 0;
+  let lastAny = 0; // the time of the latest delivery, for waiting until the nodes are quiet
+  let reached = null; // resolve, called once both nodes reach their targets
+  const done = () => received.A >= target.A && received.B >= target.B;
+  const listen = (clients, node) => {
+    for (const client of clients) {
+      client.onDelivery = () => {
+        const t = (lastAny = now());
+        received[node]++;
+        if (node === "B" && firstB === 0) firstB = t;
+        if (received[node] === target[node]) {
+          if (node === "A") lastA = t;
+          else lastB = t;
+          if (done() && reached !== null) reached();
+        }
+      };
+    }
+  };
+  listen(onA, "A");
+  listen(onB, "B");
+  const spec = JSON.stringify({ room: "bench", n, size });
+
+  /** One bcast and its deliveries: [to the last anywhere, first on B, last on B, last on A]. */
+  async function broadcastOnce(deadlineMs) {
+    const before = { ...received };
+    target.A = received.A + onA.length * n;
+    target.B = received.B + onB.length * n;
+    firstB = lastA = lastB = 0;
+    const allDelivered = new Promise((resolve) => {
+      reached = resolve;
+    });
+    const t0 = now();
+    const ack = await withDeadline(sender.call("bcast", spec), 30_000, "bcast ack");
+    try {
+      await withDeadline(allDelivered, deadlineMs, "deliveries");
+    } catch {
+      const a = received.A - before.A;
+      const b = received.B - before.B;
+      throw new Error(`deliveries in ${deadlineMs} ms: A ${a}/${onA.length * n}, B ${b}/${onB.length * n}`);
+    } finally {
+      reached = null;
+    }
+    if (!ack.toString().endsWith(`[${n}]`)) throw new Error(`bad bcast ack ${ack}`);
+    return [Math.max(lastA, lastB) - t0, firstB - t0, lastB - t0, lastA - t0];
+  }
+
+  // Warm-up, which also waits for the cluster: a node's adapter subscribes in the background
+  // (the sharded adapter per room, on the first join), so a broadcast may miss B at first.
+  // Repeat until one reaches everyone; then count from zero.
+  const tries = config.readyTries ?? 20;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await broadcastOnce(config.readyTimeoutMs ?? 5000);
+      break;
+    } catch (error) {
+      if (attempt >= tries) throw new Error(`the cluster never delivered everywhere: ${error.message}`);
+      for (let quiet = 0; quiet < 100 && now() - lastAny < 300; quiet++) await sleep(100);
+    }
+  }
+  for (const client of receivers) client.deliveries = 0;
+
+  announce("start");
+  const cpu0 = serverCpu();
+  const nodeB = serverPids.slice(1, 2); // without it (run by hand), NaN
+  const cpuB0 = serverCpu(nodeB);
+  const own0 = ownCpu();
+  const started = now();
+  const runs = [];
+  while (runs.length < maxRepeats && (runs.length < minRepeats || now() - started < duration * 1000)) {
+    runs.push(await broadcastOnce(30_000));
+  }
+  const cpu = serverCpu() - cpu0;
+  const cpuB = serverCpu(nodeB) - cpuB0;
+  announce("end");
+  const window = (now() - started) / 1000;
+  const loadgenCpuShare = (ownCpu() - own0) / window;
+  const perClient = receivers.map((r) => r.deliveries);
+  const expected = runs.length * n;
+  if (perClient.some((d) => d !== expected)) {
+    throw new Error(`a receiver got ${Math.min(...perClient)}..${Math.max(...perClient)} != ${expected}`);
+  }
+  for (const client of [...receivers, sender]) client.close();
+  const column = (i) => runs.map((run) => run[i]).sort((a, b) => a - b);
+  const sum = (values) => values.reduce((a, b) => a + b, 0) / 1000;
+  const deliveries = runs.length * count * n;
+  const remoteDeliveries = runs.length * onB.length * n;
+  const { redisCpu } = redisWindow();
+  return {
+    broadcasts: runs.length,
+    deliveries,
+    remoteDeliveries,
+    deliveriesPerSec: deliveries / sum(column(0)),
+    remoteDeliveriesPerSec: remoteDeliveries / sum(column(2)),
+    lastDeliveryMs: percentile(column(0), 50),
+    remoteFirstMs: percentile(column(1), 50),
+    remoteLastMs: percentile(column(2), 50),
+    localLastMs: percentile(column(3), 50),
+    serverCpu: cpu,
+    serverCpuShare: cpu / window,
+    serverSysShare: serverSys() / cpu,
+    remoteCpuShare: cpuB / window,
+    loadgenCpuShare,
+    cpuUsPerDelivery: (cpu / deliveries) * 1e6,
+    cpuUsPerRemoteDelivery: (cpuB / remoteDeliveries) * 1e6,
+    redisCpuUsPerEvent: redisCpu === undefined ? NaN : (redisCpu / (runs.length * n)) * 1e6,
+  };
+}
+
 /** Connection scale: ramp to `clients` idle connections; handshakes/s and RSS per connection. */
 async function connectScenario() {
   const { clients: count, transport, concurrency } = config;
@@ -833,6 +999,7 @@ const SCENARIOS = {
   bcast: bcastScenario,
   connect: connectScenario,
   poll_echo: pollEchoScenario,
+  xnode_bcast: xnodeBcastScenario,
 };
 
 try {
@@ -840,7 +1007,7 @@ try {
   if (scenario === undefined) throw new Error(`unknown scenario ${config.scenario}`);
   const result = await scenario();
   agent.destroy();
-  finish({ ok: true, scenario: config.scenario, ...result });
+  finish({ ok: true, scenario: config.scenario, ...result, ...redisWindow() });
 } catch (error) {
   finish({ ok: false, scenario: config.scenario, error: String(error?.stack ?? error) }, 1);
 }

@@ -1,7 +1,11 @@
 // Checks a fixture's behaviour once with the official socket.io-client 4.8 (over
 // WebSocket, over long-polling, and polling-then-upgrade), before it is put under load.
 //
-//   node benchmarks/js/sanity.mjs http://127.0.0.1:PORT
+//   node benchmarks/js/sanity.mjs http://127.0.0.1:PORT [http://127.0.0.1:PORT_B]
+//
+// With a second URL (node B of a two-node cluster), the receiving client is on node B and the
+// sender on the first: every broadcast crosses the cluster adapter. It first waits until one
+// does (a node's adapter subscribes in the background).
 //
 // Prints one JSON line: {"ok": true, "client": "<version>"} or {"ok": false, "error"}.
 import { isDeepStrictEqual } from "node:util";
@@ -10,8 +14,9 @@ import { packageVersion, requireFromTestsJs } from "./modules.mjs";
 
 const { io } = requireFromTestsJs("socket.io-client");
 
-const url = process.argv[2];
-const TIMEOUT_MS = 10_000;
+const [url, otherUrl = url] = process.argv.slice(2);
+const TIMEOUT_MS = otherUrl === url ? 10_000 : 30_000;
+const READY_TIMEOUT_MS = 15_000;
 
 function finish(result, code) {
   process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(code));
@@ -27,16 +32,44 @@ function call(socket, event, ...args) {
   return new Promise((resolve) => socket.emit(event, ...args, (...reply) => resolve(reply)));
 }
 
-function connect(transports, upgrade) {
-  const socket = io(url, { transports, upgrade, forceNew: true, reconnection: false });
+function connect(transports, upgrade, at = url) {
+  const socket = io(at, { transports, upgrade, forceNew: true, reconnection: false });
   return new Promise((resolve, reject) => {
     socket.on("connect", () => resolve(socket));
     socket.on("connect_error", reject);
   });
 }
 
+/**
+ * Wait until a broadcast sent on the first node to room "r" reaches a client of the other
+ * one; return that client, to be disconnected at the end: while it stays in "r", node B
+ * stays subscribed to what the room needs (the sharded adapter subscribes per room).
+ */
+async function crossNodeReady() {
+  const receiver = await connect(["websocket"], false, otherUrl);
+  const sender = await connect(["websocket"], false);
+  try {
+    await call(receiver, "join", "r");
+    const heard = new Promise((resolve) => receiver.once("m", resolve));
+    let done = false;
+    heard.then(() => (done = true));
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!done) {
+      check(Date.now() < deadline, `no broadcast crossed the cluster in ${READY_TIMEOUT_MS} ms`);
+      await call(sender, "bcast", { room: "r", n: 1, size: 1 });
+      await Promise.race([heard, new Promise((resolve) => setTimeout(resolve, 200))]);
+    }
+  } catch (error) {
+    receiver.disconnect();
+    throw error;
+  } finally {
+    sender.disconnect();
+  }
+  return receiver;
+}
+
 async function exercise(name, transports, upgrade) {
-  const a = await connect(transports, upgrade);
+  const a = await connect(transports, upgrade, otherUrl);
   const b = await connect(["websocket"], false);
   try {
     const echoed = await call(a, "echo", "hello", 1, { k: [true, null] });
@@ -69,9 +102,11 @@ async function exercise(name, transports, upgrade) {
 }
 
 try {
+  const holder = otherUrl !== url ? await crossNodeReady() : null;
   await exercise("websocket", ["websocket"], false);
   await exercise("polling", ["polling"], false);
   await exercise("upgrade", ["polling", "websocket"], true);
+  holder?.disconnect();
   finish({ ok: true, client: packageVersion("socket.io-client") }, 0);
 } catch (error) {
   finish({ ok: false, error: String(error?.message ?? error) }, 1);
