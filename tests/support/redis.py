@@ -1,8 +1,11 @@
-"""A private ``redis-server`` for a test: its own free loopback port, no persistence.
+"""A private ``redis-server`` for a test: its own free loopback port, no persistence; and
+built from it, a private Redis Cluster (:class:`RedisClusterServers`) and a primary watched by
+a Sentinel (:class:`RedisSentinelServers`).
 
 Never the system's Redis: every server here is started by the test on a port it picked, and
-stopped (killed) by it. Tests that need one skip, with the reason, when ``redis-server`` is not
-installed (CI installs it).
+stopped (killed) by it. Tests that need one skip, with the reason, when ``redis-server`` (or,
+for a cluster, ``redis-cli``) is not installed (CI installs both: Debian's ``redis-server``
+package brings ``redis-cli``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -20,6 +25,11 @@ REDIS_MISSING = (
     None
     if REDIS_SERVER
     else "redis-server is not installed (Debian: apt-get install redis-server; CI installs it)"
+)
+
+REDIS_CLI = shutil.which("redis-cli")
+REDIS_CLUSTER_MISSING = REDIS_MISSING or (
+    None if REDIS_CLI else "redis-cli is not installed (Debian: it comes with redis-server)"
 )
 
 STARTUP_DEADLINE_S = 10.0
@@ -63,12 +73,26 @@ class RedisServer:
     (:meth:`astart`).
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, extra_args: Sequence[str] = (), config: str = ""
+    ) -> None:
+        """``extra_args`` are added to the command line; ``config``, if given, is written to a
+        configuration file that Redis reads (and may rewrite: a Sentinel must have one)."""
         if REDIS_SERVER is None:
             raise RuntimeError(REDIS_MISSING)
         self.port = port if port is not None else free_port()
+        self.extra_args = list(extra_args)
         self._dir = tempfile.TemporaryDirectory(prefix="trio-sio-redis-")
+        self._config: Path | None = None
+        if config:
+            self._config = self.directory / "redis.conf"
+            self._config.write_text(config)
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> Path:
+        """Its working directory (its own, removed by :meth:`close`)."""
+        return Path(self._dir.name)
 
     @property
     def url(self) -> str:
@@ -82,6 +106,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
+                *([str(self._config)] if self._config else []),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -94,6 +119,7 @@ class RedisServer:
                 self._dir.name,
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -136,3 +162,148 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} {'running' if self.process else 'stopped'}>"
+
+
+def _info_field(port: int, section: str, field: str) -> str | None:
+    """One field of ``INFO``/``CLUSTER INFO`` of the server on ``port`` (``None``: no answer)."""
+    assert REDIS_CLI is not None
+    command = ["CLUSTER", "INFO"] if section == "cluster" else ["INFO", section]
+    try:
+        output = subprocess.run(
+            [REDIS_CLI, "-p", str(port), *command],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    for line in output.splitlines():
+        name, _, value = line.strip().partition(":")
+        if name == field:
+            return value
+    return None
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``primaries`` primaries (no replicas), each a :class:`RedisServer`
+    with cluster mode on, its slots spread evenly by ``redis-cli --cluster create``.
+
+    Use as a context manager from a sync fixture; the servers stay up until it exits.
+    """
+
+    def __init__(self, primaries: int = 3) -> None:
+        if REDIS_CLUSTER_MISSING is not None:
+            raise RuntimeError(REDIS_CLUSTER_MISSING)
+        self.servers = [
+            RedisServer(
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",  # in the server's own directory (its cwd and --dir)
+                    # The bus port defaults to port + 10000, past 65535 for a high free port.
+                    "--cluster-port",
+                    str(free_port()),
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+            )
+            for _ in range(primaries)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]
+
+    @property
+    def url(self) -> str:
+        """The adapters' URL of this cluster, every node a startup node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> None:
+        assert REDIS_CLI is not None
+        for server in self.servers:
+            server.start()
+        subprocess.run(
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+        # Every node must see the whole cluster before a client's view of it is complete.
+        deadline = time.monotonic() + STARTUP_DEADLINE_S * 3
+        for port in self.ports:
+            while _info_field(port, "cluster", "cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the cluster node on port {port} did not become ok")
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    def __enter__(self) -> RedisClusterServers:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisSentinelServers:
+    """A primary :class:`RedisServer` and one Sentinel watching it as ``service`` (quorum 1).
+
+    Use as a context manager from a sync fixture.
+    """
+
+    def __init__(self, service: str = "trio-sio-primary") -> None:
+        self.service = service
+        self.primary = RedisServer()
+        self.sentinel = RedisServer(
+            extra_args=["--sentinel"],
+            config=f"sentinel monitor {service} 127.0.0.1 {self.primary.port} 1\n",
+        )
+
+    @property
+    def url(self) -> str:
+        """The adapters' URL of the service, through the Sentinel."""
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}"
+
+    def start(self) -> None:
+        self.primary.start()
+        self.sentinel.start()
+        # The Sentinel answers PING before it has looked at the primary: wait until it has.
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while _info_field(self.sentinel.port, "sentinel", "sentinel_masters") != "1":
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Sentinel does not watch the primary")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.sentinel.close()
+        self.primary.close()
+
+    def __enter__(self) -> RedisSentinelServers:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,5 +1,6 @@
-"""What the Redis adapters share: their settings and counters, and one connection to Redis kept
-alive (a subscriber and a command connection per namespace, reconnecting with backoff).
+"""What the Redis adapters share: their settings and counters, where Redis is (one server, a
+Redis Cluster or a primary found through Sentinel), and one connection to it kept alive (a
+subscriber and a command connection per namespace, reconnecting with backoff).
 
 :mod:`trio_sio.adapters.redis` (classic pub/sub) and :mod:`trio_sio.adapters.redis_sharded`
 (Redis 7 sharded pub/sub) each add their subscriptions, their publish command and their way of
@@ -13,20 +14,22 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import trio
 
 try:
     import coredis
     from anyio import BrokenResourceError, ClosedResourceError
+    from coredis.connection import TCPLocation
     from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.patterns.pubsub import PubSub
+    from coredis.patterns.pubsub import BasePubSub, ClusterPubSub, PubSub
     from coredis.retry import NoRetryPolicy
+    from coredis.typing import Node
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "the Redis adapters need coredis and msgpack: pip install 'trio-sio[redis]'"
@@ -41,12 +44,99 @@ if TYPE_CHECKING:
 _A = TypeVar("_A", bound="RedisAdapterBase")
 
 __all__ = [
-    "PubSub",
+    "AnyPubSub",
     "RedisAdapterBase",
     "RedisAdapterOptions",
     "RedisAdapterStatistics",
+    "RedisClient",
+    "RedisLocation",
     "Subscriber",
+    "parse_redis_url",
 ]
+
+#: A client of one server (or of a Sentinel's primary) or of a Redis Cluster.
+RedisClient = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+#: A subscriber of either.
+AnyPubSub = BasePubSub[bytes, Any]
+
+_CLUSTER_SCHEME = "redis+cluster"
+_SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class RedisLocation:
+    """Where an adapter's Redis is, read from its URL by :func:`parse_redis_url`.
+
+    Attributes:
+        kind: ``"server"`` (a ``redis://``, ``rediss://`` or ``unix://`` URL, which coredis
+            reads itself), ``"cluster"`` or ``"sentinel"``.
+        addresses: the cluster's startup nodes, or the Sentinels, as ``(host, port)``.
+        service: the name the Sentinels know the primary by.
+        db: the database of a Sentinel's primary (a cluster has only database 0).
+        username, password: the Redis servers' credentials (not the Sentinels').
+    """
+
+    kind: Literal["server", "cluster", "sentinel"]
+    addresses: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_redis_url(url: str) -> RedisLocation:
+    """Read an adapter's URL; :class:`ValueError` says what is wrong with one.
+
+    Besides coredis's own URLs of one server, two forms (ports default to 6379 and 26379)::
+
+        redis+cluster://[[username]:password@]host:port[,host:port...][/]
+        redis+sentinel://[[username]:password@]host:port[,host:port...]/service[/db]
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme not in (_CLUSTER_SCHEME, _SENTINEL_SCHEME):
+        return RedisLocation("server")
+    if not sep:
+        raise ValueError(f"not a Redis URL: {url!r}")
+    parts = urlsplit("//" + rest)
+    if parts.query or parts.fragment:
+        raise ValueError(
+            f"{scheme} URLs take no query or fragment; settings are RedisAdapterOptions"
+        )
+    credentials, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    default_port = 6379 if scheme == _CLUSTER_SCHEME else 26379
+    addresses = tuple(_address(entry, default_port, url) for entry in hosts.split(","))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if scheme == _CLUSTER_SCHEME:
+        if path:
+            raise ValueError(f"a Redis Cluster has one database: no path in {url!r}")
+        return RedisLocation("cluster", addresses, username=username, password=password)
+    if not path or len(path) > 2:
+        raise ValueError(f"{scheme} URL needs /service[/db]: {url!r}")
+    db = 0
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise ValueError(f"the database must be a number: {url!r}")
+        db = int(path[1])
+    return RedisLocation(
+        "sentinel", addresses, unquote(path[0]), db, username=username, password=password
+    )
+
+
+def _address(entry: str, default_port: int, url: str) -> tuple[str, int]:
+    parts = urlsplit("//" + entry)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"a bad port in {url!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"a host is missing in {url!r}")
+    return parts.hostname, port if port is not None else default_port
 
 
 @dataclass(frozen=True)
@@ -143,23 +233,40 @@ class RedisAdapterStatistics:
     pending_requests: int
 
 
+@contextmanager
+def closed_as_connection_error() -> Iterator[None]:
+    """Leaving after the connection died (Redis restarted, then the adapter cancelled),
+    coredis's subscriber cleanup expects its own ConnectionError; the stream raises anyio's."""
+    try:
+        yield
+    except (ClosedResourceError, BrokenResourceError) as exc:
+        raise RedisConnectionError("the subscriber connection is closed") from exc
+
+
 class Subscriber(PubSub[bytes]):
     """coredis's subscriber, leaving cleanly after its connection died."""
 
     def _execute_command(self, command: bytes, *args: Any) -> None:
-        # Leaving after the connection died (Redis restarted, then the adapter cancelled),
-        # coredis's cleanup expects its own ConnectionError; the stream raises anyio's.
-        try:
+        with closed_as_connection_error():
             super()._execute_command(command, *args)
-        except (ClosedResourceError, BrokenResourceError) as exc:
-            raise RedisConnectionError("the subscriber connection is closed") from exc
+
+
+class ClusterSubscriber(ClusterPubSub[bytes]):
+    """coredis's subscriber on one node of a Redis Cluster (which forwards every ``PUBLISH``
+    to every node), leaving cleanly after its connection died."""
+
+    def _execute_command(self, command: bytes, *args: Any) -> None:
+        with closed_as_connection_error():
+            super()._execute_command(command, *args)
 
 
 class RedisAdapterBase(ClusterAdapter):
-    """A :class:`~trio_sio.adapters._base.ClusterAdapter` over one Redis server.
+    """A :class:`~trio_sio.adapters._base.ClusterAdapter` over Redis: one server, a Redis
+    Cluster or a primary found through Sentinel.
 
     Attributes:
-        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``,
+            ``redis+cluster://host:port,…`` or ``redis+sentinel://host:port,…/service[/db]``).
         options: its :class:`RedisAdapterOptions`.
     """
 
@@ -170,18 +277,21 @@ class RedisAdapterBase(ClusterAdapter):
         self, namespace: Namespace, url: str, options: RedisAdapterOptions | None = None
     ) -> None:
         options = options or RedisAdapterOptions()
+        self._location = parse_redis_url(url)
         wire = self._make_wire(namespace, options, secrets.token_hex(4))
         super().__init__(namespace, options.cluster_settings(), wire, self.logger)
         self.url = url
         self.options = options
-        self._client: coredis.Redis[bytes] | None = None
+        self._client: RedisClient | None = None
 
     @classmethod
     def factory(
         cls: type[_A], url: str, options: RedisAdapterOptions | None = None
     ) -> Callable[[Namespace], _A]:
         """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets an
-        adapter on ``url`` with ``options``."""
+        adapter on ``url`` with ``options``. A malformed cluster or Sentinel URL fails here
+        (:class:`ValueError`)."""
+        parse_redis_url(url)
 
         def make(namespace: Namespace) -> _A:
             return cls(namespace, url, options)
@@ -215,8 +325,10 @@ class RedisAdapterBase(ClusterAdapter):
         """The wire format (called before the adapter is initialised)."""
         raise NotImplementedError
 
-    def _open_pubsub(self, client: coredis.Redis[bytes]) -> PubSub[bytes]:
-        """The subscriber (not yet entered)."""
+    def _open_pubsub(self, client: RedisClient) -> AbstractAsyncContextManager[Any]:
+        """The subscriber (not yet entered), which :meth:`_subscribe` and :meth:`_read` use."""
+        if isinstance(client, coredis.RedisCluster):
+            return ClusterSubscriber(client.connection_pool, **self._pubsub_settings())
         return Subscriber(client.connection_pool, **self._pubsub_settings())
 
     def _pubsub_settings(self) -> dict[str, Any]:
@@ -227,12 +339,14 @@ class RedisAdapterBase(ClusterAdapter):
             "subscription_timeout": self.options.connect_timeout,
         }
 
-    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
-        """Subscribe to this namespace's channels."""
+    async def _subscribe(self, pubsub: Any) -> None:
+        """Subscribe to this namespace's channels (``pubsub``: what :meth:`_open_pubsub`
+        gave, entered)."""
         raise NotImplementedError
 
-    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
-        """How many nodes (this one included) subscribe to this namespace."""
+    async def _count_subscribers(self, client: RedisClient) -> int:
+        """How many nodes (this one included) subscribe to this namespace (on a Redis
+        Cluster, coredis asks every node and adds up: a node counts its own subscribers)."""
         raise NotImplementedError
 
     async def _serve_connection(self, connection: Any) -> None:
@@ -301,41 +415,99 @@ class RedisAdapterBase(ClusterAdapter):
             delay = min(delay * 2, max_delay)
 
     async def _probe(self) -> None:
-        """Raise unless Redis's address accepts connections.
+        """Raise unless Redis's address (for a cluster or Sentinel: one of its addresses)
+        accepts connections.
 
         A failed connection attempt inside coredis leaves its connection's stream objects
         unclosed (they warn when collected), so while Redis is down the retries stop here.
         """
-        parts = urlsplit(self.url)
+        location = self._location
         with trio.fail_after(self.options.connect_timeout):
-            if parts.scheme in ("redis", "rediss"):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(
-                    parts.hostname or "localhost", parts.port or 6379
-                )
-            elif parts.scheme == "unix":
-                stream = await trio.open_unix_socket(parts.path)
+            if location.kind != "server":
+                stream = await _open_any(location.addresses)
             else:
-                return
+                parts = urlsplit(self.url)
+                if parts.scheme in ("redis", "rediss"):
+                    stream = await trio.open_tcp_stream(
+                        parts.hostname or "localhost", parts.port or 6379
+                    )
+                elif parts.scheme == "unix":
+                    stream = await trio.open_unix_socket(parts.path)
+                else:
+                    return
         await stream.aclose()
 
-    def _new_client(self, *, blocking: float = 0.0) -> coredis.Redis[bytes]:
-        """A Redis client on :attr:`url` (``blocking``: the longest a command of it blocks on
-        the server, added to ``command_timeout``)."""
-        options = self.options
-        return coredis.Redis.from_url(
-            self.url,
+    @asynccontextmanager
+    async def _connect(self, *, blocking: float = 0.0) -> AsyncIterator[RedisClient]:
+        """A Redis client on :attr:`url`, entered (``blocking``: the longest a command of it
+        blocks on the server, added to ``command_timeout``)."""
+        location = self._location
+        connect_timeout = self.options.connect_timeout
+        stream_timeout = self.options.command_timeout + blocking
+        # No retries inside coredis: _keep_connected reconnects, and logs the outage once.
+        if location.kind == "cluster":
+            cluster = coredis.RedisCluster(
+                startup_nodes=[Node(host=host, port=port) for host, port in location.addresses],
+                username=location.username,
+                password=location.password,
+                decode_responses=False,
+                retry_policy=NoRetryPolicy(),
+                connect_timeout=connect_timeout,
+                stream_timeout=stream_timeout,
+            )
+            try:
+                async with cluster:
+                    yield cluster
+            finally:
+                _close_layout_errors(cluster)
+        elif location.kind == "sentinel":
+            # The Sentinels are asked where the primary is for every new connection, so a
+            # reconnection after a failover finds the new primary.
+            sentinels = coredis.Sentinel(
+                [TCPLocation(host, port) for host, port in location.addresses],
+                decode_responses=False,
+                connect_timeout=connect_timeout,
+                stream_timeout=stream_timeout,
+            )
+            async with sentinels:
+                primary = sentinels.primary_for(
+                    location.service,
+                    db=location.db,
+                    username=location.username,
+                    password=location.password,
+                )
+                async with primary:
+                    yield primary
+        else:
+            client = coredis.Redis.from_url(
+                self.url,
+                decode_responses=False,
+                retry_policy=NoRetryPolicy(),
+                connect_timeout=connect_timeout,
+                stream_timeout=stream_timeout,
+            )
+            async with client:
+                yield client
+
+    def _node_client(self, host: str, port: int) -> coredis.Redis[bytes]:
+        """A client of one node of the cluster (not yet entered), with its credentials."""
+        location = self._location
+        return coredis.Redis(
+            host,
+            port,
+            username=location.username,
+            password=location.password,
             decode_responses=False,
             retry_policy=NoRetryPolicy(),
-            connect_timeout=options.connect_timeout,
-            stream_timeout=options.command_timeout + blocking,
+            connect_timeout=self.options.connect_timeout,
+            stream_timeout=self.options.command_timeout,
         )
 
     @asynccontextmanager
     async def _open_redis(self) -> AsyncIterator[Any]:
         """Connect and subscribe; yields what :meth:`_serve_connection` reads from."""
         options = self.options
-        client = self._new_client()
-        async with client, self._open_pubsub(client) as pubsub:
+        async with self._connect() as client, self._open_pubsub(client) as pubsub:
             await self._subscribe(pubsub)
             with trio.fail_after(options.command_timeout):
                 await client.ping()
@@ -343,7 +515,7 @@ class RedisAdapterBase(ClusterAdapter):
             self._connected = True
             yield pubsub
 
-    async def _read(self, pubsub: PubSub[bytes]) -> None:
+    async def _read(self, pubsub: AnyPubSub) -> None:
         """Move messages from the subscriber connection to the bounded inbound queue (the
         task does nothing else, so coredis's own unbounded buffers stay drained)."""
         while True:
@@ -363,12 +535,30 @@ class RedisAdapterBase(ClusterAdapter):
         if client is None:
             raise ConnectionError("not connected")
         with trio.fail_after(self.options.command_timeout):
-            async with client.pipeline(transaction=False) as pipe:
-                for channel, payload in batch:
-                    self._queue_publish(pipe, channel, payload)
+            if not isinstance(client, coredis.RedisCluster):
+                async with client.pipeline(transaction=False) as pipe:
+                    for channel, payload in batch:
+                        self._queue_publish(pipe, channel, payload)
+                return
+            # coredis's cluster pipeline routes a command by its key, and fails on PUBLISH,
+            # which has none (any node forwards it to all): those go one by one, in order.
+            keyed = [item for item in batch if self._publish_has_key(item[0])]
+            if keyed:
+                async with client.pipeline(transaction=False) as pipe:
+                    for channel, payload in keyed:
+                        self._queue_publish(pipe, channel, payload)
+            for channel, payload in batch:
+                if not self._publish_has_key(channel):
+                    await self._queue_publish(client, channel, payload)
 
-    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
-        """Add one publish command to ``pipe``."""
+    def _queue_publish(self, target: Any, channel: str, payload: bytes) -> Any:
+        """The publish command of ``payload`` on ``channel``, on ``target`` (a pipeline:
+        queued; a client: the awaitable command)."""
+        raise NotImplementedError
+
+    def _publish_has_key(self, channel: str) -> bool:
+        """Whether the publish command on ``channel`` names a key (so a Redis Cluster routes
+        it to one slot): ``SPUBLISH`` and ``XADD`` do, ``PUBLISH`` does not."""
         raise NotImplementedError
 
     async def _other_nodes(self) -> int | None:
@@ -385,6 +575,27 @@ class RedisAdapterBase(ClusterAdapter):
             self._logger.debug("%r: counting the nodes failed: %s", self, exc)
             return None
         return max(0, count - 1)
+
+
+def _close_layout_errors(cluster: coredis.RedisCluster[bytes]) -> None:
+    """coredis 6.9 never closes the memory stream that feeds a cluster client's layout
+    monitor, which then warns (``ResourceWarning``) when collected: close it once the client
+    is done. Looked up defensively, as a private attribute that a later coredis may drop."""
+    layout = getattr(cluster.connection_pool, "cluster_layout", None)
+    for stream in getattr(layout, "_error_stream", ()):
+        stream.close()
+
+
+async def _open_any(addresses: tuple[tuple[str, int], ...]) -> trio.SocketStream:
+    """A connection to the first of ``addresses`` that accepts one."""
+    error: OSError | None = None
+    for host, port in addresses:
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            error = exc
+    assert error is not None  # parse_redis_url gives at least one address
+    raise error
 
 
 def _safe_url(url: str) -> str:

@@ -71,13 +71,16 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .._cluster import ClusterReplies
-from ._redis_base import RedisAdapterBase, RedisAdapterOptions, RedisAdapterStatistics
+from ._redis_base import (
+    AnyPubSub,
+    RedisAdapterBase,
+    RedisAdapterOptions,
+    RedisAdapterStatistics,
+    RedisClient,
+)
 from ._wire import ClassicWire, Request, RequestType
 
 if TYPE_CHECKING:
-    import coredis
-    from coredis.patterns.pubsub import PubSub
-
     from .._namespace import Namespace
 
 __all__ = ["RedisAdapter", "RedisAdapterOptions", "RedisAdapterStatistics", "RequestType"]
@@ -89,7 +92,8 @@ class RedisAdapter(RedisAdapterBase):
     Create it through :meth:`factory`; the server makes one per namespace and runs it.
 
     Attributes:
-        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``,
+            ``redis+cluster://…`` or ``redis+sentinel://…``: see the module's docs).
         options: its :class:`RedisAdapterOptions`.
         uid: this node's id in the cluster (per namespace, as in Node).
     """
@@ -109,17 +113,20 @@ class RedisAdapter(RedisAdapterBase):
             specific_responses=options.publish_on_specific_response_channel,
         )
 
-    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
+    async def _subscribe(self, pubsub: AnyPubSub) -> None:
         wire = self._wire
         await pubsub.psubscribe(_glob_escape(wire.broadcast_channel) + "*")
         await pubsub.subscribe(
             wire.request_channel, wire.response_channel, wire.own_response_channel
         )
 
-    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
-        pipe.publish(channel, payload)
+    def _queue_publish(self, target: Any, channel: str, payload: bytes) -> Any:
+        return target.publish(channel, payload)
 
-    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
+    def _publish_has_key(self, channel: str) -> bool:
+        return False
+
+    async def _count_subscribers(self, client: RedisClient) -> int:
         channel = self._wire.request_channel
         counts = await client.pubsub_numsub(channel)
         return int(counts.get(channel.encode(), 0))

@@ -40,17 +40,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import trio
+from coredis import RedisCluster
+from coredis.exceptions import ConnectionError as RedisConnectionError
 
-from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions, Subscriber
+from ._redis_base import (
+    RedisAdapterBase,
+    RedisAdapterOptions,
+    RedisClient,
+    Subscriber,
+    parse_redis_url,
+)
 from ._wire import ShardedWire, SubscriptionMode
 from ._wire import subscription_mode as checked_mode
 
 if TYPE_CHECKING:
-    import coredis
-
     from .._namespace import Namespace
 
 __all__ = ["ShardedRedisAdapter", "SubscriptionMode"]
@@ -82,12 +89,88 @@ class _ShardChannels(Subscriber):
         self._execute_command(b"SUNSUBSCRIBE", *channels)
 
 
+CLUSTER_SLOTS = 16384
+
+
+def key_slot(name: bytes) -> int:
+    """The Redis Cluster slot of a key or shard channel, as Redis computes it: CRC16 (XMODEM)
+    of its hash tag (the text between the first ``{`` and the next ``}``, if not empty) or of
+    the whole name, modulo 16384."""
+    start = name.find(b"{")
+    if start >= 0:
+        end = name.find(b"}", start + 1)
+        if end > start + 1:
+            name = name[start + 1 : end]
+    crc = 0
+    for byte in name:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc % CLUSTER_SLOTS
+
+
+class _ClusterShardChannels:
+    """Sharded subscriptions on a Redis Cluster: a :class:`_ShardChannels` on each primary,
+    each channel subscribed on the primary that owns its slot (where ``SPUBLISH`` delivers
+    it), as the slots were when it connected.
+
+    Not coredis's ``ShardedPubSub``: leaving after a node failed, that one neither releases
+    the connections it took nor lets their errors through as ConnectionError.
+    """
+
+    def __init__(self, adapter: ShardedRedisAdapter, cluster: RedisCluster[bytes]) -> None:
+        self._adapter = adapter
+        self._cluster = cluster
+        self._owners: dict[int, tuple[str, int]] = {}
+        self.subscribers: dict[tuple[str, int], _ShardChannels] = {}
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> _ClusterShardChannels:
+        with trio.fail_after(self._adapter.options.command_timeout):
+            layout = await self._cluster.cluster_slots()
+        async with AsyncExitStack() as stack:
+            for (first, last), nodes in sorted(layout.items()):
+                primary = (nodes[0]["host"], nodes[0]["port"])
+                self._owners.update(dict.fromkeys(range(first, last + 1), primary))
+                if primary in self.subscribers:
+                    continue
+                client = await stack.enter_async_context(self._adapter._node_client(*primary))
+                self.subscribers[primary] = await stack.enter_async_context(
+                    _ShardChannels(client.connection_pool, **self._adapter._pubsub_settings())
+                )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._stack.__aexit__(*exc_info)
+
+    def _by_owner(self, channels: Iterable[str]) -> dict[tuple[str, int], list[str]]:
+        groups: dict[tuple[str, int], list[str]] = {}
+        for channel in channels:
+            slot = key_slot(channel.encode())
+            owner = self._owners.get(slot)
+            if owner is None:  # a cluster without full coverage: reconnect, and look again
+                raise RedisConnectionError(f"no primary serves slot {slot} of {channel!r}")
+            groups.setdefault(owner, []).append(channel)
+        return groups
+
+    async def subscribe(self, *channels: str) -> None:
+        for owner, group in self._by_owner(channels).items():
+            await self.subscribers[owner].subscribe(*group)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        for owner, group in self._by_owner(channels).items():
+            await self.subscribers[owner].unsubscribe(*group)
+
+
 class ShardedRedisAdapter(RedisAdapterBase):
     """The cluster adapter of one namespace, over Redis 7 sharded pub/sub (see the module's
     docs). Create it through :meth:`factory`.
 
     Attributes:
-        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``,
+            ``redis+cluster://…`` or ``redis+sentinel://…``: see
+            :mod:`trio_sio.adapters.redis`).
         options: its :class:`~trio_sio.adapters.redis.RedisAdapterOptions`.
         subscription_mode: Node's ``subscriptionMode``.
         uid: this node's id in the cluster (per namespace, as in Node).
@@ -121,8 +204,10 @@ class ShardedRedisAdapter(RedisAdapterBase):
     ) -> Callable[[Namespace], ShardedRedisAdapter]:
         """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
         :class:`ShardedRedisAdapter` on ``url`` with ``options`` and ``subscription_mode``
-        (``"static"``, ``"dynamic"`` or ``"dynamic-private"``; any other fails here)."""
+        (``"static"``, ``"dynamic"`` or ``"dynamic-private"``; any other, or a malformed
+        cluster or Sentinel URL, fails here)."""
         mode = checked_mode(subscription_mode)
+        parse_redis_url(url)
 
         def make(namespace: Namespace) -> ShardedRedisAdapter:
             return cls(namespace, url, options, subscription_mode=mode)
@@ -141,10 +226,12 @@ class ShardedRedisAdapter(RedisAdapterBase):
             mode=self.subscription_mode,
         )
 
-    def _open_pubsub(self, client: coredis.Redis[bytes]) -> PubSub[bytes]:
+    def _open_pubsub(self, client: RedisClient) -> _ShardChannels | _ClusterShardChannels:
+        if isinstance(client, RedisCluster):
+            return _ClusterShardChannels(self, client)
         return _ShardChannels(client.connection_pool, **self._pubsub_settings())
 
-    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
+    async def _subscribe(self, pubsub: _ShardChannels | _ClusterShardChannels) -> None:
         wire = self._wire
         self._rooms_to_check.clear()
         self._room_channels = {
@@ -152,15 +239,23 @@ class ShardedRedisAdapter(RedisAdapterBase):
         }
         await pubsub.subscribe(wire.channel, wire.own_response_channel, *self._room_channels)
 
-    async def _serve_connection(self, pubsub: PubSub[bytes]) -> None:
+    async def _serve_connection(self, pubsub: _ShardChannels | _ClusterShardChannels) -> None:
+        if isinstance(pubsub, _ClusterShardChannels):
+            readers = list(pubsub.subscribers.values())
+        else:
+            readers = [pubsub]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_rooms, pubsub)
-            await self._read(pubsub)
+            for reader in readers:
+                nursery.start_soon(self._read, reader)
 
-    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
-        pipe.spublish(channel, payload)
+    def _queue_publish(self, target: Any, channel: str, payload: bytes) -> Any:
+        return target.spublish(channel, payload)
 
-    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
+    def _publish_has_key(self, channel: str) -> bool:
+        return True
+
+    async def _count_subscribers(self, client: RedisClient) -> int:
         channel = self._wire.channel
         counts = await client.pubsub_shardnumsub(channel)
         return int(counts.get(channel.encode(), 0))
@@ -195,7 +290,7 @@ class ShardedRedisAdapter(RedisAdapterBase):
         super().delete_all(sid)
         self._check_rooms(room for room in rooms if room not in self.rooms)
 
-    async def _follow_rooms(self, pubsub: PubSub[bytes]) -> None:
+    async def _follow_rooms(self, pubsub: _ShardChannels | _ClusterShardChannels) -> None:
         wire = self._wire
         while True:
             await self._rooms_checked.wait()

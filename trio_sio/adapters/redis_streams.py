@@ -64,7 +64,13 @@ from coredis.tokens import PureToken
 from .._adapter import BroadcastOptions, is_recoverable
 from .._protocol import Outgoing, PacketType, SocketPacket
 from .._recovery import PersistedSession, RecoveryFailure, RestoredSession
-from ._redis_base import PubSub, RedisAdapterBase, RedisAdapterOptions
+from ._redis_base import (
+    AnyPubSub,
+    RedisAdapterBase,
+    RedisAdapterOptions,
+    RedisClient,
+    parse_redis_url,
+)
 from ._wire import (
     MAX_ID_LENGTH,
     Request,
@@ -78,8 +84,6 @@ from ._wire import (
 )
 
 if TYPE_CHECKING:
-    import coredis
-
     from .._namespace import Namespace
 
 __all__ = ["RedisStreamsAdapter", "StreamsSettings"]
@@ -134,7 +138,9 @@ class RedisStreamsAdapter(RedisAdapterBase):
     Create it through :meth:`factory`.
 
     Attributes:
-        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``).
+        url: the Redis URL (``redis://[:password@]host:port/db``, ``rediss://``, ``unix://``,
+            ``redis+cluster://…`` or ``redis+sentinel://…``: see
+            :mod:`trio_sio.adapters.redis`).
         options: its :class:`~trio_sio.adapters.redis.RedisAdapterOptions`.
         streams: its :class:`StreamsSettings`.
         uid: this node's id in the cluster (per namespace, as in Node).
@@ -178,7 +184,8 @@ class RedisStreamsAdapter(RedisAdapterBase):
     ) -> Callable[[Namespace], RedisStreamsAdapter]:
         """An ``adapter_factory`` for :class:`~trio_sio.Server`: every namespace gets a
         :class:`RedisStreamsAdapter` on ``url`` with ``options`` and the stream settings of
-        :class:`StreamsSettings` (checked here)."""
+        :class:`StreamsSettings` (checked here, as a cluster or Sentinel URL is)."""
+        parse_redis_url(url)
         streams = StreamsSettings(
             stream_name=stream_name,
             max_len=max_len,
@@ -207,11 +214,13 @@ class RedisStreamsAdapter(RedisAdapterBase):
     # --- the connection ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _open_redis(self) -> AsyncIterator[tuple[PubSub[bytes], coredis.Redis[bytes]]]:
+    async def _open_redis(self) -> AsyncIterator[tuple[AnyPubSub, RedisClient]]:
         """The subscriber and command client of every Redis adapter, and a client for the
         blocking reads of the stream."""
-        reader = self._new_client(blocking=BLOCK_MS / 1000)
-        async with reader, super()._open_redis() as pubsub:
+        async with (
+            self._connect(blocking=BLOCK_MS / 1000) as reader,
+            super()._open_redis() as pubsub,
+        ):
             client = self._client
             assert client is not None
             with trio.fail_after(self.options.command_timeout):
@@ -221,24 +230,22 @@ class RedisStreamsAdapter(RedisAdapterBase):
                     self._read_from = _entry_id(last[0].identifier) if last else "0-0"
             yield pubsub, reader
 
-    async def _subscribe(self, pubsub: PubSub[bytes]) -> None:
+    async def _subscribe(self, pubsub: AnyPubSub) -> None:
         await pubsub.subscribe(self._wire.channel, self._wire.own_response_channel)
 
-    async def _count_subscribers(self, client: coredis.Redis[bytes]) -> int:
+    async def _count_subscribers(self, client: RedisClient) -> int:
         channel = self._wire.channel
         counts = await client.pubsub_numsub(channel)
         return int(counts.get(channel.encode(), 0))
 
-    async def _serve_connection(
-        self, connection: tuple[PubSub[bytes], coredis.Redis[bytes]]
-    ) -> None:
+    async def _serve_connection(self, connection: tuple[AnyPubSub, RedisClient]) -> None:
         pubsub, reader = connection
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._store_sessions)
             nursery.start_soon(self._read_stream, reader)
             await self._read(pubsub)
 
-    async def _read_stream(self, reader: coredis.Redis[bytes]) -> None:
+    async def _read_stream(self, reader: RedisClient) -> None:
         """``XREAD`` from the last entry read, into the bounded inbound queue."""
         stream = self.streams.stream_name
         count = self.streams.read_count
@@ -251,11 +258,13 @@ class RedisStreamsAdapter(RedisAdapterBase):
                     self._read_from = _entry_id(entry.identifier)
                     self._received(self._read_from.encode(), frame(entry.field_values))
 
-    def _queue_publish(self, pipe: Any, channel: str, payload: bytes) -> None:
+    def _queue_publish(self, target: Any, channel: str, payload: bytes) -> Any:
         if not self._wire.is_entry(channel):
-            pipe.publish(channel, payload)
-            return
-        self._xadd(pipe, channel, payload)
+            return target.publish(channel, payload)
+        return self._xadd(target, channel, payload)
+
+    def _publish_has_key(self, channel: str) -> bool:
+        return self._wire.is_entry(channel)  # XADD to the stream; the rest is PUBLISH
 
     def _xadd(self, target: Any, stream: str, payload: bytes) -> Any:
         """``XADD`` of ``payload`` to ``stream``, trimmed to about ``max_len`` entries, on
@@ -410,7 +419,7 @@ class RedisStreamsAdapter(RedisAdapterBase):
             return RecoveryFailure.UNKNOWN_PID
 
     async def _replay(
-        self, client: coredis.Redis[bytes], session: PersistedSession, offset: str
+        self, client: RedisClient, session: PersistedSession, offset: str
     ) -> RestoredSession[Outgoing] | RecoveryFailure:
         recovery = self.namespace.server.connection_state_recovery
         assert recovery is not None
