@@ -12,6 +12,10 @@
   must go to the key's slot owner.
 - Recovery across nodes on the cluster (Streams adapter): a socket.io-client 4.8 client cut from
   one server recovers on the other, its session key and the stream on their own slots.
+- A mixed cluster on the Redis Cluster (sharded adapter): two trio_sio processes and a Node
+  server whose ``createShardedAdapter`` has node-redis 4 cluster clients (tests/js/
+  redis_cluster.mjs), with clients on each: room broadcasts, fetchSockets and remote
+  operations, serverSideEmit with acks and broadcasts with acks, both ways.
 - A cluster primary restarted: the adapters reconnect and cluster traffic resumes.
 - ``redis_sentinel``: a primary and one Sentinel watching it; each adapter finds the primary
   through the Sentinel and carries broadcasts between two servers.
@@ -21,16 +25,31 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
+import shutil
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import coredis
 import msgpack
 import pytest
 import trio
-from test_redis_adapter import Client, open_client, requires_node
+from test_redis_adapter import (
+    CLUSTER_NODE,
+    Client,
+    Cluster,
+    Process,
+    open_client,
+    requires_node,
+    run_driver,
+    spawn,
+    wait_for_url,
+)
 from test_redis_streams_adapter import Proxy, port_of, streams_server
 
 import trio_sio
@@ -336,20 +355,28 @@ async def test_streams_recovery_across_nodes_on_a_cluster(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_restarted_primary(kind: str) -> None:
-    """The primary owning the namespace's channel (sharded), the stream (Streams), or the
-    first one (classic) is killed and started again: every adapter sees the outage, comes
-    back, and broadcasts cross again."""
+    """A primary the adapters depend on is killed and started again: the one owning the
+    namespace's channel (sharded: every adapter has a subscriber on every primary), the
+    stream's (Streams: every adapter reads it there), or the one holding server A's pattern
+    subscription (classic). The adapters on it see the outage, come back, and broadcasts
+    cross again."""
     key = f"{kind}-" + secrets.token_hex(3)
     with RedisClusterServers() as cluster:
-        name = {"classic": cluster.ports[0], "sharded": f"{key}#/#", "streams": key + "-stream"}
-        victim_port = (
-            name[kind] if isinstance(name[kind], int) else await owner_of(cluster, str(name[kind]))
-        )
-        victim = next(server for server in cluster.servers if server.port == victim_port)
         async with two_nodes(kind, cluster.url, key) as (one, two, c1, c2):
             await one.to("r").emit("m", 1)
             for client in (c1, c2):
                 await client.wait_for("m", 1)
+            if kind == "classic":
+                victims = [
+                    port
+                    for port in cluster.ports
+                    if "psub=1" in await cli(port, "CLIENT", "LIST", "TYPE", "pubsub")
+                ]
+                victim_port = victims[0]
+            else:
+                name = f"{key}#/#" if kind == "sharded" else key + "-stream"
+                victim_port = await owner_of(cluster, name)
+            victim = next(server for server in cluster.servers if server.port == victim_port)
             victim.stop()
             await victim.astart()
             with trio.fail_after(30):  # the cluster agrees it is whole again, then the adapters
@@ -363,6 +390,61 @@ async def test_a_restarted_primary(kind: str) -> None:
                     number += 1
                     await one.to("r").emit("m", number)
                     await trio.sleep(0.2)
+            outages = [adapter_of(sio).statistics().outages for sio in (one, two)]
+            assert min(outages) >= (0 if kind == "classic" else 1), outages
+            assert max(outages) >= 1, outages
+
+
+# --- a mixed Node/trio_sio cluster on the Redis Cluster (sharded adapter) ---------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_sharded(redis_cluster: RedisClusterServers) -> Iterator[Cluster]:
+    """Two trio_sio processes, "A" and "B", with the sharded adapter on the Redis Cluster; each
+    test adds a Node server whose createShardedAdapter has node-redis cluster clients."""
+    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-mixed-cluster-"))
+    nodes: list[Process] = []
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name in ("A", "B"):
+            argv = [sys.executable, str(CLUSTER_NODE), "--redis", redis_cluster.url]
+            argv += ["--name", name, "--adapter", "sharded", "--subscription-mode", "dynamic"]
+            nodes.append(spawn(name, argv, workdir, env))
+        for node in nodes:
+            wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
+        yield Cluster(redis_cluster, nodes, workdir)  # type: ignore[arg-type]
+    finally:
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def drive_mixed(scenario: str, cluster: Cluster) -> dict[str, Any]:
+    redis = cluster.redis
+    assert isinstance(redis, RedisClusterServers)
+    return await run_driver(
+        scenario,
+        redis.url,
+        cluster.node_args(),
+        cluster.output(),
+        REDIS_ADAPTER="sharded",
+        SUBSCRIPTION_MODE="dynamic",
+    )
+
+
+@pytest.mark.node
+@requires_node
+async def test_mixed_sharded_cluster_on_redis_cluster(mixed_sharded: Cluster) -> None:
+    observed = await drive_mixed("rooms", mixed_sharded)
+    assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
+    observed = await drive_mixed("fetch", mixed_sharded)
+    assert observed["node_saw"] >= 3
+    assert observed["trio_saw"] == 3
+    observed = await drive_mixed("server-side-emit", mixed_sharded)
+    assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
+    assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
+    observed = await drive_mixed("broadcast-ack", mixed_sharded)
+    assert observed["trio_got"]["expected"] == 3
 
 
 # --- through Sentinel -------------------------------------------------------------------------

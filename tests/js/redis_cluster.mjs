@@ -5,7 +5,9 @@
 //
 // REDIS_ADAPTER=sharded makes the Node server use createShardedAdapter (Redis 7 sharded pub/sub)
 // with SUBSCRIPTION_MODE (default "dynamic"), REDIS_ADAPTER=streams @socket.io/redis-streams-adapter
-// 0.3 (one Redis stream); the default is the classic createAdapter.
+// 0.3 (one Redis stream); the default is the classic createAdapter. A redis_url of the form
+// redis+cluster://host:port,host:port (trio_sio's) makes the Node server's clients node-redis
+// cluster clients (createCluster), as with @socket.io/redis-adapter on a Redis Cluster.
 //
 // The trio_sio nodes run tests/support/redis_cluster_node.py (its event handlers are mirrored
 // by the Node server below, named "N"). Prints exactly one JSON line: {"ok": true, "observed":
@@ -16,7 +18,7 @@ import { createServer } from "node:http";
 import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
 import { Emitter } from "@socket.io/redis-emitter";
-import { createClient } from "redis";
+import { createClient, createCluster } from "redis";
 import { Server } from "socket.io";
 import { io as connect } from "socket.io-client";
 
@@ -49,6 +51,15 @@ const step = (label) => {
 // ---------------------------------------------------------------------------------------------
 // the Node server of the cluster ("N"), with the same handlers as the trio_sio nodes
 
+const CLUSTER_SCHEME = "redis+cluster://";
+
+/** A node-redis client on redisUrl: one server's, or a Redis Cluster's. */
+function redisClient() {
+  if (!redisUrl.startsWith(CLUSTER_SCHEME)) return createClient({ url: redisUrl });
+  const hosts = redisUrl.slice(CLUSTER_SCHEME.length).replace(/\/$/, "").split(",");
+  return createCluster({ rootNodes: hosts.map((host) => ({ url: `redis://${host}` })) });
+}
+
 const clients = [];
 const redisClients = [];
 let io = null;
@@ -56,7 +67,7 @@ let httpServer = null;
 const nodeServerEvents = [];
 
 async function startNodeServer() {
-  const pub = createClient({ url: redisUrl });
+  const pub = redisClient();
   const sub = pub.duplicate();
   pub.on("error", () => {});
   sub.on("error", () => {});

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -27,7 +27,7 @@ try:
     from anyio import BrokenResourceError, ClosedResourceError
     from coredis.connection import TCPLocation
     from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.patterns.pubsub import BasePubSub, ClusterPubSub, PubSub
+    from coredis.patterns.pubsub import ClusterPubSub, PubSub
     from coredis.retry import NoRetryPolicy
     from coredis.typing import Node
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -39,25 +39,26 @@ from .._protocol.codec import DEFAULT_MAX_JSON_DEPTH
 from ._base import ClusterAdapter, ClusterSettings, WireFormat
 
 if TYPE_CHECKING:
+    from coredis.patterns.pubsub import BasePubSub
+
     from .._namespace import Namespace
 
 _A = TypeVar("_A", bound="RedisAdapterBase")
 
 __all__ = [
-    "AnyPubSub",
     "RedisAdapterBase",
     "RedisAdapterOptions",
     "RedisAdapterStatistics",
-    "RedisClient",
     "RedisLocation",
     "Subscriber",
     "parse_redis_url",
 ]
 
-#: A client of one server (or of a Sentinel's primary) or of a Redis Cluster.
-RedisClient = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
-#: A subscriber of either.
-AnyPubSub = BasePubSub[bytes, Any]
+if TYPE_CHECKING:
+    #: A client of one server (or of a Sentinel's primary) or of a Redis Cluster.
+    RedisClient: TypeAlias = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
+    #: A subscriber of either.
+    AnyPubSub: TypeAlias = BasePubSub[bytes, Any]
 
 _CLUSTER_SCHEME = "redis+cluster"
 _SENTINEL_SCHEME = "redis+sentinel"

@@ -12,6 +12,27 @@ them and exchanges server-side events cluster-wide. Install the extra first:
 ``pip install 'trio-sio[redis]'`` (``coredis``, a Trio-capable Redis client built on AnyIO, and
 ``msgpack``).
 
+Where Redis is (the URL of this adapter and of the sharded and Streams ones):
+
+- one server: coredis's URLs, ``redis://[[username]:password@]host:port/db``, ``rediss://``
+  (TLS) and ``unix://path``;
+- a Redis Cluster: ``redis+cluster://[[username]:password@]host:port[,host:port...]``, its
+  startup nodes (any of them is enough to find the others; the port defaults to 6379);
+- a primary watched by Sentinel:
+  ``redis+sentinel://[[username]:password@]host:port[,host:port...]/service[/db]``, the
+  Sentinels (port 26379 by default) and the name they know the primary by. The credentials
+  are the primary's; the Sentinels are asked without any. Each new connection asks them where
+  the primary is, so after a failover the adapter reconnects to the new one.
+
+A malformed cluster or Sentinel URL fails when the factory is made. TLS to a cluster or
+through Sentinel is not supported yet.
+
+On a Redis Cluster the classic adapter works as Node's does with a cluster client: it
+subscribes on one node (a cluster forwards every ``PUBLISH`` to all of its nodes, so any node
+will do) and counts the servers by asking every node for ``PUBSUB NUMSUB`` and adding up.
+Every message still reaches every node of the cluster: the sharded adapter is the one that
+spreads the load.
+
 Wire protocol (the same bytes as the Node adapter, written and read by
 :class:`~trio_sio.adapters._wire.ClassicWire`; ``<key>`` is ``"socket.io"`` by default):
 
@@ -49,7 +70,7 @@ who can ``PUBLISH`` on the Redis server can still send valid events to every cli
 Redis as you would the servers.
 
 Redis 7's sharded pub/sub (Node's ``createShardedAdapter``) is
-:mod:`trio_sio.adapters.redis_sharded`. Not implemented: Redis Cluster and Sentinel,
+:mod:`trio_sio.adapters.redis_sharded`. Not implemented:
 Node's ``parser`` option (only its default, msgpack as notepack.io writes it),
 and sending the ``SOCKETS`` request and the single-socket join/leave/disconnect requests (Node's
 8.x adapter sends none of them either).
@@ -72,16 +93,15 @@ from typing import TYPE_CHECKING, Any
 
 from .._cluster import ClusterReplies
 from ._redis_base import (
-    AnyPubSub,
     RedisAdapterBase,
     RedisAdapterOptions,
     RedisAdapterStatistics,
-    RedisClient,
 )
 from ._wire import ClassicWire, Request, RequestType
 
 if TYPE_CHECKING:
     from .._namespace import Namespace
+    from ._redis_base import AnyPubSub, RedisClient
 
 __all__ = ["RedisAdapter", "RedisAdapterOptions", "RedisAdapterStatistics", "RequestType"]
 

@@ -27,7 +27,16 @@ Channels (``<prefix>`` is :attr:`~trio_sio.adapters.redis.RedisAdapterOptions.ke
 - ``<prefix>#<nsp>#<uid>#``: the answers to this node's requests.
 
 The number of nodes is ``PUBSUB SHARDNUMSUB <prefix>#<nsp>#``. Redis 7 serves sharded pub/sub
-on a single server too (Debian 12's 7.0 does); Redis Cluster is not supported yet.
+on a single server too (Debian 12's 7.0 does).
+
+On a Redis Cluster (``redis+cluster://host:port,…``, see :mod:`trio_sio.adapters.redis`) each
+channel lives on the shard that owns its slot: the adapter keeps a subscriber connection to
+every primary and subscribes to each channel on its slot's owner, ``SPUBLISH`` goes to that
+owner, and the servers are counted by adding up every node's ``PUBSUB SHARDNUMSUB``. A room's
+traffic then loads one shard only. The slots are read once per connection, and resharding
+is not followed yet: when a slot moves, Redis drops the subscriptions of its channels, and
+the adapter subscribes to them again only when it next reconnects (a primary that restarts or
+fails over makes it reconnect).
 
 Lifecycle, back-pressure and hostile input are as for :mod:`trio_sio.adapters.redis` (the same
 :class:`~trio_sio.adapters.redis.RedisAdapterOptions` and
@@ -50,7 +59,6 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from ._redis_base import (
     RedisAdapterBase,
     RedisAdapterOptions,
-    RedisClient,
     Subscriber,
     parse_redis_url,
 )
@@ -59,6 +67,7 @@ from ._wire import subscription_mode as checked_mode
 
 if TYPE_CHECKING:
     from .._namespace import Namespace
+    from ._redis_base import RedisClient
 
 __all__ = ["ShardedRedisAdapter", "SubscriptionMode"]
 

@@ -20,6 +20,11 @@ sessionKeyPrefix, channelPrefix})`` and trio_sio servers share one cluster::
 An entry's fields are ``uid``, ``nsp``, ``type`` and ``data`` (``socket.io-adapter``'s
 ``ClusterAdapter`` messages; see :class:`~trio_sio.adapters._wire.StreamsWire`).
 
+On a Redis Cluster (``redis+cluster://host:port,…``, see :mod:`trio_sio.adapters.redis`) the
+stream is one key, so it lives on the one shard that owns its slot; each session key
+(Node's names, no hash tag) lives on its own slot's owner, and every command names one key.
+The pub/sub part works as the classic adapter's does on a cluster.
+
 **Recovery across nodes.** With ``connection_state_recovery`` on, a broadcast is appended
 before it is delivered, and its stream entry id is the offset its recipients keep (the last
 argument on the wire, as Node appends it). A socket that loses its connection is stored in
@@ -65,10 +70,8 @@ from .._adapter import BroadcastOptions, is_recoverable
 from .._protocol import Outgoing, PacketType, SocketPacket
 from .._recovery import PersistedSession, RecoveryFailure, RestoredSession
 from ._redis_base import (
-    AnyPubSub,
     RedisAdapterBase,
     RedisAdapterOptions,
-    RedisClient,
     parse_redis_url,
 )
 from ._wire import (
@@ -85,6 +88,7 @@ from ._wire import (
 
 if TYPE_CHECKING:
     from .._namespace import Namespace
+    from ._redis_base import AnyPubSub, RedisClient
 
 __all__ = ["RedisStreamsAdapter", "StreamsSettings"]
 
