@@ -18,7 +18,9 @@
   operations, serverSideEmit with acks and broadcasts with acks, both ways.
 - A cluster primary restarted: the adapters reconnect and cluster traffic resumes.
 - ``redis_sentinel``: a primary and one Sentinel watching it; each adapter finds the primary
-  through the Sentinel and carries broadcasts between two servers.
+  through the Sentinel and carries broadcasts between two servers. And a failover: with a
+  replica, the primary is killed, the Sentinel promotes the replica, and every adapter ends up
+  subscribed on the new primary, broadcasts crossing again.
 - URL errors fail when the factory is made.
 """
 
@@ -457,6 +459,42 @@ async def test_adapters_through_sentinel(kind: str, redis_sentinel: RedisSentine
         await common_checks(one, two, c1, c2)
         assert adapter_of(one).connected
         assert adapter_of(two).connected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_sentinel_failover(kind: str) -> None:
+    """The primary dies; the Sentinel promotes its replica. The adapters, which lost their
+    connections, keep asking the Sentinel, and carry broadcasts through the new primary."""
+    with RedisSentinelServers(replicas=1) as sentinel:
+        new = sentinel.replicas[0].port
+        key = f"{kind}-" + secrets.token_hex(3)
+        async with two_nodes(kind, sentinel.url, key) as (one, two, c1, c2):
+            await one.to("r").emit("m", 0)
+            for client in (c1, c2):
+                await client.wait_for("m", 1)
+            sentinel.primary.stop()
+            with trio.fail_after(30):  # down after 1 s, then the failover
+                while str(new) not in await cli(
+                    sentinel.sentinel.port,
+                    "SENTINEL",
+                    "GET-MASTER-ADDR-BY-NAME",
+                    sentinel.service,
+                ):
+                    await trio.sleep(0.1)
+            await server_count(one, 2)
+            await server_count(two, 2)
+            with trio.fail_after(20):
+                number = 0
+                while len(c2.named("m")) < 2 or len(c1.named("m")) < 2:
+                    number += 1
+                    await two.to("r").emit("m", number)
+                    await trio.sleep(0.2)
+            for sio in (one, two):
+                assert adapter_of(sio).statistics().outages == 1
+            # Both adapters subscribe on the new primary (beside the Sentinel, named).
+            listing = await cli(new, "CLIENT", "LIST", "TYPE", "pubsub")
+            ours = [line for line in listing.splitlines() if "name=sentinel-" not in line]
+            assert len(ours) == 2, listing
 
 
 # --- URLs -------------------------------------------------------------------------------------

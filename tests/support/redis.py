@@ -265,17 +265,26 @@ class RedisClusterServers:
 
 
 class RedisSentinelServers:
-    """A primary :class:`RedisServer` and one Sentinel watching it as ``service`` (quorum 1).
+    """A primary :class:`RedisServer`, with ``replicas`` replicas, and one Sentinel watching it
+    as ``service`` (quorum 1, quick to act: a failover may be asked for at once).
 
     Use as a context manager from a sync fixture.
     """
 
-    def __init__(self, service: str = "trio-sio-primary") -> None:
+    def __init__(self, service: str = "trio-sio-primary", *, replicas: int = 0) -> None:
         self.service = service
         self.primary = RedisServer()
+        self.replicas = [
+            RedisServer(extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)])
+            for _ in range(replicas)
+        ]
         self.sentinel = RedisServer(
             extra_args=["--sentinel"],
-            config=f"sentinel monitor {service} 127.0.0.1 {self.primary.port} 1\n",
+            config=(
+                f"sentinel monitor {service} 127.0.0.1 {self.primary.port} 1\n"
+                f"sentinel down-after-milliseconds {service} 1000\n"
+                f"sentinel failover-timeout {service} 5000\n"
+            ),
         )
 
     @property
@@ -285,9 +294,16 @@ class RedisSentinelServers:
 
     def start(self) -> None:
         self.primary.start()
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        for replica in self.replicas:
+            replica.start()
+            # In sync before the Sentinel first looks, so that it knows the replica at once.
+            while _info_field(replica.port, "replication", "master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the replica on port {replica.port} is not in sync")
+                time.sleep(0.05)
         self.sentinel.start()
         # The Sentinel answers PING before it has looked at the primary: wait until it has.
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
         while _info_field(self.sentinel.port, "sentinel", "sentinel_masters") != "1":
             if time.monotonic() > deadline:
                 raise TimeoutError("the Sentinel does not watch the primary")
@@ -295,6 +311,8 @@ class RedisSentinelServers:
 
     def close(self) -> None:
         self.sentinel.close()
+        for replica in self.replicas:
+            replica.close()
         self.primary.close()
 
     def __enter__(self) -> RedisSentinelServers:

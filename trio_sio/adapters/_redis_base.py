@@ -471,6 +471,12 @@ class RedisAdapterBase(ClusterAdapter):
                 stream_timeout=stream_timeout,
             )
             async with sentinels:
+                # Until the Sentinels fail over, they name the primary that died, and a failed
+                # connection attempt inside coredis leaks (see _probe): try its address first.
+                host, port = await sentinels.discover_primary(location.service)
+                with trio.fail_after(connect_timeout):
+                    probe = await trio.open_tcp_stream(host, port)
+                await probe.aclose()
                 primary = sentinels.primary_for(
                     location.service,
                     db=location.db,
