@@ -25,6 +25,7 @@ import trio
 try:
     import coredis
     from anyio import BrokenResourceError, ClosedResourceError
+    from coredis import RedisCluster
     from coredis.connection import TCPLocation
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.patterns.pubsub import ClusterPubSub, PubSub
@@ -49,6 +50,8 @@ __all__ = [
     "RedisAdapterBase",
     "RedisAdapterOptions",
     "RedisAdapterStatistics",
+    "RedisCluster",
+    "RedisConnectionError",
     "RedisLocation",
     "Subscriber",
     "parse_redis_url",

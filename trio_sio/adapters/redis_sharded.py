@@ -47,18 +47,19 @@ channel). Node's sharded adapter has no ``allRooms`` request, so neither has thi
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import trio
-from coredis import RedisCluster
-from coredis.exceptions import ConnectionError as RedisConnectionError
 
 from ._redis_base import (
     RedisAdapterBase,
     RedisAdapterOptions,
+    RedisCluster,
+    RedisConnectionError,
     Subscriber,
     parse_redis_url,
 )
@@ -130,7 +131,9 @@ class _ClusterShardChannels:
     def __init__(self, adapter: ShardedRedisAdapter, cluster: RedisCluster[bytes]) -> None:
         self._adapter = adapter
         self._cluster = cluster
-        self._owners: dict[int, tuple[str, int]] = {}
+        #: The first slot of each range, and the range's last slot and primary, in order.
+        self._firsts: list[int] = []
+        self._ranges: list[tuple[int, tuple[str, int]]] = []
         self.subscribers: dict[tuple[str, int], _ShardChannels] = {}
         self._stack = AsyncExitStack()
 
@@ -140,7 +143,8 @@ class _ClusterShardChannels:
         async with AsyncExitStack() as stack:
             for (first, last), nodes in sorted(layout.items()):
                 primary = (nodes[0]["host"], nodes[0]["port"])
-                self._owners.update(dict.fromkeys(range(first, last + 1), primary))
+                self._firsts.append(first)
+                self._ranges.append((last, primary))
                 if primary in self.subscribers:
                     continue
                 client = await stack.enter_async_context(self._adapter._node_client(*primary))
@@ -157,10 +161,11 @@ class _ClusterShardChannels:
         groups: dict[tuple[str, int], list[str]] = {}
         for channel in channels:
             slot = key_slot(channel.encode())
-            owner = self._owners.get(slot)
-            if owner is None:  # a cluster without full coverage: reconnect, and look again
+            index = bisect.bisect_right(self._firsts, slot) - 1
+            if index < 0 or self._ranges[index][0] < slot:
+                # A cluster without full coverage: reconnect, and look again.
                 raise RedisConnectionError(f"no primary serves slot {slot} of {channel!r}")
-            groups.setdefault(owner, []).append(channel)
+            groups.setdefault(self._ranges[index][1], []).append(channel)
         return groups
 
     async def subscribe(self, *channels: str) -> None:
