@@ -74,6 +74,7 @@ EXEMPT = {
     "Server.on_message": "the Socket.IO layer's Engine.IO hook",
     # The session's own task, which the server starts.
     "Session.run": "task function started by the server",
+    "Session.serve": "runs a session in the calling host task, called by handle_websocket",
     # A field holding the host's callable (its default, trio.sleep_forever, is a checkpoint).
     "HttpRequest.wait_disconnected": "the host's callable, not a method",
     # The second half of a broadcast's checkpoint: the schedule point after the effect,

@@ -1,15 +1,15 @@
-"""One timer task per server for everything its sessions wait for: heartbeats, and the
-Socket.IO layer's connect timeout.
+"""One timer task per server for everything its sessions wait for: heartbeats, a graceful
+close's deadline, and the Socket.IO layer's connect timeout.
 
-``trio.sleep_until`` enters a cancel scope for each sleep: with its status, its sets and its
-entry in trio's deadline table, about 1.9 KB for every idle session, all the time (a session
-is always waiting for its next ping or pong). A timer task per deadline costs more still. Here
-a deadline is one entry in a heap, and one task per server sleeps until the earliest of them.
+A session is always waiting for its next ping or pong. A task of its own sleeping in
+``trio.sleep_until`` would cost a task, its coroutines and a cancel scope (with its status,
+its sets and its entry in trio's deadline table) for every idle session, all the time. Here a
+deadline is one entry in a heap, its action a callback, and one task per server sleeps until
+the earliest of them.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import math
@@ -71,29 +71,6 @@ class Alarms:
         if heap[0] is alarm and timer is not None and deadline < timer.deadline:
             timer.deadline = deadline
         return alarm
-
-    async def sleep_until(self, deadline: float) -> None:
-        """Like :func:`trio.sleep_until` (a checkpoint, cancellable) but with no cancel scope
-        of its own; :meth:`wake` ends it early."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        task = trio.lowlevel.current_task()
-        alarm = self.call_at(deadline, functools.partial(trio.lowlevel.reschedule, task))
-        task.custom_sleep_data = alarm
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            alarm.cancel()
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def wake(self, task: trio.lowlevel.Task) -> None:
-        """End ``task``'s :meth:`sleep_until` now, if it is in one."""
-        alarm = task.custom_sleep_data
-        if isinstance(alarm, Alarm):
-            action = alarm.action
-            if action is not None:  # still asleep
-                alarm.cancel()
-                action()
 
     def _forget_one(self) -> None:
         heap = self._heap

@@ -115,6 +115,10 @@ class EngineServer:
                 await self._sessions.fanout.run()
         finally:
             self._nursery = None
+            # Those that run in their host's tasks (WebSocket from the start), not in the
+            # nursery that just ended.
+            for session in self._sessions:
+                session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def shutdown(self) -> None:
@@ -182,6 +186,20 @@ class EngineServer:
     ) -> Session:
         """A new session on the transport that ``transport`` makes for it, running in this
         server's nursery."""
+        session = await self._new_session(request, transport)
+        assert self._nursery is not None
+        try:
+            await self._nursery.start(session.run, name="trio_sio.session")
+        except BaseException:
+            self._sessions.session_closed(session)
+            raise
+        return session
+
+    async def _new_session(
+        self, request: HttpRequest, transport: Callable[[Session], SessionTransport]
+    ) -> Session:
+        """A new session on the transport that ``transport`` makes for it, registered, for
+        the caller to run."""
         if self._nursery is None:
             raise _Unavailable
         limit = self.options.max_sessions
@@ -195,11 +213,6 @@ class EngineServer:
         session = Session(self._sessions, self.sid_prefix + secrets.token_urlsafe(15), request)
         session.attach(transport(session))
         self._sessions.add(session)
-        try:
-            await self._nursery.start(session.run, name="trio_sio.session")
-        except BaseException:
-            self._sessions.session_closed(session)
-            raise
         return session
 
     def _open_packet(self, session: Session) -> str:
@@ -310,7 +323,7 @@ class EngineServer:
                 origin=origin,
             )
             if engine_request.sid is None:
-                session = await self._open_session(
+                session = await self._new_session(
                     request, functools.partial(WebSocketTransport, ws=ws)
                 )
             else:
@@ -341,7 +354,8 @@ class EngineServer:
         except BaseException:
             session.close(DisconnectReason.TRANSPORT_CLOSE)
             raise
-        await transport.run()
+        # This task runs the session: no task of its own, nor a task switch to start one.
+        await session.serve(transport.run)
 
 
 class _Unavailable(Exception):

@@ -1,9 +1,10 @@
 """An Engine.IO session: one client, across HTTP requests and a transport upgrade.
 
-Each session is a task in the server's nursery that opens a nursery of its own. That nursery
-owns everything the session starts: the WebSocket reader, the layers above (the Socket.IO
-sockets and their handlers). The session task itself runs the heartbeat. Closing a session
-cancels that nursery, so nothing it started outlives it.
+Each session runs in a task that opens a nursery of its own: the host's task for the
+WebSocket a session starts on, else a task in the server's nursery. That nursery owns
+everything the session starts: the WebSocket reader, the layers above (the Socket.IO sockets
+and their handlers). The heartbeat is actions on the server's timer, no task. Closing a
+session cancels them and that nursery, so nothing it started outlives it.
 
 The session keeps the lifecycle (state, heartbeat, close) and its outbound
 :class:`~trio_sio._engine.delivery.Delivery`; its current transport
@@ -15,7 +16,7 @@ through the small :class:`SessionHost` interface.
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
@@ -31,6 +32,7 @@ from .._protocol import (
 from .alarms import Alarms
 from .delivery import Delivery, DeliveryClosed
 from .fanout import FanOut
+from .heartbeat import Heartbeat
 from .host import HttpRequest
 from .lifecycle import EngineLifecycle
 from .options import EngineOptions
@@ -42,7 +44,6 @@ __all__ = [
     "SessionHost",
 ]
 
-_PING = Outgoing.control(EnginePacketType.PING)
 _CLOSE = Outgoing.control(EnginePacketType.CLOSE)
 
 
@@ -130,8 +131,8 @@ class Session:
         self._host = host
         self._transport: SessionTransport | None = None
         self._nursery: trio.Nursery | None = None
-        self._task: trio.lowlevel.Task | None = None  # the session's task, once it runs
-        self._pong_at = -math.inf  # when the last ping was answered
+        self._waiter: trio.lowlevel.Task | None = None  # run's task, parked while open
+        self._heartbeat = Heartbeat(self, host.alarms)
         self._closed: trio.Event | None = None  # made by wait_closed, rarely needed
 
     def __repr__(self) -> str:
@@ -236,7 +237,7 @@ class Session:
         if packet_type is EnginePacketType.MESSAGE:
             await self._host.handler.on_message(self, packet.data)
         elif packet_type is EnginePacketType.PONG:
-            self._pong_at = trio.current_time()
+            self._heartbeat.pong()
         elif packet_type is EnginePacketType.CLOSE:
             self.close(DisconnectReason.TRANSPORT_CLOSE)
         elif packet_type is not EnginePacketType.NOOP:
@@ -261,11 +262,16 @@ class Session:
             self.state = SessionState.CLOSING
             self.close_reason = reason
             self.delivery.finish(_CLOSE if self.transport is Transport.POLLING else None)
-            if self._task is not None:
-                self._host.alarms.wake(self._task)  # from the heartbeat to the draining
+            # From the heartbeat to the draining, which may take ping_timeout at most.
+            self._heartbeat.then(trio.current_time() + self.options.ping_timeout, None)
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                trio.lowlevel.reschedule(waiter)
             return
         self.state = SessionState.CLOSED
         self.close_reason = self.close_reason or reason
+        self._heartbeat.stop()
         self.delivery.close()
         self._host.session_closed(self)
         try:
@@ -299,25 +305,33 @@ class Session:
         if not self.survive_failure(exc):
             raise exc
 
-    # --- the session task ----------------------------------------------------------------
+    # --- the session's task -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The session's task: its nursery and heartbeat. Started by the server."""
+        """The session in a task of its own, started by the server (on long-polling)."""
+        serving = self.serve(self._until_not_open, started=task_status.started)
+        # The status holds the starter's nursery and task: not for this task's lifetime.
+        del task_status
+        await serving
+
+    async def serve(
+        self, body: Callable[[], Awaitable[None]], *, started: Callable[[], None] | None = None
+    ) -> None:
+        """The session in the calling task (the host's task for the WebSocket it starts on):
+        its nursery, ``body`` (which writes to that WebSocket) in it; ``started`` is called
+        once the nursery is open. The session closes when ``body`` returns."""
         host = self._host
         host.session_started()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                task_status.started()
-                # The status holds the starter's nursery and task: not for this task's
-                # lifetime.
-                del task_status
-                self._task = trio.lowlevel.current_task()
+                if started is not None:
+                    started()
+                    del started  # (see run)
+                if self._open():
+                    self._heartbeat.start()
                 host.handler.on_open(self)
-                await self._heartbeat()
-                if self.state is SessionState.CLOSING:
-                    with trio.move_on_after(host.options.ping_timeout):
-                        await self.delivery.wait_drained()
+                await body()
                 self.close(self.close_reason or DisconnectReason.FORCED_CLOSE)
         except Exception as exc:
             # (Not a context manager: one would stay allocated for the session's lifetime.)
@@ -327,28 +341,28 @@ class Session:
             self.close(DisconnectReason.SERVER_SHUTTING_DOWN)
             host.session_ended()
 
-    async def _heartbeat(self) -> None:
-        """Ping until the session is no longer open.
+    async def _until_not_open(self) -> None:
+        """Wait while the session is open, then while a graceful close drains (its deadline
+        closes the session, which cancels this wait)."""
+        if self._open():
+            self._waiter = trio.lowlevel.current_task()
 
-        Written out here rather than in a task of its own that every idle session would keep.
-        Deadlines are computed from when each ping was due, not from when this task woke up,
-        so scheduling latency never stretches the timeout the client was promised. A pong
-        needs no wake-up of its own: the reader notes when it came, and this task looks when
-        the timeout runs out, then sleeps until the next ping (interval after the pong, as in
-        engine.io). A graceful close wakes it (see :meth:`close`).
-        """
-        options = self._host.options
-        interval = options.ping_interval
-        sleep_until = self._host.alarms.sleep_until
-        ping_due = trio.current_time() + interval
-        while self._open():
-            await sleep_until(ping_due)
-            if self._open():
-                self.delivery.put_control(_PING)
-                await sleep_until(ping_due + options.ping_timeout)
-            if self._open() and self._pong_at < ping_due:  # no answer to this ping
-                self.close(DisconnectReason.PING_TIMEOUT)
-            ping_due = self._pong_at + interval
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if self.state is SessionState.CLOSING:
+            await self.delivery.wait_drained()
+
+    def close_on_timer(self, reason: DisconnectReason | None) -> None:
+        """Close from the server's timer task: what escapes the layer above's on_close ends
+        this session only, as it would in the session's own task."""
+        try:
+            self.close(reason or self.close_reason or DisconnectReason.FORCED_CLOSE)
+        except Exception as exc:
+            if not self.survive_failure(exc):
+                raise
 
     def _open(self) -> bool:
         # A method rather than a comparison inline: the state changes while the caller awaits.

@@ -1,10 +1,12 @@
 """WebSocket: a session's transport from its handshake, or from an upgrade of long-polling.
 
 The reader is a task of the session's nursery; the writer is the host's own task for the
-connection (which would otherwise only wait), one task less per connection. Whichever ends
-first closes the session, which cancels the other. The fast paths (writing into an idle
-connection from the sending task, or from the flusher) belong to the session's
-:class:`~trio_sio._engine.delivery.Delivery`, which this transport hands the connection to.
+connection (which would otherwise only wait), one task less per connection. A session that
+starts on WebSocket also runs in that task (it holds the session's nursery), one task less
+again. Whichever of reader and writer ends first closes the session, which cancels the
+other. The fast paths (writing into an idle connection from the sending task, or from the
+flusher) belong to the session's :class:`~trio_sio._engine.delivery.Delivery`, which this
+transport hands the connection to.
 """
 
 from __future__ import annotations
@@ -63,10 +65,36 @@ class WebSocketTransport:
 
     async def run(self) -> None:
         """Serve the session over the WebSocket until either ends, then close the WebSocket.
-        Runs in the host's task for the connection."""
+        Runs in the host's task for the connection: in the session's nursery when the session
+        started on this WebSocket (see :meth:`Session.serve`), so the closing handshake is
+        shielded from the session's end, which cancels that nursery."""
+        session = self._session
+        try:
+            await self._carry()
+        except BaseException:
+            if session.state is not SessionState.CLOSED:
+                # The host cancelled its task: it is stopping. Hosts close the sessions
+                # first, but an ASGI server started on its own (the hypercorn command) cannot:
+                # ASGI announces nothing before it cuts the open connections, at its graceful
+                # timeout. So this is the server shutting down, and the client still gets its
+                # close frame (1001).
+                session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self._ws.close(self._close_code)
+                raise
+            # The session ended, which cancelled its nursery, this task's too when the session
+            # started here: the connection closes as usual.
+            await self._close()
+            raise
+        await self._close()
+
+    async def _close(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._ws.close(self._close_code)
+
+    async def _carry(self) -> None:
         session = self._session
         if session.state is SessionState.CLOSED:
-            await self._ws.close(self._close_code)
             return
         session.delivery.attach_writer(self._ws)
         session.nursery.start_soon(self._read, name="trio_sio.ws_reader")
@@ -77,16 +105,6 @@ class WebSocketTransport:
         except Exception as exc:
             if not session.survive_failure(exc):
                 raise
-        except BaseException:
-            # The host cancelled its task: it is stopping. Hosts close the sessions first, but
-            # an ASGI server started on its own (the hypercorn command) cannot: ASGI announces
-            # nothing before it cuts the open connections, at its graceful timeout. So this is
-            # the server shutting down, and the client still gets its close frame (1001).
-            session.close(DisconnectReason.SERVER_SHUTTING_DOWN)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self._ws.close(self._close_code)
-            raise
-        await self._ws.close(self._close_code)
 
     async def _write(self) -> None:
         session = self._session

@@ -1,0 +1,93 @@
+"""A session's heartbeat: actions on the server's shared timer, with no task of its own.
+
+A session is always waiting for its next ping or for the answer to the last one; as a task
+that would cost a task and its coroutines for every idle session, all the time. Here it is one
+pending action on the server's :class:`~trio_sio._engine.alarms.Alarms`.
+
+Deadlines are computed from when each ping was due, not from when the timer ran the action,
+so scheduling latency never stretches the timeout the client was promised. A pong needs no
+action of its own: the reader notes when it came (:meth:`Heartbeat.pong`), and the check at
+the end of the timeout looks, then schedules the next ping (interval after the pong, as in
+engine.io).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from .._errors import DisconnectReason
+from .._protocol import EnginePacketType, Outgoing
+from .alarms import Alarm, Alarms
+from .delivery import Delivery
+from .options import EngineOptions
+
+__all__ = ["Heartbeat"]
+
+_PING = Outgoing.control(EnginePacketType.PING)
+
+
+class _Beating(Protocol):
+    """What a heartbeat needs from its session."""
+
+    @property
+    def options(self) -> EngineOptions: ...
+
+    @property
+    def delivery(self) -> Delivery: ...
+
+    def close_on_timer(self, reason: DisconnectReason | None) -> None: ...
+
+
+class Heartbeat:
+    """One session's ping and pong deadlines, then (see :meth:`then`) a graceful close's."""
+
+    __slots__ = ("_alarm", "_alarms", "_ping_due", "_pong_at", "_session")
+
+    def __init__(self, session: _Beating, alarms: Alarms) -> None:
+        self._session = session
+        self._alarms = alarms
+        self._alarm: Alarm | None = None  # the next action
+        self._ping_due = 0.0  # when the ping being answered was due
+        self._pong_at = -math.inf  # when the last ping was answered
+
+    def start(self) -> None:
+        """The first ping is due ``ping_interval`` from now."""
+        self._set(trio.current_time() + self._session.options.ping_interval, self._ping)
+
+    def pong(self) -> None:
+        """The client answered a ping."""
+        self._pong_at = trio.current_time()
+
+    def then(self, deadline: float, reason: DisconnectReason | None) -> None:
+        """No more pings: close the session (``reason``, or the reason it has by then) at
+        ``deadline`` instead, unless it closes first."""
+        session = self._session
+        self._set(deadline, lambda: session.close_on_timer(reason))
+
+    def stop(self) -> None:
+        """The session closed: nothing more to do."""
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+
+    def _set(self, deadline: float, action: Callable[[], None]) -> None:
+        self.stop()
+        self._alarm = self._alarms.call_at(deadline, action)
+
+    def _ping(self) -> None:
+        assert self._alarm is not None  # the alarm running now
+        self._ping_due = due = self._alarm.deadline
+        session = self._session
+        session.delivery.put_control(_PING)
+        self._set(due + session.options.ping_timeout, self._check_pong)
+
+    def _check_pong(self) -> None:
+        session = self._session
+        if self._pong_at < self._ping_due:  # no answer to this ping
+            session.close_on_timer(DisconnectReason.PING_TIMEOUT)
+        else:
+            self._set(self._pong_at + session.options.ping_interval, self._ping)
