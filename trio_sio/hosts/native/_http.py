@@ -461,11 +461,12 @@ class HttpConnection:
             accept_response=accept_response,
             reject_response=reject_response,
         )
+        del accept_response, reject_response  # the WebSocket's now, and let go once accepted
         self._track_websocket(1)
         try:
             await mount.endpoint.handle_websocket(request, ws)
             if not ws.accepted and not ws.rejected:
-                await reject_response(HttpResponse(403, b"Forbidden"))
+                await ws.reject(HttpResponse(403, b"Forbidden"))
         finally:
             try:
                 with trio.CancelScope(shield=True):

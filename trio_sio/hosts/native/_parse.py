@@ -421,6 +421,9 @@ class HttptoolsParser(_FramedParser):
         if not self._complete:
             raise HttpParseError(400, "incomplete request head")
         method, target, version = parser.get_method(), self._target, parser.get_http_version()
+        # Not kept after the request (a WebSocket's lifetime): the headers are in its head.
+        self._pairs = []
+        self._target = b""
         # llhttp lets more white space through in the request line than RFC 9112 (and h11).
         if raw[: raw.find(b"\r\n")] != b"%s %s HTTP/%s" % (method, target, version.encode()):
             raise HttpParseError(400, "malformed request line")
