@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,7 @@ import trio
 
 from ._acks import ack_arguments, ack_value
 from ._adapter import BroadcastOptions
-from ._engine import Session
+from ._engine import Session, random_id
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
 from ._protocol import Outgoing, PacketType, SocketPacket
 from ._recovery import PersistedSession, RestoredSession
@@ -311,10 +310,10 @@ class Socket:
             self._pid: str | None = restored.session.pid
             self.data: dict[str, Any] = restored.session.data
         else:
-            self.id = secrets.token_urlsafe(15)
+            self.id = random_id()
             # The private session id a client recovers with; only where it can.
             recovers = namespace.adapter.recovery_store is not None
-            self._pid = secrets.token_urlsafe(15) if recovers else None
+            self._pid = random_id() if recovers else None
             self.data = {}
         self.namespace = namespace
         self._client = client

@@ -12,6 +12,7 @@ from .host import (
     WritesWithoutWaiting,
     decode_headers,
 )
+from .ids import random_id
 from .options import AllowRequest, CorsOrigins, EngineOptions, EngineSettings
 from .server import EngineServer, EngineStatistics
 from .session import EngineHandler, Session
@@ -39,5 +40,6 @@ __all__ = [
     "WebSocketConnection",
     "WritesWithoutWaiting",
     "decode_headers",
+    "random_id",
     "tune_gc",
 ]

@@ -4,7 +4,6 @@ transports."""
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -28,6 +27,7 @@ from .._protocol import (
 from .alarms import Alarm
 from .gc_tuning import tune_gc
 from .host import HttpRequest, HttpResponse, WebSocketClosed, WebSocketConnection
+from .ids import random_id
 from .lifecycle import EngineLifecycle, quote
 from .options import EngineOptions
 from .polling import PollingTransport
@@ -210,7 +210,7 @@ class EngineServer:
         if allow is not None and not await allow(request):
             self.lifecycle.refused(request, RefusalCause.ALLOW_REQUEST)
             raise HandshakeError(EngineErrorCode.FORBIDDEN)
-        session = Session(self._sessions, self.sid_prefix + secrets.token_urlsafe(15), request)
+        session = Session(self._sessions, self.sid_prefix + random_id(), request)
         session.attach(transport(session))
         self._sessions.add(session)
         return session

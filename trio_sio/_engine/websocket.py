@@ -97,9 +97,14 @@ class WebSocketTransport:
         if session.state is SessionState.CLOSED:
             return
         session.delivery.attach_writer(self._ws)
-        session.nursery.start_soon(self._read, name="trio_sio.ws_reader")
-        self._writer_scope = trio.CancelScope()
+        nursery = session.nursery
+        nursery.start_soon(self._read, name="trio_sio.ws_reader")
         try:
+            if nursery.parent_task is trio.lowlevel.current_task():
+                # The session runs in this task: its end cancels this write with the nursery.
+                await self._write()
+                return
+            self._writer_scope = trio.CancelScope()
             with self._writer_scope:
                 await self._write()
         except Exception as exc:
