@@ -543,7 +543,7 @@ class _Client:
                 await self._connect_slot.park()
             connecting.add(namespace_name)
             self.session.nursery.start_soon(
-                self._connect, namespace_name, packet.data, name="trio_sio.connect"
+                self._connect, namespace_name, packet.data, name="trio_sio.socket"
             )
         elif packet_type is PacketType.DISCONNECT:
             socket = self.sockets.get(packet.namespace)
@@ -558,15 +558,24 @@ class _Client:
             await self.session.send(Outgoing.message(*parts))
 
     async def _connect(self, name: str, auth: Any) -> None:
+        socket = await self._admit(name, auth)
+        if socket is not None:
+            # This task becomes the socket's: no task of its own to start, and no wait for it.
+            await socket._run()
+
+    async def _admit(self, name: str, auth: Any) -> Socket | None:
+        """The socket for a CONNECT to namespace ``name``, if the namespace and its
+        middlewares let it in, ready to run (``None`` once refused)."""
         auth = auth if auth is not None else {}
         socket: Socket | None = None
+        admitted = False
         try:
             namespace = await self.server._find_namespace(name, auth)
             if namespace is None:
                 await self.refuse(
                     name, ConnectionRefused(_INVALID_NAMESPACE), RefusalCause.INVALID_NAMESPACE
                 )
-                return
+                return None
             auth, restored = await self._restore(namespace, auth)
             socket = Socket(namespace, self, auth, restored)
             if restored is not None:
@@ -580,7 +589,7 @@ class _Client:
                     await middleware(socket, auth)
             except ConnectionRefused as refusal:
                 await self.refuse(name, refusal, RefusalCause.MIDDLEWARE)
-                return
+                return None
             except Exception:
                 if self.server.handler_errors == "raise":
                     raise
@@ -590,13 +599,14 @@ class _Client:
                     name,
                 )
                 await self.refuse(name, ConnectionRefused(_SERVER_ERROR), RefusalCause.SERVER_ERROR)
-                return
+                return None
             if self.session.state is not SessionState.OPEN:
-                return
+                return None
             # The socket runs on_connect, which may still refuse (see Socket._connect).
-            await self.session.nursery.start(socket._run, name="trio_sio.socket")
+            admitted = True
+            return socket
         finally:
-            if socket is not None and not socket.connected and socket._task is None:
+            if socket is not None and not admitted:
                 socket._close(DisconnectReason.IO_SERVER_DISCONNECT)  # refused before it ran
             if self.connecting is not None:
                 self.connecting.discard(name)
