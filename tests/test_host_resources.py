@@ -449,3 +449,32 @@ async def test_a_client_that_answers_the_close_is_let_go_at_once(host: str) -> N
         assert open_fds() <= base_fds
         assert trio_tasks() <= base_tasks
         assert elapsed < CLOSE_TIMEOUT / 2
+
+
+#: Tasks per idle WebSocket session: the connection's (which runs the session and writes),
+#: its reader and its namespace's socket; under hypercorn also hypercorn's for the connection.
+TASKS_PER_SESSION = {"native": 3, "hypercorn": 4}
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+async def test_an_idle_websocket_session_has_no_task_of_its_own(host: str) -> None:
+    """A session that starts on WebSocket runs in its connection's task, and its heartbeat is
+    an action on the server's timer: no task of its own. Nothing of it is left once it
+    ends."""
+    sio = trio_sio.Server()
+    clients = 10
+    async with serve(host, sio) as url:
+        await trio.sleep(0.1)
+        base_tasks = trio_tasks()
+        alarms = sio.engine._sessions.alarms
+        assert len(alarms) == 0
+        async with AsyncExitStack() as stack:
+            for _ in range(clients):
+                await stack.enter_async_context(socketio_websocket(url))
+            await trio.sleep(0.1)
+            assert trio_tasks() - base_tasks == TASKS_PER_SESSION[host] * clients
+            assert len(alarms) == clients  # each session's next ping
+        with trio.fail_after(CLOSE_TIMEOUT + SLACK):
+            while trio_tasks() > base_tasks or sio.engine.statistics().sessions:
+                await trio.sleep(0.01)
+        assert len(alarms) == 0

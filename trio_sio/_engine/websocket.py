@@ -70,7 +70,22 @@ class WebSocketTransport:
         shielded from the session's end, which cancels that nursery."""
         session = self._session
         try:
-            await self._carry()
+            if session.state is not SessionState.CLOSED:
+                session.delivery.attach_writer(self._ws)
+                nursery = session.nursery
+                nursery.start_soon(self._read, name="trio_sio.ws_reader")
+                try:
+                    if nursery.parent_task is trio.lowlevel.current_task():
+                        # The session runs in this task: its end cancels this write with the
+                        # nursery.
+                        await self._write()
+                    else:
+                        self._writer_scope = trio.CancelScope()
+                        with self._writer_scope:
+                            await self._write()
+                except Exception as exc:
+                    if not session.survive_failure(exc):
+                        raise
         except BaseException:
             if session.state is not SessionState.CLOSED:
                 # The host cancelled its task: it is stopping. Hosts close the sessions
@@ -91,25 +106,6 @@ class WebSocketTransport:
     async def _close(self) -> None:
         with trio.CancelScope(shield=True):
             await self._ws.close(self._close_code)
-
-    async def _carry(self) -> None:
-        session = self._session
-        if session.state is SessionState.CLOSED:
-            return
-        session.delivery.attach_writer(self._ws)
-        nursery = session.nursery
-        nursery.start_soon(self._read, name="trio_sio.ws_reader")
-        try:
-            if nursery.parent_task is trio.lowlevel.current_task():
-                # The session runs in this task: its end cancels this write with the nursery.
-                await self._write()
-                return
-            self._writer_scope = trio.CancelScope()
-            with self._writer_scope:
-                await self._write()
-        except Exception as exc:
-            if not session.survive_failure(exc):
-                raise
 
     async def _write(self) -> None:
         session = self._session
