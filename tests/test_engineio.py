@@ -8,17 +8,19 @@ attacker's session is gone (no session, no task left behind).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 
 import pytest
 import trio
 import trio.lowlevel
 
-from support.engineio import NATIVE_HOSTS, bystanders_ok, serve_engine, settled
+import trio_sio
+from support.engineio import NATIVE_HOSTS, EchoHandler, bystanders_ok, serve_engine, settled
 from support.http import connect, request
-from support.websocket import Closed
+from support.websocket import Closed, WebSocket, open_websocket
 from trio_sio import DisconnectReason
-from trio_sio._engine import HttpRequest
+from trio_sio._engine import EngineOptions, EngineServer, HttpRequest
 
 PAYLOAD_LIMIT = 1_000_000
 
@@ -663,3 +665,47 @@ async def test_header_hooks_reach_handshakes_and_polls(host: str) -> None:  # C
         async with e.websocket() as ws:
             assert ws.accept_headers["set-cookie"] == "mine=1; Path=/"
             assert ws.accept_headers["x-served-by"] == "trio_sio"
+
+
+@pytest.mark.parametrize("host", NATIVE_HOSTS)
+async def test_stopping_the_engine_closes_the_sessions_that_run_in_host_tasks(
+    host: str,
+) -> None:
+    """A session that started on WebSocket runs in the host's task for its connection, not in
+    the engine's nursery: cancelling the engine still closes it ("server shutting down",
+    close code 1001), as it closes the sessions in its nursery. (Under hypercorn the engine
+    stops only with the host.)"""
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=5.0, ping_timeout=5.0))
+    config = trio_sio.NativeConfig(http_parser=NATIVE_HOSTS[host])  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        engine_scope = trio.CancelScope()
+
+        async def run_engine(*, task_status: trio.TaskStatus[None]) -> None:
+            with engine_scope:
+                await engine.run(task_status=task_status)
+
+        await nursery.start(run_engine)
+        urls: list[str] = await nursery.start(
+            functools.partial(trio_sio.serve_native, engine, "127.0.0.1", 0, config=config)
+        )
+        url = next(u for u in urls if u.startswith("http://"))
+        ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+        async with open_websocket(ws_url) as ws:
+            opening = await ws.receive()
+            assert isinstance(opening, str)
+            sid = json.loads(opening[1:])["sid"]
+            engine_scope.cancel()
+            with trio.fail_after(5):
+                assert await handler.wait_closed(sid) is DisconnectReason.SERVER_SHUTTING_DOWN
+                assert await close_code(ws) == 1001
+        nursery.cancel_scope.cancel()
+
+
+async def close_code(ws: WebSocket) -> int:
+    """Read until the server closes; its close code."""
+    while True:
+        try:
+            await ws.receive()
+        except Closed as closed:
+            return closed.code

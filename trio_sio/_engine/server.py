@@ -48,8 +48,9 @@ class EngineStatistics:
         sessions: sessions open now.
         polling, websocket: of those, how many use each transport.
         queued_bytes: bytes waiting in all outbound queues.
-        session_tasks: tasks alive in the server's nursery (one per session, including
-            sessions still finishing their disconnect handlers); 0 when idle.
+        session_tasks: sessions still running (in a task of the server's nursery, or in
+            the host's task for the WebSocket they started on), including those still
+            finishing their disconnect handlers; 0 when idle.
     """
 
     sessions: int

@@ -1,0 +1,69 @@
+"""The Engine.IO heartbeat as actions on the server's timer, on Trio's virtual clock: each
+ping is due ``ping_interval`` after the session opened or after the last pong, a ping not
+answered within ``ping_timeout`` of when it was due closes the session, and the session's end
+leaves no action behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+
+from support.engineio import EchoHandler
+from trio_sio import DisconnectReason
+from trio_sio._engine import EngineOptions, EngineServer, HttpRequest
+from trio_sio._protocol import Outgoing
+from trio_sio.hosts._memory import MemoryWebSocket
+
+INTERVAL, TIMEOUT = 25.0, 20.0
+
+
+@pytest.mark.parametrize("graceful", [False, True])
+async def test_ping_deadlines_are_exact_and_nothing_outlives_the_session(
+    autojump_clock: trio.testing.MockClock, graceful: bool
+) -> None:
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
+    alarms = engine._sessions.alarms
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        ws = MemoryWebSocket()
+        request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
+        nursery.start_soon(engine.handle_websocket, request, ws)
+        opening = await ws.from_server.receive()
+        assert isinstance(opening, str)
+        sid = json.loads(opening[1:])["sid"]
+        opened = trio.current_time()
+
+        assert await ws.from_server.receive() == "2"
+        assert trio.current_time() - opened == pytest.approx(INTERVAL)
+        await trio.sleep(3)
+        await ws.to_server.send("3")
+        pong = trio.current_time()
+
+        assert await ws.from_server.receive() == "2"  # an interval after the pong
+        assert trio.current_time() - pong == pytest.approx(INTERVAL)
+        ping = trio.current_time()
+        if graceful:
+            # A graceful close instead, to a client that stopped reading (more than the
+            # in-memory WebSocket buffers): what the writer took is still being sent, so it
+            # drains for ping_timeout, then it is forced.
+            await trio.sleep(1)
+            session = engine.get_session(sid)
+            assert session is not None
+            for _ in range(100):
+                session.send_nowait(Outgoing.message("x"))
+            await trio.sleep(1)
+            session.close(DisconnectReason.IO_SERVER_DISCONNECT, graceful=True)
+            ping += 2
+        reason = await handler.wait_closed(sid)  # this ping is never answered
+        assert trio.current_time() - ping == pytest.approx(TIMEOUT)
+        assert reason is (
+            DisconnectReason.IO_SERVER_DISCONNECT if graceful else DisconnectReason.PING_TIMEOUT
+        )
+        assert len(alarms) == 0
+        with trio.fail_after(5):
+            await ws.closed.wait()
+        nursery.cancel_scope.cancel()
