@@ -1,7 +1,9 @@
 """The conformance fixture: the app described in ``shared/conformance/CONTRACT.md``, exactly.
 
 Run it with ``hypercorn -k trio --bind 127.0.0.1:PORT tests/conformance_app.py:app``, or on
-the native Trio host with ``python tests/conformance_app.py --native --port PORT``; the
+the native Trio host with ``python tests/conformance_app.py --native --port PORT`` (add
+``--workers 2`` for two processes behind the one port, sticky by session, with
+``TRIO_SIO_REDIS_URL`` set: a cluster on one machine); the
 official ``socket.io-protocol`` and ``engine.io-protocol`` test suites and the project's own
 client tests drive it from outside.
 
@@ -193,16 +195,75 @@ async def serve_native(port: int, *, task_status: trio.TaskStatus[list[str]]) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python tests/conformance_app.py --native --port PORT``: serve on the native host."""
+    """``python tests/conformance_app.py --native --port PORT [--workers N]``: serve on the
+    native host; with ``--workers N`` (and ``TRIO_SIO_REDIS_URL``), as N processes behind one
+    port, sticky by session, as ``python -m trio_sio --workers N`` serves one server."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--native", action="store_true", help="serve on the native Trio host")
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on the one port; needs TRIO_SIO_REDIS_URL",
+    )
+    # How the supervisor starts each worker: its index and channel (as python -m trio_sio).
+    parser.add_argument("--worker-channel", metavar="INDEX:FD", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.native:
         parser.error("only --native can be served this way; use hypercorn for `app`")
-    trio_sio.run(sio, "127.0.0.1", args.port, endpoints={"engine.io": echo}, routes=routes)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers == 1:
+        trio_sio.run(sio, "127.0.0.1", args.port, endpoints={"engine.io": echo}, routes=routes)
+        return
+    if not os.environ.get("TRIO_SIO_REDIS_URL"):
+        parser.error("--workers needs TRIO_SIO_REDIS_URL: broadcasts cross workers through Redis")
+    _serve_workers(args.workers, args.port, args.worker_channel)
+
+
+def _serve_workers(workers: int, port: int, channel: str | None) -> None:
+    """The supervisor (``channel`` is ``None``: it prints ``serving on URL`` once every worker
+    serves) or one worker, built as the command line's ``--workers`` is, with both endpoints
+    and the routes in every worker. Logs warnings and worse only: a cluster serves hundreds of
+    tests, two INFO lines per handshake would be most of its work."""
+    import functools
+    import sys
+
+    # The command line's own pieces: the supervisor and worker of the native host, and its
+    # run-until-SIGINT/SIGTERM loop (the fixture is a test tool, so private names are fine).
+    from trio_sio._cli import _until_signalled, configure_logging
+    from trio_sio.hosts.native._workers import serve_worker, supervise_workers
+
+    configure_logging("warning")
+    if channel is not None:
+        index, _, fd = channel.partition(":")
+        worker = functools.partial(
+            serve_worker,
+            sio,
+            int(fd),
+            int(index),
+            workers,
+            endpoints={"engine.io": echo},
+            routes=routes,
+        )
+        _until_signalled(worker)
+        return
+
+    def command(index: int, fd: int) -> list[str]:
+        return [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--native",
+            f"--workers={workers}",
+            f"--worker-channel={index}:{fd}",
+        ]
+
+    supervisor = functools.partial(supervise_workers, command, workers, "127.0.0.1", port)
+    _until_signalled(supervisor, announce=True)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,44 @@ async def test_each_request_of_a_keep_alive_connection_reaches_its_session(
                 assert polled.body.startswith(b'40{"sid":'), polled.body
 
 
+async def test_every_endpoint_of_a_worker_names_it_in_its_sids(redis_url: str) -> None:
+    """The conformance fixture's ``--workers 2`` serves ``/engine.io/`` (an Engine.IO server
+    beside the Socket.IO one) in each worker: its polling sessions, too, are routed by sid to
+    their worker, whichever connection their requests come on."""
+    os.environ["TRIO_SIO_REDIS_URL"] = redis_url
+    try:
+        async with child(
+            "tests/conformance_app.py", "--native", "--workers", "2", "--port", "0",
+            budget_s=BUDGET_S,
+        ) as supervisor:  # fmt: skip
+            url = (await supervisor.wait_for(r"serving on (\S+)"))[1]
+            sids = []
+            for _ in range(4):  # round-robin: both workers make sessions
+                async with connect(url) as connection:
+                    opened = await connection.request("GET", "/engine.io/?EIO=4&transport=polling")
+                    sids.append(json.loads(opened.body[1:])["sid"])
+            assert {sid.partition(".")[0] for sid in sids} == {"0", "1"}, sids
+            async with connect(url) as connection:
+                for sid in sids:
+                    query = f"/engine.io/?EIO=4&transport=polling&sid={sid}"
+                    posted = await connection.request("POST", query, f"4{sid}".encode())
+                    assert (posted.status, posted.body) == (200, b"ok")
+                    polled = await connection.request("GET", query)
+                    assert (polled.status, polled.body) == (200, f"4{sid}".encode())
+            assert await supervisor.interrupt() == 0, supervisor.output
+    finally:
+        del os.environ["TRIO_SIO_REDIS_URL"]
+
+
+async def test_the_conformance_fixture_needs_redis_for_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TRIO_SIO_REDIS_URL", raising=False)
+    async with child("tests/conformance_app.py", "--native", "--workers", "2") as process:
+        assert await process.wait() == 2
+    assert "--workers needs TRIO_SIO_REDIS_URL" in process.output
+
+
 @requires_node
 async def test_200_clients_polling_then_upgrade_on_two_workers(redis_url: str) -> None:
     """No session error among 200 clients, each served by one worker before and after its

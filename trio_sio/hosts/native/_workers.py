@@ -137,10 +137,13 @@ async def serve_worker(
     ``workers``, until cancelled (a graceful shutdown, as :func:`serve_native`'s) or until the
     supervisor is gone (the same shutdown, then it returns)."""
     config = config or NativeConfig()
-    engine = getattr(server, "engine", server)
-    if not isinstance(engine, EngineServer):
-        raise TypeError(f"{server!r} is not a trio_sio Server (nor an Engine.IO server)")
-    engine.sid_prefix = f"{index}."
+    # Every endpoint's sessions name this worker, not only the main one's: the supervisor
+    # routes a polling request of ``/engine.io/`` by its sid as it does one of ``/socket.io/``.
+    for endpoint in (server, *(endpoints or {}).values()):
+        engine = getattr(endpoint, "engine", endpoint)
+        if not isinstance(engine, EngineServer):
+            raise TypeError(f"{endpoint!r} is not a trio_sio Server (nor an Engine.IO server)")
+        engine.sid_prefix = f"{index}."
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(False)
     lock = trio.Lock()
