@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+
+from support.cluster import ADAPTERS, Clusters
+from support.redis import REDIS_MISSING
 
 TESTS_DIR = Path(__file__).resolve().parent
 CONFORMANCE_APP = TESTS_DIR / "conformance_app.py"
@@ -49,8 +52,32 @@ def load_conformance_module() -> Any:
     return module
 
 
-#: The hosts the fixture app is served on; every test using ``conformance_url`` runs on each.
+#: The hosts the fixture app is served on in-process.
 HOSTS = ["hypercorn", "native"]
+#: The fixture app as a cluster, one per Redis adapter (tests/support/cluster.py).
+CLUSTERS = [f"cluster-{adapter}" for adapter in ADAPTERS]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On the cluster hosts of ``adapters`` (all by default), a test marked
+    ``not_on_cluster(reason, adapters=...)`` is skipped, one marked
+    ``xfail_on_cluster(reason, adapters=...)`` is expected to fail (strictly), with the
+    reason, before any fixture starts."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        host = callspec.params.get("conformance_url") if callspec is not None else None
+        if host not in CLUSTERS:
+            continue
+        adapter = host.removeprefix("cluster-")
+        for name in ("not_on_cluster", "xfail_on_cluster"):
+            marker = item.get_closest_marker(name)
+            if marker is None or adapter not in marker.kwargs.get("adapters", ADAPTERS):
+                continue
+            reason = f"on a cluster of the {adapter} adapter: {marker.args[0]}"
+            if name == "not_on_cluster":
+                item.add_marker(pytest.mark.skip(reason=reason))
+            else:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
 @pytest.fixture
@@ -60,13 +87,31 @@ def conformance_env() -> dict[str, str]:
     return {}
 
 
-@pytest.fixture(params=HOSTS)
+@pytest.fixture(scope="session")
+def conformance_clusters(request: pytest.FixtureRequest) -> Iterator[Clusters]:
+    """The clusters of the fixture app, started when a test first needs one (then those of
+    every adapter that the selected tests run on, at once) and kept across tests."""
+    adapters = set()
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        host = callspec.params.get("conformance_url") if callspec is not None else None
+        if host in CLUSTERS and item.get_closest_marker("skip") is None:
+            adapters.add(host.removeprefix("cluster-"))
+    clusters = Clusters(adapters)
+    try:
+        yield clusters
+    finally:
+        clusters.close()
+
+
+@pytest.fixture(params=[*HOSTS, *CLUSTERS])
 async def conformance_url(
     request: pytest.FixtureRequest,
     conformance_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[str]:
-    """Base URL of the fixture app, served for the duration of one test, on each host."""
+    """Base URL of the fixture app, on each host for the duration of one test, and on a
+    cluster of two processes per Redis adapter (kept for the test module)."""
     for name, value in conformance_env.items():
         monkeypatch.setenv(name, value)
     external = os.environ.get(EXTERNAL_URL_ENV)
@@ -74,6 +119,14 @@ async def conformance_url(
         if request.param != HOSTS[0]:
             pytest.skip(f"{EXTERNAL_URL_ENV} is set: the external server is tested once")
         yield external.rstrip("/")
+        return
+
+    if request.param in CLUSTERS:
+        if REDIS_MISSING is not None:
+            pytest.skip(REDIS_MISSING)
+        adapter = request.param.removeprefix("cluster-")
+        clusters: Clusters = request.getfixturevalue("conformance_clusters")
+        yield await trio.to_thread.run_sync(clusters.url, adapter, conformance_env)
         return
 
     if request.param == "native":

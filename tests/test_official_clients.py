@@ -68,6 +68,10 @@ SIO_PY_SCENARIOS = [
 ]
 EIO_PY_SCENARIOS = ["echo-text", "echo-binary", "many", "large"]
 
+#: The Engine.IO echo involves no adapter: a cluster of them is two unrelated servers (whose
+#: polling sessions stay on their worker: tests/test_workers.py checks that).
+echo_only = pytest.mark.not_on_cluster("the Engine.IO echo uses no adapter")
+
 #: Key results the scripts report in "observed", checked here as well so that a regression
 #: reads plainly in pytest's output.
 SIO_JS_OBSERVED: dict[str, dict[str, Any]] = {
@@ -102,6 +106,7 @@ async def test_socketio_js_client(conformance_url: str, mode: str, scenario: str
     assert_observed(result, SIO_JS_OBSERVED.get(scenario, {}))
 
 
+@echo_only
 @pytest.mark.parametrize("scenario", EIO_JS_SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
@@ -114,6 +119,7 @@ async def test_engineio_js_client(conformance_url: str, mode: str, scenario: str
     assert result["client"].startswith("engine.io-client@6.")
 
 
+@echo_only
 @pytest.mark.node
 @requires_node
 async def test_engineio_js_client_oversized_post(conformance_url: str) -> None:
@@ -136,6 +142,7 @@ async def test_socketio_python_client(conformance_url: str, mode: str, scenario:
     assert_observed(result, SIO_PY_OBSERVED.get(scenario, {}))
 
 
+@echo_only
 @pytest.mark.parametrize("scenario", EIO_PY_SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
 async def test_engineio_python_client(conformance_url: str, mode: str, scenario: str) -> None:

@@ -44,6 +44,16 @@ def conformance_env() -> dict[str, str]:
     return {"TRIO_SIO_METRICS": "1"}
 
 
+#: What these tests read lives in the process that serves: on a cluster, in its workers.
+in_process_logs = pytest.mark.not_on_cluster(
+    "reads the server's log records in this process, and a cluster logs in its workers"
+)
+per_process_metrics = pytest.mark.not_on_cluster(
+    "counts from zero in one process, and a cluster's scrape reaches one worker of two"
+    " (each worker is scraped on its own, as each process of a Node cluster is)"
+)
+
+
 def messages(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == logger]
 
@@ -71,6 +81,7 @@ async def run_js(url: str, mode: str, scenario: str) -> dict[str, Any]:
 # --- the lifecycle at INFO ----------------------------------------------------------------
 
 
+@in_process_logs
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
 @requires_node
@@ -102,6 +113,7 @@ async def test_one_line_per_lifecycle_event_js_client(
     assert messages(caplog, PACKETS) == []
 
 
+@in_process_logs
 @pytest.mark.node
 @requires_node
 async def test_namespace_refusals_are_logged_with_their_cause(
@@ -272,6 +284,7 @@ async def scrape_until(
             await trio.sleep(0.02)
 
 
+@per_process_metrics
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
 @requires_node
@@ -301,6 +314,7 @@ async def test_metrics_reflect_connects_and_disconnects(conformance_url: str, mo
     assert after[("trio_sio_refusals_total", (("cause", "middleware"),))] == 0
 
 
+@per_process_metrics
 @pytest.mark.node
 @requires_node
 async def test_metrics_show_the_connected_sockets_while_they_are(conformance_url: str) -> None:
@@ -365,6 +379,7 @@ async def test_no_access_log_by_default(caplog: pytest.LogCaptureFixture) -> Non
     assert messages(caplog, ACCESS) == []
 
 
+@in_process_logs
 @pytest.mark.node
 @requires_node
 async def test_packets_are_traced_at_debug(

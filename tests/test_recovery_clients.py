@@ -136,6 +136,18 @@ def conformance_env() -> dict[str, str]:
     return {"TRIO_SIO_RECOVERY": "1"}
 
 
+@pytest.mark.not_on_cluster(
+    "the classic and sharded adapters decline recovery (no pid, no offsets), as Node's"
+    " @socket.io/redis-adapter keeps no session across nodes either",
+    adapters=("classic", "sharded"),
+)
+@pytest.mark.xfail_on_cluster(
+    "the client recovers (on either worker), but the fixture's message-back (a socket.emit)"
+    " carries no offset: trio_sio's Streams adapter does not append socket.emit to the"
+    " stream (trio_sio/adapters/redis_streams.py), where Node's appends it as a broadcast"
+    " to the socket's own room",
+    adapters=("streams",),
+)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
 @requires_node
