@@ -65,6 +65,7 @@ EXEMPT = {
             "server_count",
             "server_side_emit",
             "server_side_emit_with_ack",
+            "record_emit",
             # Must not checkpoint: see its docstring (no broadcast between restore and rooms).
             "restore_session",
         )

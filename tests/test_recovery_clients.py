@@ -141,13 +141,6 @@ def conformance_env() -> dict[str, str]:
     " @socket.io/redis-adapter keeps no session across nodes either",
     adapters=("classic", "sharded"),
 )
-@pytest.mark.xfail_on_cluster(
-    "the client recovers (on either worker), but the fixture's message-back (a socket.emit)"
-    " carries no offset: trio_sio's Streams adapter does not append socket.emit to the"
-    " stream (trio_sio/adapters/redis_streams.py), where Node's appends it as a broadcast"
-    " to the socket's own room",
-    adapters=("streams",),
-)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
 @requires_node

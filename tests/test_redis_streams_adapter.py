@@ -34,6 +34,7 @@ import pytest
 import trio
 from test_redis_adapter import (
     CLUSTER_NODE,
+    Client,
     Cluster,
     Process,
     open_client,
@@ -48,6 +49,8 @@ import trio_sio
 from support.clients import JS_DIR, MODES, NODE, run_scenario
 from support.redis import REDIS_MISSING, RedisServer
 from support.servers import HOSTS, serve_server
+from support.websocket import open_websocket
+from trio_sio.adapters._wire import Request
 from trio_sio.adapters.redis import RedisAdapterOptions
 from trio_sio.adapters.redis_streams import RedisStreamsAdapter
 
@@ -388,6 +391,66 @@ async def test_hostile_stream_entries_are_dropped_and_a_bystander_keeps_working(
     assert delta("dropped_foreign") == 4
     assert delta("dropped_malformed") == 8
     assert [args[0] for args in bystander.events] == ["still"]
+
+
+async def test_socket_emit_is_appended_and_replayed_on_another_node() -> None:
+    """As Node's ``socket.emit`` with recovery on (a broadcast to the socket's own room): the
+    event goes into the stream and carries its entry id as offset, and a client that comes
+    back to another node with an earlier offset gets it again. ``emit_nowait`` cannot wait
+    for Redis: it goes without an offset."""
+    redis = RedisServer()
+    await redis.astart()
+    a = streams_server(redis.url, "A")
+    b = streams_server(redis.url, "B")
+
+    @a.on("direct")
+    async def direct(sock: trio_sio.Socket) -> None:
+        await sock.emit("direct-back", 1)
+        sock.emit_nowait("nowait-back", 2)
+
+    def ws_url(url: str) -> str:
+        return url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+
+    try:
+        async with (
+            coredis.Redis.from_url(redis.url) as probe,
+            serve_server("native", a) as url_a,
+            serve_server("native", b) as url_b,
+        ):
+            await wait_until(lambda: adapter_of(a).connected and adapter_of(b).connected)
+            async with open_websocket(ws_url(url_a)) as ws, trio.open_nursery() as nursery:
+                assert str(await ws.receive()).startswith("0")
+                await ws.send("40")
+                connected = json.loads(str(await ws.receive())[2:])
+                client = Client(ws, connected["sid"])
+                nursery.start_soon(client._read)
+                await client.call("join", "news")
+                await client.call("finish")  # a broadcast to "news": the offset before
+                ((_, before),) = await client.wait_for("tick")
+                await client.call("direct")
+                ((one, offset),) = await client.wait_for("direct-back")
+                assert client.named("nowait-back") == [[2]]
+                nursery.cancel_scope.cancel()
+            assert one == 1
+            (entry,) = await probe.xrange("socket.io", offset, offset)
+            message = adapter_of(a)._wire.decode(b"", adapter_of(a)._wire.frame(entry.field_values))
+            assert isinstance(message, Request)
+            assert message.event == ("direct-back", 1)
+            assert message.opts is not None
+            assert message.opts.rooms == {client.sid}
+            with trio.fail_after(10):  # A stores the session as the connection drops
+                while not await probe.keys("sio:session:*"):
+                    await trio.sleep(0.02)
+            async with open_websocket(ws_url(url_b)) as ws:
+                assert str(await ws.receive()).startswith("0")
+                await ws.send("40" + json.dumps({"pid": connected["pid"], "offset": before}))
+                restored = json.loads(str(await ws.receive())[2:])
+                assert restored["sid"] == client.sid
+                replayed = str(await ws.receive())
+                assert replayed.startswith("42"), replayed
+                assert json.loads(replayed[2:]) == ["direct-back", 1, offset]
+    finally:
+        redis.close()
 
 
 def test_registration_errors() -> None:

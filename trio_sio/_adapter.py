@@ -205,6 +205,21 @@ class Adapter:
         store.keep(self.namespace.name, opts.rooms, opts.except_rooms, outgoing, outgoing.nbytes)
         return outgoing
 
+    async def record_emit(
+        self,
+        packet: SocketPacket,
+        opts: BroadcastOptions,
+        encode: Callable[[SocketPacket], Outgoing],
+    ) -> Outgoing:
+        """:meth:`record` for what :meth:`Socket.emit <trio_sio.Socket.emit>` sends (``opts``:
+        the socket's own room), called only with a :attr:`recovery_store`. It may wait: an
+        adapter that keeps packets outside the process (the Streams adapter's stream) stores
+        it first and takes the offset from there, as Node's ``socket.emit`` goes through
+        ``adapter.broadcast`` when recovery is on. This one is :meth:`record`.
+        ``emit_nowait``, and packets sent while ``on_connect`` runs, use :meth:`record`."""
+        await trio.lowlevel.checkpoint()
+        return self.record(packet, opts, encode)
+
     def persist_session(self, session: PersistedSession) -> None:
         """Keep a socket that lost its connection, for its client to come back to (Node's
         ``persistSession``). Called as the socket disconnects, only with a

@@ -545,14 +545,25 @@ class Socket:
         """``packet`` ready for this client's session; counted as sent (and traced). With
         recovery, an event is kept as Node keeps ``socket.emit``: as a broadcast to this
         socket's own room."""
-        server = self.namespace.server
         adapter = self.namespace.adapter
         if packet.type is PacketType.EVENT and adapter.recovery_store is not None:
             own_room = BroadcastOptions(rooms=frozenset((self.id,)))
-            outgoing = adapter.record(packet, own_room, adapter.encode)
-        else:
-            outgoing = adapter.encode(packet)
-        lifecycle = server.lifecycle
+            return self._count_out(packet, adapter.record(packet, own_room, adapter.encode))
+        return self._count_out(packet, adapter.encode(packet))
+
+    async def _encode_emitted(self, packet: SocketPacket) -> Outgoing:
+        """:meth:`_encode` for :meth:`emit`, whose event the adapter may store before it goes
+        (:meth:`Adapter.record_emit <trio_sio.Adapter.record_emit>`)."""
+        adapter = self.namespace.adapter
+        if adapter.recovery_store is None:
+            return self._encode(packet)
+        own_room = BroadcastOptions(rooms=frozenset((self.id,)))
+        outgoing = await adapter.record_emit(packet, own_room, adapter.encode)
+        return self._count_out(packet, outgoing)
+
+    def _count_out(self, packet: SocketPacket, outgoing: Outgoing) -> Outgoing:
+        """``outgoing``, counted as sent (and traced)."""
+        lifecycle = self.namespace.server.lifecycle
         lifecycle.bytes_out += outgoing.nbytes
         if packet.type is PacketType.EVENT:
             lifecycle.events_out += 1
@@ -576,7 +587,7 @@ class Socket:
             raise Disconnected(self.disconnect_reason)
         self.namespace._notify_outgoing(self, packet)
         try:
-            await self.session.send(self._encode(packet))
+            await self.session.send(await self._encode_emitted(packet))
         except Disconnected:
             raise await _disconnected(self.disconnect_reason) from None
 

@@ -44,8 +44,9 @@ rooms, in stream order. Bounds:
 - sessions waiting to be stored are bounded by ``outbound_queue_size`` (beyond it, and while
   Redis is unreachable for longer, a disconnecting socket is not recoverable).
 
-``socket.emit`` to one socket is not appended to the stream (Node appends it, as a broadcast
-to the socket's own room): with this adapter only broadcasts are replayed.
+``socket.emit`` to one socket is appended too, as Node appends it (a broadcast to the socket's
+own room), and sent once Redis has it. ``emit_nowait``, and what a socket is sent while
+``on_connect`` runs, cannot wait for Redis: those go without an offset and are not replayed.
 
 Lifecycle, back-pressure and hostile input are as for :mod:`trio_sio.adapters.redis` (the same
 :class:`~trio_sio.adapters.redis.RedisAdapterOptions`, whose ``key`` is Node's
@@ -354,9 +355,30 @@ class RedisStreamsAdapter(RedisAdapterBase):
         opts: BroadcastOptions,
         encode: Callable[[SocketPacket], Outgoing],
     ) -> Outgoing:
-        """``socket.emit`` is not appended to the stream (see the module's docs): encoded
-        without an offset."""
+        """What cannot wait for the stream (``emit_nowait``, an emit while ``on_connect``
+        runs) is not appended to it: encoded without an offset."""
         return encode(packet)
+
+    async def record_emit(
+        self,
+        packet: SocketPacket,
+        opts: BroadcastOptions,
+        encode: Callable[[SocketPacket], Outgoing],
+    ) -> Outgoing:
+        """``socket.emit`` is appended to the stream first, as a broadcast to the socket's own
+        room (as Node's is), and goes with its entry id as offset: a restore on any node
+        replays it if it was lost with the connection. Without an offset if Redis does not
+        take it (as a broadcast then goes)."""
+        entry_id = None
+        if self._recoverable(packet, opts):
+            request = Request(RequestType.BROADCAST, self.uid, opts=opts, event=tuple(packet.data))
+            encoded = self._encode_request(request)
+            if encoded is not None:
+                entry_id = await self._append(encoded[1])
+        if entry_id is None:
+            await trio.lowlevel.checkpoint()
+            return encode(packet)
+        return encode(replace(packet, data=[*packet.data, entry_id]))
 
     # --- sessions in Redis ---------------------------------------------------------------
 
