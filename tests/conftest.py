@@ -7,6 +7,19 @@ host: its ``app`` with hypercorn's Trio worker, and the same servers on the nati
 With ``TRIO_SIO_EXTERNAL_URL`` set it uses that server instead, once (for example a Node
 reference server, to check the harness itself). A test module switches on an optional part of
 the fixture app (``TRIO_SIO_METRICS``) by overriding the ``conformance_env`` fixture.
+
+It also serves the fixture app as a cluster, once per Redis adapter (hosts ``cluster-classic``,
+``cluster-sharded``, ``cluster-streams``; tests/support/cluster.py): a private ``redis-server``
+and ``python tests/conformance_app.py --native --workers 2`` with ``TRIO_SIO_REDIS_URL``,
+``TRIO_SIO_REDIS_ADAPTER`` and the test's ``conformance_env``, two processes behind one port,
+kept across tests per environment (a test must leave nothing behind: its rooms are its own).
+Run the conformance suite on the clusters alone with::
+
+    pytest tests/test_official_clients.py tests/test_operations.py tests/test_parsers.py \
+        tests/test_recovery_clients.py tests/test_admin.py -k cluster
+
+A test that cannot apply to a cluster is marked ``not_on_cluster(reason, adapters=...)``:
+skipped there, saying why.
 """
 
 from __future__ import annotations
@@ -59,25 +72,18 @@ CLUSTERS = [f"cluster-{adapter}" for adapter in ADAPTERS]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """On the cluster hosts of ``adapters`` (all by default), a test marked
-    ``not_on_cluster(reason, adapters=...)`` is skipped, one marked
-    ``xfail_on_cluster(reason, adapters=...)`` is expected to fail (strictly), with the
-    reason, before any fixture starts."""
+    """A test marked ``not_on_cluster(reason, adapters=...)`` is skipped, with its reason, on
+    the cluster hosts of those adapters (all by default), before any fixture starts."""
     for item in items:
+        marker = item.get_closest_marker("not_on_cluster")
         callspec = getattr(item, "callspec", None)
         host = callspec.params.get("conformance_url") if callspec is not None else None
-        if host not in CLUSTERS:
+        if marker is None or host not in CLUSTERS:
             continue
         adapter = host.removeprefix("cluster-")
-        for name in ("not_on_cluster", "xfail_on_cluster"):
-            marker = item.get_closest_marker(name)
-            if marker is None or adapter not in marker.kwargs.get("adapters", ADAPTERS):
-                continue
+        if adapter in marker.kwargs.get("adapters", ADAPTERS):
             reason = f"on a cluster of the {adapter} adapter: {marker.args[0]}"
-            if name == "not_on_cluster":
-                item.add_marker(pytest.mark.skip(reason=reason))
-            else:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture
