@@ -44,6 +44,7 @@ from test_redis_adapter import (
 import trio_sio
 from support.redis import REDIS_MISSING, RedisServer
 from support.servers import HOSTS, serve_app, serve_server
+from trio_sio.adapters import redis_sharded
 from trio_sio.adapters.redis import RedisAdapterOptions
 from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
 
@@ -213,6 +214,38 @@ async def test_room_channels_follow_membership(redis: RedisServer, mode: str) ->
         assert await client.wait_for("news") == [[1]]
         await client.call("leave", "news")
         await wait_for_channels(probe, base | own)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "dynamic-private"])
+async def test_a_join_is_acknowledged_once_its_room_is_subscribed(
+    redis: RedisServer, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client whose join was acknowledged may at once ask another node to broadcast to the
+    room (the conformance suite's rooms scenario on a cluster): the room's channel must be
+    subscribed by then, or Redis drops the broadcast. The subscriber is made slow here (a
+    busy machine), so an acknowledgement that did not wait would come first."""
+    subscribe = redis_sharded._ShardChannels.subscribe
+
+    async def slow_subscribe(self: Any, *channels: Any, **handlers: Any) -> None:
+        await trio.sleep(0.2)
+        await subscribe(self, *channels, **handlers)
+
+    monkeypatch.setattr(redis_sharded._ShardChannels, "subscribe", slow_subscribe)
+    sio = make_server(redis.url, mode)
+    probe = coredis.Redis.from_url(redis.url)
+    async with (
+        probe,
+        serve_server("native", sio) as url,
+        open_client(url) as client,
+    ):
+        await wait_until(lambda: adapter_of(sio).connected)
+        for room in ("news", "sports"):
+            await client.call("join", room)
+            channel = f"socket.io#/#{room}#"
+            assert await probe.pubsub_shardnumsub(channel) == {channel.encode(): 1}
+        # An event that creates no room is acknowledged without waiting.
+        with trio.fail_after(0.15):
+            await client.call("join", "news")
 
 
 @pytest.mark.parametrize("host", HOSTS)

@@ -77,6 +77,15 @@ class Adapter:
 
     # --- membership ----------------------------------------------------------------------
 
+    def rooms_pending(self) -> trio.Event | None:
+        """An event set once this node's room changes so far are in effect across the
+        cluster, or ``None`` if they are already (always, here: the registry is in memory).
+        A cluster adapter whose nodes subscribe per room (the sharded Redis adapter) returns
+        one while a new room's subscription is on its way. The server waits for it before it
+        acknowledges an event, so that a client whose ``join`` was acknowledged gets the
+        room's broadcasts from every node."""
+        return None
+
     def add_all(self, sid: str, rooms: Iterable[str]) -> None:
         """Put socket ``sid`` in every room of ``rooms``."""
         joined = self.sids.setdefault(sid, set())

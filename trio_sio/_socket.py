@@ -916,6 +916,12 @@ class Socket:
                 exc,
             )
             return
+        pending = self.namespace.adapter.rooms_pending()
+        if pending is not None:
+            # A room the handler joined is not yet subscribed to by this node (sharded
+            # Redis): acknowledged now, the client could ask another node to broadcast to it
+            # and miss the broadcast.
+            await pending.wait()
         with contextlib.suppress(Disconnected):
             try:
                 # The handler has just run (and checkpointed): queue without another trip

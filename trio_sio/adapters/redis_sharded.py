@@ -207,6 +207,9 @@ class ShardedRedisAdapter(RedisAdapterBase):
         self._rooms_to_check: set[str] = set()
         self._rooms_checked = trio.Event()
         self._room_channels: set[str] = set()
+        # Set when no room waits for its subscription (see rooms_pending).
+        self._rooms_subscribed = trio.Event()
+        self._rooms_subscribed.set()
 
     @classmethod
     def factory(
@@ -258,10 +261,14 @@ class ShardedRedisAdapter(RedisAdapterBase):
             readers = list(pubsub.subscribers.values())
         else:
             readers = [pubsub]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._follow_rooms, pubsub)
-            for reader in readers:
-                nursery.start_soon(self._read, reader)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._follow_rooms, pubsub)
+                for reader in readers:
+                    nursery.start_soon(self._read, reader)
+        finally:
+            # Disconnected: nothing to wait for (the next connection subscribes every room).
+            self._rooms_subscribed.set()
 
     def _queue_publish(self, target: Any, channel: str, payload: bytes) -> Any:
         return target.spublish(channel, payload)
@@ -279,20 +286,28 @@ class ShardedRedisAdapter(RedisAdapterBase):
     def _has_room_channel(self, room: str) -> bool:
         return self._wire.has_room_channel(room, private=room in self.sids)
 
-    def _check_rooms(self, rooms: Iterable[str]) -> None:
-        """Rooms created or deleted: the subscriber task brings the subscriptions in line."""
+    def _check_rooms(self, rooms: Iterable[str], *, created: bool = False) -> None:
+        """Rooms created or deleted: the subscriber task brings the subscriptions in line
+        (until it has, acknowledgements wait for the created ones: :meth:`rooms_pending`)."""
         if self.subscription_mode == "static":
             return
         before = len(self._rooms_to_check)
         self._rooms_to_check.update(rooms)
         if len(self._rooms_to_check) != before:
             self._rooms_checked.set()
+            if created and self._connected and self._rooms_subscribed.is_set():
+                self._rooms_subscribed = trio.Event()
+
+    def rooms_pending(self) -> trio.Event | None:
+        """While a room created here waits for its channel's ``SSUBSCRIBE``, an event set once
+        Redis confirmed it (or the connection ended); ``None`` otherwise."""
+        return None if self._rooms_subscribed.is_set() else self._rooms_subscribed
 
     def add_all(self, sid: str, rooms: Iterable[str]) -> None:
         rooms = list(rooms)
         created = [room for room in rooms if room not in self.rooms]
         super().add_all(sid, rooms)
-        self._check_rooms(room for room in created if self._has_room_channel(room))
+        self._check_rooms((room for room in created if self._has_room_channel(room)), created=True)
 
     def delete(self, sid: str, room: str) -> None:
         super().delete(sid, room)
@@ -318,9 +333,14 @@ class ShardedRedisAdapter(RedisAdapterBase):
                         wanted.append(channel)
                 elif channel in self._room_channels:
                     unwanted.append(channel)
-            if wanted:
-                await pubsub.subscribe(*wanted)
-                self._room_channels.update(wanted)
-            if unwanted:
-                await pubsub.unsubscribe(*unwanted)
-                self._room_channels.difference_update(unwanted)
+            # Bounded: acknowledgements wait for this; a Redis that does not answer in time
+            # is treated as gone (the adapter reconnects, and the waiters go on).
+            with trio.fail_after(self.options.command_timeout):
+                if wanted:
+                    await pubsub.subscribe(*wanted)
+                    self._room_channels.update(wanted)
+                if unwanted:
+                    await pubsub.unsubscribe(*unwanted)
+                    self._room_channels.difference_update(unwanted)
+            if not self._rooms_to_check:
+                self._rooms_subscribed.set()
