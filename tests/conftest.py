@@ -94,20 +94,33 @@ def conformance_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def conformance_clusters(request: pytest.FixtureRequest) -> Iterator[Clusters]:
-    """The clusters of the fixture app, started when a test first needs one (then those of
-    every adapter that the selected tests run on, at once) and kept across tests."""
-    adapters = set()
-    for item in request.session.items:
-        callspec = getattr(item, "callspec", None)
-        host = callspec.params.get("conformance_url") if callspec is not None else None
-        if host in CLUSTERS and item.get_closest_marker("skip") is None:
-            adapters.add(host.removeprefix("cluster-"))
-    clusters = Clusters(adapters)
+def conformance_clusters() -> Iterator[Clusters]:
+    """The clusters of the fixture app, started when a test first needs one and kept across
+    tests."""
+    clusters = Clusters()
     try:
         yield clusters
     finally:
         clusters.close()
+
+
+_ADAPTERS_BY_MODULE = pytest.StashKey[dict[str, set[str]]]()
+
+
+def cluster_adapters(request: pytest.FixtureRequest) -> set[str]:
+    """The adapters whose cluster hosts the selected, not skipped tests of the requesting
+    test's module use (worked out once per session)."""
+    by_module = request.session.stash.get(_ADAPTERS_BY_MODULE, None)
+    if by_module is None:
+        by_module = {}
+        for item in request.session.items:
+            callspec = getattr(item, "callspec", None)
+            host = callspec.params.get("conformance_url") if callspec is not None else None
+            if host in CLUSTERS and item.get_closest_marker("skip") is None:
+                module = item.nodeid.partition("::")[0]
+                by_module.setdefault(module, set()).add(host.removeprefix("cluster-"))
+        request.session.stash[_ADAPTERS_BY_MODULE] = by_module
+    return by_module.get(request.node.nodeid.partition("::")[0], set())
 
 
 @pytest.fixture(params=[*HOSTS, *CLUSTERS])
@@ -132,7 +145,9 @@ async def conformance_url(
             pytest.skip(REDIS_MISSING)
         adapter = request.param.removeprefix("cluster-")
         clusters: Clusters = request.getfixturevalue("conformance_clusters")
-        yield await trio.to_thread.run_sync(clusters.url, adapter, conformance_env)
+        # This module's other cluster hosts start with this one, in parallel.
+        also = cluster_adapters(request)
+        yield await trio.to_thread.run_sync(clusters.url, adapter, conformance_env, also)
         return
 
     if request.param == "native":

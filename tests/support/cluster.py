@@ -109,21 +109,19 @@ KEPT_ENVIRONMENTS = 2
 
 class Clusters:
     """The clusters of a test session, keyed by adapter and the environment the test's
-    ``conformance_env`` sets. The first request for an environment starts the clusters of
-    every adapter in ``adapters`` (those the selected tests use) at once, in parallel; the
-    clusters of the environment used least recently stop when more than
-    :data:`KEPT_ENVIRONMENTS` would be up."""
+    ``conformance_env`` sets. A request may name the other adapters the same tests will need
+    (``also``): their clusters start at once, in parallel. The clusters of the environment
+    used least recently stop when more than :data:`KEPT_ENVIRONMENTS` would be up."""
 
-    def __init__(self, adapters: Collection[str]) -> None:
-        self.adapters = adapters
+    def __init__(self) -> None:
         #: Per environment, most recently used last: its cluster of each adapter.
         self._clusters: dict[tuple[tuple[str, str], ...], dict[str, ConformanceCluster]] = {}
 
-    def url(self, adapter: str, env: Mapping[str, str]) -> str:
+    def url(self, adapter: str, env: Mapping[str, str], also: Collection[str] = ()) -> str:
         environment = tuple(sorted(env.items()))
         clusters = self._clusters.pop(environment, {})
         self._clusters[environment] = clusters
-        for each in sorted({adapter, *self.adapters} - clusters.keys()):
+        for each in sorted({adapter, *also} - clusters.keys()):
             clusters[each] = ConformanceCluster(each, env)
         while len(self._clusters) > KEPT_ENVIRONMENTS:
             _stop(self._clusters.pop(next(iter(self._clusters))).values())
