@@ -6,7 +6,8 @@
 each over ``polling``, ``websocket`` and ``upgrade`` (polling first, then an upgrade that the
 script requires to happen). Every script runs one scenario, checks the behaviour itself, and
 prints one JSON line that is checked again here. ``conformance_url`` (tests/conftest.py) serves
-tests/conformance_app.py in-process, or points at ``TRIO_SIO_EXTERNAL_URL``.
+tests/conformance_app.py in-process on both hosts and as a two-worker cluster per Redis adapter,
+or points at ``TRIO_SIO_EXTERNAL_URL``.
 
 Run a scenario by hand against any server:
 ``node tests/js/sio_scenarios.mjs http://127.0.0.1:PORT upgrade rooms``.
