@@ -33,30 +33,18 @@ import os
 from typing import Any
 
 import trio_sio
-
-REDIS_ADAPTERS = ("classic", "sharded", "streams")
+from trio_sio.adapters import REDIS_ADAPTERS, redis_adapter_factory
 
 
 def _adapter_options() -> dict[str, Any]:
-    """The Redis adapter ``BENCH_REDIS_URL`` and ``BENCH_REDIS_ADAPTER`` ask for, if any."""
+    """The Redis adapter ``BENCH_REDIS_URL`` and ``BENCH_REDIS_ADAPTER`` (``classic``, the default,
+    ``sharded`` or ``streams``) ask for; the in-memory one without a URL."""
     kind = os.environ.get("BENCH_REDIS_ADAPTER") or "classic"
     if kind not in REDIS_ADAPTERS:
-        raise SystemExit(f"BENCH_REDIS_ADAPTER must be one of {REDIS_ADAPTERS}, not {kind!r}")
+        choices = ", ".join(REDIS_ADAPTERS)
+        raise SystemExit(f"BENCH_REDIS_ADAPTER must be one of {choices}, not {kind!r}")
     url = os.environ.get("BENCH_REDIS_URL")
-    if not url:
-        return {}
-    # Imported only here: the fixture without Redis needs no coredis.
-    if kind == "streams":
-        from trio_sio.adapters.redis_streams import RedisStreamsAdapter
-
-        return {"adapter_factory": RedisStreamsAdapter.factory(url)}
-    if kind == "sharded":
-        from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
-
-        return {"adapter_factory": ShardedRedisAdapter.factory(url)}
-    from trio_sio.adapters.redis import RedisAdapter
-
-    return {"adapter_factory": RedisAdapter.factory(url)}
+    return {"adapter_factory": redis_adapter_factory(kind, url)} if url else {}
 
 
 sio = trio_sio.Server(

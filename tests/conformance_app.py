@@ -31,33 +31,19 @@ from typing import Any
 import trio
 
 import trio_sio
+from trio_sio.adapters import REDIS_ADAPTERS, redis_adapter_factory
 from trio_sio.engineio import EngineOptions, EngineServer, Outgoing, Session
-
-REDIS_ADAPTERS = ("classic", "sharded", "streams")
 
 
 def _cluster_options() -> dict[str, Any]:
-    """A Redis adapter when ``TRIO_SIO_REDIS_URL`` is set (``TRIO_SIO_REDIS_ADAPTER`` picks
-    which: ``classic``, the default, ``sharded`` or ``streams``); the in-memory one otherwise."""
+    """The Redis adapter ``TRIO_SIO_REDIS_URL`` and ``TRIO_SIO_REDIS_ADAPTER`` (``classic``,
+    the default, ``sharded`` or ``streams``) ask for; the in-memory one without a URL."""
     kind = os.environ.get("TRIO_SIO_REDIS_ADAPTER") or "classic"
     if kind not in REDIS_ADAPTERS:
-        raise SystemExit(
-            f"TRIO_SIO_REDIS_ADAPTER must be one of {', '.join(REDIS_ADAPTERS)}, not {kind!r}"
-        )
+        choices = ", ".join(REDIS_ADAPTERS)
+        raise SystemExit(f"TRIO_SIO_REDIS_ADAPTER must be one of {choices}, not {kind!r}")
     url = os.environ.get("TRIO_SIO_REDIS_URL")
-    if not url:
-        return {}
-    if kind == "streams":
-        from trio_sio.adapters.redis_streams import RedisStreamsAdapter
-
-        return {"adapter_factory": RedisStreamsAdapter.factory(url)}
-    if kind == "sharded":
-        from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
-
-        return {"adapter_factory": ShardedRedisAdapter.factory(url)}
-    from trio_sio.adapters.redis import RedisAdapter
-
-    return {"adapter_factory": RedisAdapter.factory(url)}
+    return {"adapter_factory": redis_adapter_factory(kind, url)} if url else {}
 
 
 def _recovery_options() -> dict[str, Any]:
