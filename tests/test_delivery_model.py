@@ -5,8 +5,10 @@ The real :class:`~trio_sio._engine.session.Session`, its
 and the server's fan-out task run in a Trio loop (in a thread, on a virtual clock). Rules
 interleave at random everything that makes packets leave or stop: broadcasts (volatile or
 not), sends to this client alone, pings, flushes, a socket that takes only part of a write,
-a client that reads slowly, long-polls arriving and leaving, an upgrade that is probed,
-committed or abandoned, time passing (heartbeats, upgrade checks) and closes.
+a client that reads slowly, long-polls arriving and leaving (some of them answered by the
+sending task, where the host can write without waiting, and their task woken later by the
+connection's next request), an upgrade that is probed, committed or abandoned, time passing
+(heartbeats, upgrade checks) and closes.
 
 Each rule runs a list of operations inside the Trio loop, with a chosen number of scheduler
 passes after each, so that the session's tasks (writer, reader, long-poll, upgrade, flusher,
@@ -16,8 +18,9 @@ duplicates, that a closed session says why, and that nothing raised anything une
 the end it lets everything drain and checks that every packet queued while the session stayed
 open arrived.
 
-The one stand-in is :class:`ModelSocket`: a WebSocket whose "kernel" takes a number of frames
-the rules decide (partial writes included), as a socket buffer would; there is no protocol peer.
+The stand-ins are :class:`ModelSocket`, a WebSocket whose "kernel" takes a number of frames
+the rules decide (partial writes included), as a socket buffer would, and :class:`ModelGet`,
+a long-poll's connection as the host shows it to the session; there is no protocol peer.
 """
 
 from __future__ import annotations
@@ -210,6 +213,26 @@ def _frames(items: Sequence[Outgoing]) -> list[str]:
     return frames
 
 
+class ModelGet:
+    """A long-poll GET's connection, as its host shows it to the session: what
+    ``wait_disconnected`` raises, and when (the client leaves; or, once the GET was answered
+    without waiting, the client's next request on this connection wakes its task)."""
+
+    def __init__(self) -> None:
+        self.answered = False
+        self._ended = trio.Event()
+        self._reason: type[Exception] = ClientGone
+
+    def end(self, reason: type[Exception]) -> None:
+        if not self._ended.is_set():
+            self._reason = reason
+            self._ended.set()
+
+    async def wait_disconnected(self) -> NoReturn:
+        await self._ended.wait()
+        raise self._reason
+
+
 class QuietHandler:
     """The layer above: nothing to do with messages; remembers the close."""
 
@@ -231,14 +254,16 @@ class QuietHandler:
 OPERATIONS = [
     *["broadcast"] * 6,
     *["broadcast_volatile"] * 2,
-    *["send"] * 4,
+    *["send"] * 6,
     *["ping"] * 2,
     *["client_reads_one"] * 3,
     *["client_reads_all"] * 2,
     *["socket_full", "socket_small", "socket_large"],
     *["websocket_ping"] * 2,
-    *["get_arrives"] * 4,
+    *["get_arrives"] * 2,
+    *["get_arrives_answerable"] * 6,
     "get_client_leaves",
+    *["answered_get_wakes"] * 3,
     *["websocket_arrives"] * 3,
     *["probe"] * 3,
     *["commit"] * 3,
@@ -273,8 +298,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.session: Session
         self.ws: ModelSocket | None = None  # the session's WebSocket, once it has one
         self.candidate: ModelSocket | None = None  # a WebSocket trying to upgrade
-        self.get_gone: trio.Event | None = None  # set to make the waiting GET's client leave
-        self.get_running = False
+        self.get: ModelGet | None = None  # the GET waiting for its answer
+        self.answered_gets: list[ModelGet] = []  # answered without waiting, task still asleep
+        self.get_writable = True  # whether the GET's host can write an answer without waiting
         self.closed_before_end = False
 
     # --- set-up --------------------------------------------------------------------------
@@ -381,6 +407,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         for ws in (self.ws, self.candidate):
             if ws is not None:
                 ws.capacity = capacity
+        self.get_writable = capacity > 0
 
     def socket_full(self) -> None:
         self._socket_buffer(0)
@@ -391,31 +418,52 @@ class DeliveryMachine(RuleBasedStateMachine):
     def socket_large(self) -> None:
         self._socket_buffer(1000)
 
-    def get_arrives(self) -> None:
+    def _get_arrives(self, *, answerable: bool) -> None:
         transport = self.session.current_transport
-        if self.get_running or not isinstance(transport, PollingTransport):
+        if self.get is not None or not isinstance(transport, PollingTransport):
             return  # the host answers 400 (overlap, or Transport mismatch) before the session
-        gone = self.get_gone = trio.Event()
+        connection = self.get = ModelGet()
 
-        async def wait_disconnected() -> NoReturn:
-            await gone.wait()
-            raise ClientGone
+        def answer_nowait(payload: str) -> bool:
+            if not self.get_writable:
+                return False
+            assert not connection.answered, "answered twice"
+            assert self.get is connection, "answered after it ended"
+            connection.answered = True
+            self.polled.extend(payload.split("\x1e"))
+            self.get = None  # over: the client may send the next one
+            self.answered_gets.append(connection)
+            return True
 
         async def get() -> None:
             try:
-                payload = await transport.get(wait_disconnected)
-            except ClientGone:
+                payload = await transport.get(
+                    connection.wait_disconnected, answer_nowait if answerable else None
+                )
+            except (ClientGone, AnsweredEarly):
                 return
             finally:
-                self.get_running = False
+                if self.get is connection:
+                    self.get = None
+            # What an answered GET's call returns would never be sent: it must not return.
+            assert not connection.answered, "an answered GET took packets again"
             self.polled.extend(payload.split("\x1e"))
 
-        self.get_running = True
         self.trio.start_soon(get, "GET")
 
+    def get_arrives(self) -> None:
+        self._get_arrives(answerable=False)
+
+    def get_arrives_answerable(self) -> None:
+        self._get_arrives(answerable=True)
+
     def get_client_leaves(self) -> None:
-        if self.get_running and self.get_gone is not None:
-            self.get_gone.set()
+        if self.get is not None:
+            self.get.end(ClientGone)
+
+    def answered_get_wakes(self) -> None:
+        if self.answered_gets:
+            self.answered_gets.pop(0).end(AnsweredEarly)
 
     def websocket_arrives(self) -> None:
         if self.candidate is not None or self.ws is not None:
@@ -494,6 +542,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         if ws is not None:
             events.append(f"writes without waiting: {min(ws.writes_without_waiting, 3)}+")
             events.append(f"partial writes: {min(ws.partial_writes, 3)}+")
+        if self.answered_gets:
+            events.append("a GET answered without waiting")
         return events
 
     @invariant()
@@ -530,7 +580,40 @@ class ClientGone(Exception):
     """The long-poll's client went away."""
 
 
+class AnsweredEarly(Exception):
+    """The next request on an answered long-poll's connection woke its task."""
+
+
 DeliveryMachine.TestCase.settings = settings(
-    max_examples=500, stateful_step_count=10, deadline=None
+    max_examples=1000, stateful_step_count=10, deadline=None
 )
 test_delivery_model = DeliveryMachine.TestCase
+
+
+def test_a_get_whose_upgrade_check_came_due_is_not_answered_by_a_sender() -> None:
+    """A race the model rarely reaches: a long-poll's upgrade check comes due (its task is
+    woken to answer a noop), and in the same scheduler batch, before that task runs, a packet
+    is sent to the client. The sender must leave the answer to the GET's task, which takes
+    the packet; answering it too would be a second response on one request. trio runs a
+    batch in either order, so the sequence runs many times (the teardown checks that the packet
+arrives with a later GET)."""
+    for _ in range(30):
+        machine = DeliveryMachine()
+        try:
+            machine.start(websocket=False)
+            machine.run(
+                [
+                    ("get_arrives_answerable", 1),
+                    ("websocket_arrives", 1),
+                    ("probe", 3),
+                    ("time_passes", 1),
+                    ("send", 3),
+                ]
+            )
+
+            async def check() -> None:
+                machine._check()
+
+            machine.trio.call(check)
+        finally:
+            machine.teardown()

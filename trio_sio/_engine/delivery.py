@@ -1,12 +1,13 @@
 """Every way a session's packets leave, owned by one object.
 
-Packets leave in four ways: the WebSocket writer task sends the queue; the sending task writes
+Packets leave in five ways: the WebSocket writer task sends the queue; the sending task writes
 straight into an idle connection's socket; the flusher writes what a burst of broadcasts
-queued for an idle connection in one write; a long-poll GET takes the queue. :class:`Delivery`
-does all four, so one piece of code keeps the promise: **every packet queued leaves exactly
-once, in order** (control packets ahead of data), or the session is closed and nothing more
-leaves. One explicit state, :class:`Consumer`, says who may take now; each way out checks and
-moves it synchronously, so no two can take at once.
+queued for an idle connection in one write; a long-poll GET takes the queue; the sending task
+answers a waiting long-poll GET itself, where the host can write without waiting.
+:class:`Delivery` does all five, so one piece of code keeps the promise: **every packet queued
+leaves exactly once, in order** (control packets ahead of data), or the session is closed and
+nothing more leaves. One explicit state, :class:`Consumer`, says who may take now; each way out
+checks and moves it synchronously, so no two can take at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["Delivery", "DeliveryClosed"]
 # The states the hot paths compare with, as module constants (one lookup instead of two).
 _IDLE = Consumer.IDLE
 _FLUSH_DUE = Consumer.FLUSH_DUE
+_POLL = Consumer.POLL
 
 
 class DeliveryClosed(Exception):
@@ -39,6 +41,9 @@ class Delivery:
 
     * A packet leaves only through :meth:`take`, :meth:`poll_nowait` or a write without
       waiting (:meth:`put_nowait`, :meth:`flush`), each taking from the front of the queue.
+    * A waiting GET is answered by the sending task (:meth:`put_nowait`) only in ``POLL``
+      with the answerer :meth:`wait_poll` was given; answered or released, the GET's wait is
+      over in the same step (``NONE``), so one GET takes one batch.
     * A write without waiting happens only from ``IDLE`` or ``FLUSH_DUE``, where the writer is
       parked holding no batch and the connection has nothing unsent, so nothing queued earlier
       can be overtaken; bytes the kernel did not take stay with the connection, ahead of
@@ -54,6 +59,7 @@ class Delivery:
 
     __slots__ = (
         "_accepting",
+        "_answer_poll",
         "_closed",
         "_consumer",
         "_direct",
@@ -62,6 +68,7 @@ class Delivery:
         "_on_error",
         "_pacing_bytes",
         "_pacing_packets",
+        "_poll_max_packets",
         "_producers",
         "_queue",
         "_release_poll",
@@ -90,6 +97,9 @@ class Delivery:
         self._direct: WritesWithoutWaiting | None = None  # the writer's connection, if it can
         self._flush_requested = False  # the writer must run even with nothing queued
         self._release_poll: Callable[[], None] | None = None
+        # Writes a waiting GET's answer without waiting, if its host can (see wait_poll).
+        self._answer_poll: Callable[[list[Outgoing]], bool] | None = None
+        self._poll_max_packets: int | None = None
         self._producers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
         #: Volatile packets dropped because the client was behind.
         self.dropped_volatile = 0
@@ -128,6 +138,8 @@ class Delivery:
         if consumer is _FLUSH_DUE:
             # A send to this client alone ends the coalescing: everything waiting goes now.
             self._flush_now()
+        elif consumer is _POLL and self._answer_poll is not None:
+            self._answer_poll_now()
         else:
             self._notify()
 
@@ -329,24 +341,53 @@ class Delivery:
         self._wake_producers()
         return batch
 
-    def wait_poll(self, release: Callable[[], None]) -> None:
+    def wait_poll(
+        self,
+        release: Callable[[], None],
+        answer: Callable[[list[Outgoing]], bool] | None = None,
+        max_packets: int | None = None,
+    ) -> None:
         """A GET waits for packets: call ``release`` (once, synchronously) when it should
-        take, or when the session closes."""
+        take, or when the session closes.
+
+        With ``answer``, a packet sent to this client alone (:meth:`put_nowait`) does not wake
+        the GET's task: the sending task calls ``answer`` with what is queued (up to
+        ``max_packets``), which writes the GET's response without waiting and returns
+        ``True``, or returns ``False`` having written nothing (then the GET is released as
+        usual). Broadcasts still release the GET, so that a burst leaves in one response."""
         self._consumer = Consumer.POLL
         self._release_poll = release
+        self._answer_poll = answer
+        self._poll_max_packets = max_packets
 
     def stop_poll_wait(self) -> None:
         """The waiting GET has been released or has gone."""
-        self._release_poll = None
+        self._release_poll = self._answer_poll = None
         if self._consumer is Consumer.POLL:
             self._consumer = Consumer.NONE
 
     def _release(self) -> None:
         release = self._release_poll
         if release is not None:
-            self._release_poll = None
+            self._release_poll = self._answer_poll = None
             self._consumer = Consumer.NONE
             release()
+
+    def _answer_poll_now(self) -> None:
+        """Answer the waiting GET with what is queued, from the sending task; release it if
+        its host cannot write the answer now."""
+        answer = self._answer_poll
+        assert answer is not None
+        queue = self._queue
+        limit = self._poll_max_packets
+        batch = queue.take_all() if limit is None else queue.take(limit)
+        if answer(batch):
+            self._release_poll = self._answer_poll = None
+            self._consumer = Consumer.NONE
+            self._wake_producers()
+        else:
+            queue.put_back(batch)
+            self._release()
 
     def _notify(self) -> None:
         """Something was queued: wake whoever takes."""

@@ -87,6 +87,13 @@ class HttpRequest:
             of the host's choosing, which leaves ``handle_http`` for the host to catch. A
             long-poll waits in it, in the request's own task, until its answer is ready. The
             default, for hosts that cannot tell, waits forever.
+        answer_nowait: for a long-poll, where the host can write from any task without
+            waiting (the native host on plain TCP): writes the given response now and returns
+            ``True``, or returns ``False`` (the socket would block, the connection must close
+            after it, or the request was answered) and nothing happened. Once it returned
+            ``True`` the request is answered: the host ends the ``handle_http`` call still
+            waiting in ``wait_disconnected`` when the client's next request (or its going
+            away) wakes it, and whatever that call would have returned is not sent.
         time: when the request arrived (``time.time()``).
     """
 
@@ -99,6 +106,7 @@ class HttpRequest:
     read_body: Callable[[int], Awaitable[bytes]] | None = None
     body: bytes | None = None
     wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
+    answer_nowait: Callable[[HttpResponse], bool] | None = None
     time: float = field(default_factory=time.time)
 
     @property

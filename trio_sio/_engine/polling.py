@@ -20,6 +20,7 @@ from .._protocol import (
     EngineErrorCode,
     EnginePacketType,
     HandshakeError,
+    Outgoing,
     ProtocolError,
     Transport,
     decode_payload,
@@ -57,6 +58,7 @@ class PollingTransport:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._waiting_get: trio.CancelScope | None = None
+        self._answer_nowait: Callable[[str], bool] | None = None  # the waiting GET's
         self._posting = False
         self._probed_at: float | None = None  # when the upgrade's probe was answered
         self._detached_answer: str | None = None  # what a GET released by detach() says
@@ -68,13 +70,20 @@ class PollingTransport:
     # --- GET -----------------------------------------------------------------------------
 
     async def get(
-        self, wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
+        self,
+        wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever,
+        answer_nowait: Callable[[str], bool] | None = None,
     ) -> str:
         """Serve a GET: wait for packets and return them as one payload.
 
         While it waits, the calling task watches the client with ``wait_disconnected`` (see
         :class:`~trio_sio._engine.host.HttpRequest`), whose exception ends the poll; the
         delivery cancels that wait when packets arrive. One task per poll.
+
+        With ``answer_nowait`` (which writes a payload as this GET's response without
+        waiting, and says whether it did), a packet sent to this client alone is answered by
+        the task that sends it: this GET is over then, and its task stays in
+        ``wait_disconnected`` until the host ends it.
 
         Raises:
             ProtocolError: a second GET while one is pending (the session is closed).
@@ -91,11 +100,17 @@ class PollingTransport:
                 except trio.WouldBlock:
                     if self._probed_at is not None:
                         scope.deadline = self._next_upgrade_check()
-                    delivery.wait_poll(scope.cancel)
+                    self._answer_nowait = answer_nowait
+                    delivery.wait_poll(
+                        scope.cancel,
+                        None if answer_nowait is None else self._answer,
+                        self._max_packets,
+                    )
                     try:
                         await wait_disconnected()
                     finally:
-                        delivery.stop_poll_wait()
+                        if self._waiting_get is scope:  # not answered (then a GET may follow)
+                            delivery.stop_poll_wait()
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return encode_payload(batch)
@@ -109,7 +124,25 @@ class PollingTransport:
         except DeliveryClosed:
             return self._detached_answer or _CLOSE
         finally:
-            self._waiting_get = None
+            if self._waiting_get is scope:
+                self._waiting_get = self._answer_nowait = None
+
+    def _answer(self, batch: list[Outgoing]) -> bool:
+        """The waiting GET's answer, written by the task that sends ``batch``: the GET is
+        over at once, so that the client's next one (on any connection) is not taken for an
+        overlapping GET while the answered one's task has yet to wake."""
+        scope, answer_nowait = self._waiting_get, self._answer_nowait
+        assert scope is not None
+        assert answer_nowait is not None
+        probing = self._probed_at is not None
+        if probing and scope.cancel_called:
+            return False  # its upgrade check came due: its own task answers it, and takes
+        if not answer_nowait(encode_payload(batch)):
+            return False
+        self._waiting_get = self._answer_nowait = None
+        if probing:
+            scope.deadline = math.inf  # no upgrade check for an answered GET
+        return True
 
     def _next_upgrade_check(self) -> float:
         assert self._probed_at is not None

@@ -237,7 +237,10 @@ class EngineServer:
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one long-polling request (or a CORS preflight)."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        response = await self._handle_http(request)
+        return self._with_extra_headers(request, await self._handle_http(request))
+
+    def _with_extra_headers(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        """``response`` with the headers of ``options.headers``, unless it is an error."""
         if self.options.headers is not None and response.status < 400:
             response.headers.extend(self.options.headers(request))
         return response
@@ -276,8 +279,11 @@ class EngineServer:
             if not isinstance(transport, PollingTransport):
                 raise HandshakeError(EngineErrorCode.BAD_REQUEST, "Transport mismatch")
             if request.method == "GET":
+                answer_payload = None
+                if request.answer_nowait is not None:
+                    answer_payload = functools.partial(self._answer_payload, request, cors)
                 try:
-                    payload = await transport.get(request.wait_disconnected)
+                    payload = await transport.get(request.wait_disconnected, answer_payload)
                 except ProtocolError:
                     raise HandshakeError(EngineErrorCode.BAD_REQUEST) from None
                 return payload_response(self.options, request, payload, cors)
@@ -290,6 +296,14 @@ class EngineServer:
             return error_response(exc, cors)
         except _Unavailable:
             return HttpResponse(503, b"Service Unavailable", cors)
+
+    def _answer_payload(
+        self, request: HttpRequest, cors: list[tuple[str, str]], payload: str
+    ) -> bool:
+        """Answer the long-poll ``request`` with ``payload`` now, through its host."""
+        assert request.answer_nowait is not None
+        response = payload_response(self.options, request, payload, cors)
+        return request.answer_nowait(self._with_extra_headers(request, response))
 
     async def _handshake_polling(
         self, request: HttpRequest, cors: list[tuple[str, str]]

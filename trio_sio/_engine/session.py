@@ -113,10 +113,10 @@ class Session:
     def __init__(self, host: SessionHost, sid: str, request: HttpRequest) -> None:
         options = host.options
         self.sid = sid
-        # Without the host's callables for reading and watching that request: they would keep
-        # its connection's objects alive for as long as the session.
+        # Without the host's callables for reading, watching and answering that request: they
+        # would keep its connection's objects alive for as long as the session.
         self.request = dataclasses.replace(
-            request, read_body=None, wait_disconnected=trio.sleep_forever
+            request, read_body=None, wait_disconnected=trio.sleep_forever, answer_nowait=None
         )
         self.state = SessionState.OPEN
         self.close_reason: DisconnectReason | None = None

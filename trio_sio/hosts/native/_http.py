@@ -78,6 +78,11 @@ class _Close(Exception):
     """End this connection after what was sent."""
 
 
+class _AnsweredEarly(Exception):
+    """A long-poll was answered from another task (``answer_nowait``), and the client's next
+    request (or its going away) has woken the poll's task: serve the connection on."""
+
+
 class HttpConnection:
     """Serves the requests arriving on one stream until it should close."""
 
@@ -102,7 +107,11 @@ class HttpConnection:
         self._reusable = False  # the last response left the connection ready for another
         self._responded = False  # the current request has its answer (or became a WebSocket)
         self._keep_alive = True  # the client did not ask to close after this request
-        self._first_request = True
+        # The next request needs no turn of its own: this task has just waited (for the
+        # connection to be accepted, or for a long-poll's client).
+        self._skip_turn = True
+        self._answered_early = False  # the current request was answered by answer_nowait
+        self._unsent: bytes | None = None  # what the kernel did not take of that answer
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
         self._reader = Reader(stream, config.receive_size)
@@ -134,7 +143,7 @@ class HttpConnection:
                 if self.config.access_log:
                     self._started = trio.current_time()
                     self._request_line = _request_line(request)
-                self._reusable = self._responded = False
+                self._reusable = self._responded = self._answered_early = False
                 self._early_body = None
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
@@ -158,10 +167,8 @@ class HttpConnection:
         config = self.config
         started = bool(parser.buffered)
         deadline: float | None = None
-        # A new connection's first request needs no turn of its own: the connection's task has
-        # just started (and accepting it was one).
-        waited = self._first_request
-        self._first_request = False
+        waited = self._skip_turn
+        self._skip_turn = False
         owned_elsewhere = self._owned_elsewhere
         limit = config.max_header_bytes
         while True:
@@ -376,8 +383,11 @@ class HttpConnection:
     async def _endpoint_http(self, request: HttpRequest, handle: Route) -> None:
         try:
             if request.method == "GET":
-                # A long-poll watches the connection while it waits.
+                # A long-poll watches the connection while it waits, and may be answered by
+                # the task that has its packets.
                 request.wait_disconnected = self._wait_disconnected
+                if self._raw is not None:
+                    request.answer_nowait = self._answer_nowait
             else:
                 request.read_body = self.read_body
                 request.body = self._body_if_here()
@@ -386,6 +396,8 @@ class HttpConnection:
                 # ready tasks in random order, and clients expect arrival order.
                 await trio.lowlevel.checkpoint()
             response = await handle(request)
+        except _AnsweredEarly:
+            return
         except (_ClientGone, _Close, *_DISCONNECTED):
             raise
         except Exception:
@@ -396,11 +408,47 @@ class HttpConnection:
 
     async def _wait_disconnected(self) -> NoReturn:
         data = await self._reader.receive()
-        if not data:
+        if not self._answered_early:
+            if not data:
+                raise _ClientGone
+            # The client sent its next request already: it is alive. Keep the bytes for later.
+            self.parser.feed(data)
+            await trio.sleep_forever()
+        # Answered meanwhile by answer_nowait: woken by the next request (or the client's going
+        # away), or by answer_nowait itself to send what the kernel did not take.
+        unsent, self._unsent = self._unsent, None
+        if unsent is not None:
+            await self._send_bytes(unsent)
+        if data:
+            self.parser.feed(data)
+        elif unsent is None:
             raise _ClientGone
-        # The client sent its next request already: it is alive. Keep the bytes for later.
-        self.parser.feed(data)
-        await trio.sleep_forever()
+        self._skip_turn = True
+        raise _AnsweredEarly
+
+    def _answer_nowait(self, response: HttpResponse) -> bool:
+        """Answer the current long-poll GET from whichever task has its packets (see
+        ``HttpRequest.answer_nowait``); its own task, waiting in :meth:`_wait_disconnected`,
+        stays asleep until the client's next request arrives.
+
+        Only on a connection that stays open after it, and not if the kernel would take none
+        of it. Bytes it did not take are this task's to send: it is woken for them as trio
+        wakes a task whose socket is closing (the connection stays open)."""
+        raw = self._raw
+        if self._responded or not self._keep_alive or raw is None:
+            return False
+        data = _serialize(response, head=False, close=False, content_length=None)
+        try:
+            sent = raw.send(data)
+        except OSError:  # BlockingIOError among them: the waiting task writes it, or fails
+            return False
+        self._responded = self._answered_early = self._reusable = True
+        if sent < len(data):
+            self._unsent = data[sent:]
+            trio.lowlevel.notify_closing(raw)
+        if self.config.access_log:
+            self._log_access(response.status, len(response.body))
+        return True
 
     # --- WebSocket ---------------------------------------------------------------------
 
