@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import trio
@@ -590,13 +591,17 @@ DeliveryMachine.TestCase.settings = settings(
 test_delivery_model = DeliveryMachine.TestCase
 
 
+async def _check_in_loop(machine: DeliveryMachine) -> None:
+    machine._check()
+
+
 def test_a_get_whose_upgrade_check_came_due_is_not_answered_by_a_sender() -> None:
     """A race the model rarely reaches: a long-poll's upgrade check comes due (its task is
-    woken to answer a noop), and in the same scheduler batch, before that task runs, a packet
-    is sent to the client. The sender must leave the answer to the GET's task, which takes
-    the packet; answering it too would be a second response on one request. trio runs a
-    batch in either order, so the sequence runs many times (the teardown checks that the packet
-arrives with a later GET)."""
+        woken to answer a noop), and in the same scheduler batch, before that task runs, a packet
+        is sent to the client. The sender must leave the answer to the GET's task, which takes
+        the packet; answering it too would be a second response on one request. trio runs a
+        batch in either order, so the sequence runs many times (the teardown checks that the packet
+    arrives with a later GET)."""
     for _ in range(30):
         machine = DeliveryMachine()
         try:
@@ -611,9 +616,6 @@ arrives with a later GET)."""
                 ]
             )
 
-            async def check() -> None:
-                machine._check()
-
-            machine.trio.call(check)
+            machine.trio.call(partial(_check_in_loop, machine))
         finally:
             machine.teardown()

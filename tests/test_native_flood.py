@@ -203,7 +203,8 @@ async def test_one_flooding_connection_does_not_starve_the_others(
         # loop would read its output late.
         flood_start, flood_end = report.pop("started"), report.pop("ended")
         flood_end = max(flood_end, flood_start + MIN_FLOOD_WINDOW)
-        await trio.sleep(max(0.2, flood_end + 0.1 - time.monotonic()))  # for the echoes under way to come back
+        # For the echoes under way to come back.
+        await trio.sleep(max(0.2, flood_end + 0.1 - time.monotonic()))
         for bystander in bystanders:
             bystander.finish()
         # Before the bystanders leave, which closes their sessions.

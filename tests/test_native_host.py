@@ -190,6 +190,76 @@ async def test_a_chunked_post_pipelined_with_a_poll() -> None:
         assert (second[:4], second[-3:]) == (b"200 ", b"4hi")
 
 
+async def _parked_poll(e: EngineFixture, connection: Any, target: str) -> None:
+    """Send a long-poll GET on ``connection`` and wait until the server parks it."""
+    await connection.send_head("GET", target)
+    await connection.end_body()
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_long_poll_is_answered_by_the_task_that_sends() -> None:
+    # A packet for one client answers its waiting GET from the sending task (here, the test's):
+    # the response is out before that task yields, the GET's own task still asleep on its
+    # socket. The client's next GET may come on that connection (it wakes that task) or on
+    # another one while it sleeps; neither is an overlapping GET.
+    async with native_engine() as e:
+        sid = await e.handshake()
+        session = e.engine.get_session(sid)
+        assert session is not None
+        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        async with connect(e.url) as first, connect(e.url) as second:
+            await _parked_poll(e, first, target)
+            session.send_nowait(Outgoing.message("a"))
+            assert session.delivery.consumer is Consumer.NONE  # answered, in this step
+            response = await first.read_response()
+            assert (response.status, response.text) == (200, "4a")
+            assert response.headers["content-type"] == "text/plain; charset=UTF-8"
+
+            await _parked_poll(e, first, target)  # the same connection
+            session.send_nowait(Outgoing.message("b"))
+            assert (await first.read_response()).text == "4b"
+
+            await _parked_poll(e, second, target)  # another connection, the first asleep
+            for text in ("c", "d"):  # one GET, one batch: "d" waits for the next GET
+                session.send_nowait(Outgoing.message(text))
+            assert (await second.read_response()).text == "4c"
+            await _parked_poll(e, first, target)
+            assert (await first.read_response()).text == "4d"
+
+            posted = await second.request("POST", target, b"4e")  # echoed by the handler
+            assert (posted.status, posted.text) == (200, "ok")
+            await _parked_poll(e, second, target)
+            assert (await second.read_response()).text == "4e"
+            assert session.state is trio_sio.engineio.SessionState.OPEN
+            assert (await first.request("POST", target, b"1")).text == "ok"
+        await settled(e)
+        await bystanders_ok(e)
+
+
+async def test_a_long_poll_answer_the_kernel_takes_in_part() -> None:
+    # An answer larger than the socket takes at once: the GET's task is woken to send the
+    # rest, and the connection serves on.
+    big = "x" * 12_000_000
+    async with native_engine(outbound_queue_bytes=32_000_000) as e:
+        sid = await e.handshake()
+        session = e.engine.get_session(sid)
+        assert session is not None
+        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        async with connect(e.url) as connection:
+            await _parked_poll(e, connection, target)
+            session.send_nowait(Outgoing.message(big))
+            assert session.delivery.consumer is Consumer.NONE
+            with trio.fail_after(30):
+                response = await connection.read_response()
+            assert response.body == b"4" + big.encode()
+            await _parked_poll(e, connection, target)
+            session.send_nowait(Outgoing.message("after"))
+            assert (await connection.read_response()).text == "4after"
+            assert (await connection.request("POST", target, b"1")).text == "ok"
+        await settled(e)
+        await bystanders_ok(e)
+
+
 async def test_http_1_0_gets_its_answer_and_the_connection_closes() -> None:
     async with native_engine() as e:
         received = await raw_exchange(
