@@ -15,8 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -66,11 +68,36 @@ async def _aping(port: int) -> bool:
             return False
 
 
-class RedisServer:
+_Started = TypeVar("_Started", bound="_StartedInBlock")
+
+
+class _StartedInBlock(ABC):
+    """Servers usable as a context manager from a sync fixture: started on entry (closed again
+    if that fails), closed on exit."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self: _Started) -> _Started:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisServer(_StartedInBlock):
     """One ``redis-server`` process on a fixed loopback port, which survives restarts.
 
-    Usable from sync fixtures (:meth:`start`, :meth:`stop`) and from Trio code
-    (:meth:`astart`).
+    Usable from sync fixtures (:meth:`start`, :meth:`stop`, or ``with``) and from Trio code
+    (:meth:`astart`, or ``async with``).
     """
 
     def __init__(
@@ -160,6 +187,17 @@ class RedisServer:
         self.stop()
         self._dir.cleanup()
 
+    async def __aenter__(self) -> RedisServer:
+        try:
+            await self.astart()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} {'running' if self.process else 'stopped'}>"
 
@@ -185,7 +223,18 @@ def _info_field(port: int, section: str, field: str) -> str | None:
     return None
 
 
-class RedisClusterServers:
+def _wait_for_field(
+    port: int, section: str, field: str, value: str, deadline: float, failure: str
+) -> None:
+    """Poll ``field`` of ``section`` on ``port`` until it reads ``value``; past ``deadline`` (a
+    ``time.monotonic()``), ``TimeoutError(failure)``."""
+    while _info_field(port, section, field) != value:
+        if time.monotonic() > deadline:
+            raise TimeoutError(failure)
+        time.sleep(0.05)
+
+
+class RedisClusterServers(_StartedInBlock):
     """A Redis Cluster of ``primaries`` primaries (no replicas), each a :class:`RedisServer`
     with cluster mode on, its slots spread evenly by ``redis-cli --cluster create``.
 
@@ -243,28 +292,15 @@ class RedisClusterServers:
         # Every node must see the whole cluster before a client's view of it is complete.
         deadline = time.monotonic() + STARTUP_DEADLINE_S * 3
         for port in self.ports:
-            while _info_field(port, "cluster", "cluster_state") != "ok":
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the cluster node on port {port} did not become ok")
-                time.sleep(0.05)
+            failure = f"the cluster node on port {port} did not become ok"
+            _wait_for_field(port, "cluster", "cluster_state", "ok", deadline, failure)
 
     def close(self) -> None:
         for server in self.servers:
             server.close()
 
-    def __enter__(self) -> RedisClusterServers:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class RedisSentinelServers:
+class RedisSentinelServers(_StartedInBlock):
     """A primary :class:`RedisServer`, with ``replicas`` replicas, and one Sentinel watching it
     as ``service`` (quorum 1, quick to act: a failover may be asked for at once).
 
@@ -298,30 +334,17 @@ class RedisSentinelServers:
         for replica in self.replicas:
             replica.start()
             # In sync before the Sentinel first looks, so that it knows the replica at once.
-            while _info_field(replica.port, "replication", "master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the replica on port {replica.port} is not in sync")
-                time.sleep(0.05)
+            failure = f"the replica on port {replica.port} is not in sync"
+            _wait_for_field(
+                replica.port, "replication", "master_link_status", "up", deadline, failure
+            )
         self.sentinel.start()
         # The Sentinel answers PING before it has looked at the primary: wait until it has.
-        while _info_field(self.sentinel.port, "sentinel", "sentinel_masters") != "1":
-            if time.monotonic() > deadline:
-                raise TimeoutError("the Sentinel does not watch the primary")
-            time.sleep(0.05)
+        failure = "the Sentinel does not watch the primary"
+        _wait_for_field(self.sentinel.port, "sentinel", "sentinel_masters", "1", deadline, failure)
 
     def close(self) -> None:
         self.sentinel.close()
         for replica in self.replicas:
             replica.close()
         self.primary.close()
-
-    def __enter__(self) -> RedisSentinelServers:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
