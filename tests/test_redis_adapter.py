@@ -22,11 +22,9 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,19 +36,13 @@ import pytest
 import trio
 
 import trio_sio
+from support.clients import JS_DIR, NODE
 from support.redis import REDIS_MISSING, RedisServer, free_port
+from support.redis_nodes import Cluster, Process, run_driver, spawn, trio_nodes, wait_for_url
 from support.servers import serve_app
 from support.websocket import WebSocket, open_websocket
 from trio_sio.adapters import ClusterReplies
 from trio_sio.adapters.redis import RedisAdapter, RedisAdapterOptions
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO = TESTS_DIR.parent
-JS_DIR = TESTS_DIR / "js"
-NODE = shutil.which("node")
-CLUSTER_NODE = TESTS_DIR / "support" / "redis_cluster_node.py"
-DRIVER = JS_DIR / "redis_cluster.mjs"
-STARTUP_DEADLINE_S = 20.0
 
 pytestmark = pytest.mark.skipif(REDIS_MISSING is not None, reason=REDIS_MISSING or "")
 
@@ -67,131 +59,13 @@ NODE_MISSING = _node_missing()
 requires_node = pytest.mark.skipif(NODE_MISSING is not None, reason=NODE_MISSING or "")
 
 
-# --- processes -------------------------------------------------------------------------------
-
-
-@dataclass
-class Process:
-    """A server process whose output goes to files (no pipe can fill up and block it)."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-    url: str = ""
-
-    def output(self) -> str:
-        out = self.stdout.read_text(errors="replace")[-3000:]
-        err = self.stderr.read_text(errors="replace")[-3000:]
-        return f"{self.name} stdout:\n{out}\n{self.name} stderr:\n{err}"
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
-
-
-def spawn(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str]) -> Process:
-    stdout, stderr = workdir / f"{name}.out", workdir / f"{name}.err"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        popen = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO, env=env)
-    return Process(name, popen, stdout, stderr)
-
-
-def wait_for_url(process: Process, pattern: str, source: str) -> None:
-    """Wait until the process printed its URL (``pattern``'s group 1) in ``source``."""
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    path = process.stdout if source == "stdout" else process.stderr
-    while True:
-        match = re.search(pattern, path.read_text(errors="replace"))
-        if match:
-            process.url = match.group(1)
-            return
-        if process.popen.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{process.name} did not start\n{process.output()}")
-        time.sleep(0.05)
-
-
-def start_trio_nodes(redis_url: str, names: Sequence[str], workdir: Path) -> list[Process]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    nodes = [
-        spawn(
-            name,
-            [sys.executable, str(CLUSTER_NODE), "--redis", redis_url, "--name", name],
-            workdir,
-            env,
-        )
-        for name in names
-    ]
-    for node in nodes:
-        wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
-    return nodes
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer
-    nodes: list[Process]
-    workdir: Path
-
-    def node_args(self) -> list[str]:
-        return [f"{node.name}={node.url}" for node in self.nodes]
-
-    def output(self) -> str:
-        return "\n".join(node.output() for node in self.nodes)
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster[RedisServer]]:
     """A private Redis and two trio_sio nodes, "A" and "B", each in its own process."""
     if REDIS_MISSING is not None:
         pytest.skip(REDIS_MISSING)
-    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-cluster-"))
-    redis = RedisServer()
-    nodes: list[Process] = []
-    try:
-        redis.start()
-        nodes = start_trio_nodes(redis.url, ["A", "B"], workdir)
-        yield Cluster(redis, nodes, workdir)
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def run_driver(
-    scenario: str, redis_url: str, node_args: Sequence[str], context: str = "", **env: str
-) -> dict[str, Any]:
-    """Run one scenario of tests/js/redis_cluster.mjs; returns its ``observed``."""
-    assert NODE is not None
-    argv = [NODE, str(DRIVER), scenario, redis_url, *node_args]
-    with trio.fail_after(60):
-        process = await trio.run_process(
-            argv,
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=REPO,
-            env=dict(os.environ, **env),
-        )
-    stdout = process.stdout.decode(errors="replace")
-    stderr = process.stderr.decode(errors="replace")
-    report = f"{' '.join(argv)}\nstdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-4000:]}\n{context}"
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    assert process.returncode == 0, report
-    assert len(lines) == 1, report
-    result: dict[str, Any] = json.loads(lines[0])
-    assert result["ok"] is True, report
-    assert result["server"] == "socket.io@4.8.1", report
-    adapters = ("@socket.io/redis-adapter@8.", "@socket.io/redis-streams-adapter@0.3.")
-    assert result["adapter"].startswith(adapters), report
-    observed: dict[str, Any] = result["observed"]
-    return observed
+    with RedisServer() as server, trio_nodes(server) as nodes:
+        yield nodes
 
 
 # --- across processes: two trio_sio nodes and a Node node ------------------------------------
@@ -199,50 +73,46 @@ async def run_driver(
 
 @pytest.mark.node
 @requires_node
-async def test_room_broadcasts_reach_every_node(cluster: Cluster) -> None:
-    observed = await run_driver("rooms", cluster.redis.url, cluster.node_args(), cluster.output())
+async def test_room_broadcasts_reach_every_node(cluster: Cluster[RedisServer]) -> None:
+    observed = await cluster.drive("rooms")
     assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
 
 
 @pytest.mark.node
 @requires_node
-async def test_fetch_sockets_and_remote_operations_both_ways(cluster: Cluster) -> None:
-    observed = await run_driver("fetch", cluster.redis.url, cluster.node_args(), cluster.output())
+async def test_fetch_sockets_and_remote_operations_both_ways(cluster: Cluster[RedisServer]) -> None:
+    observed = await cluster.drive("fetch")
     assert observed["node_saw"] >= 3
     assert observed["trio_saw"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_server_side_emit_both_ways(cluster: Cluster) -> None:
-    observed = await run_driver(
-        "server-side-emit", cluster.redis.url, cluster.node_args(), cluster.output()
-    )
+async def test_server_side_emit_both_ways(cluster: Cluster[RedisServer]) -> None:
+    observed = await cluster.drive("server-side-emit")
     assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
     assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
 
 
 @pytest.mark.node
 @requires_node
-async def test_broadcast_with_acks_counts_every_node(cluster: Cluster) -> None:
-    observed = await run_driver(
-        "broadcast-ack", cluster.redis.url, cluster.node_args(), cluster.output()
-    )
+async def test_broadcast_with_acks_counts_every_node(cluster: Cluster[RedisServer]) -> None:
+    observed = await cluster.drive("broadcast-ack")
     assert observed["trio_got"]["expected"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_redis_emitter_reaches_trio_clients(cluster: Cluster) -> None:
-    observed = await run_driver("emitter", cluster.redis.url, cluster.node_args(), cluster.output())
+async def test_redis_emitter_reaches_trio_clients(cluster: Cluster[RedisServer]) -> None:
+    observed = await cluster.drive("emitter")
     assert observed["receivers"] == 2
 
 
 @pytest.mark.node
 @requires_node
-async def test_cross_process_broadcast_rate(cluster: Cluster) -> None:
+async def test_cross_process_broadcast_rate(cluster: Cluster[RedisServer]) -> None:
     """Deliveries per second from node A through Redis to 10 clients of node B (reported)."""
-    observed = await run_driver("rate", cluster.redis.url, cluster.node_args(), cluster.output())
+    observed = await cluster.drive("rate")
     print(f"\ncross-process broadcast rate through Redis: {json.dumps(observed)}")
     assert observed["deliveries"] == observed["broadcasts"] * observed["receivers"]
     assert observed["receiver_node_dropped"] == 0
@@ -282,7 +152,7 @@ async def test_conformance_app_joins_a_cluster_with_the_env_var() -> None:
 
 @pytest.mark.node
 @requires_node
-async def test_cluster_survives_a_redis_restart(cluster: Cluster) -> None:
+async def test_cluster_survives_a_redis_restart(cluster: Cluster[RedisServer]) -> None:
     """Redis killed under the running processes: local traffic goes on, then the cluster
     (trio_sio nodes and a Node node) works again, with one warning per node for the outage."""
 
@@ -302,7 +172,7 @@ async def test_cluster_survives_a_redis_restart(cluster: Cluster) -> None:
         for node in cluster.nodes:
             async with open_client(node.url) as probe:
                 await wait_until_async(lambda p=probe: stats_of(p), lambda s: s["connected"])
-    observed = await run_driver("rooms", cluster.redis.url, cluster.node_args(), cluster.output())
+    observed = await cluster.drive("rooms")
     assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
     after = [outage_warnings(node) for node in cluster.nodes]
     assert [n - b for n, b in zip(after, before, strict=True)] == [1, 1], cluster.output()
@@ -435,21 +305,13 @@ async def cluster_size(sio: trio_sio.Server, expected: int) -> None:
             await trio.sleep(0.02)
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    try:
-        await server.astart()
-        yield server
-    finally:
-        server.close()
-
-
-async def test_redis_restart_local_continues_cluster_resumes(
-    redis: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="trio_sio.adapters.redis")
-    one, two = make_server(redis.url), make_server(redis.url)
+@asynccontextmanager
+async def two_nodes(
+    redis_url: str,
+) -> AsyncIterator[tuple[trio_sio.Server, trio_sio.Server, Client, Client]]:
+    """Two servers on ``redis_url`` under the ASGI app, a client on each, both in room "r",
+    once the cluster counts both."""
+    one, two = make_server(redis_url), make_server(redis_url)
     async with (
         serve_app(trio_sio.ASGIApp(one)) as url1,
         serve_app(trio_sio.ASGIApp(two)) as url2,
@@ -459,6 +321,20 @@ async def test_redis_restart_local_continues_cluster_resumes(
         for client in (c1, c2):
             await client.call("join", "r")
         await cluster_size(one, 2)
+        yield one, two, c1, c2
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[RedisServer]:
+    async with RedisServer() as server:
+        yield server
+
+
+async def test_redis_restart_local_continues_cluster_resumes(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_sio.adapters.redis")
+    async with two_nodes(redis.url) as (one, two, c1, c2):
         await one.to("r").emit("m", 1)
         await c1.wait_for("m")
         await c2.wait_for("m")
@@ -623,16 +499,7 @@ async def test_cluster_requests_return_what_arrived_in_time(redis: RedisServer) 
 
 
 async def test_local_and_volatile_flags_between_trio_nodes(redis: RedisServer) -> None:
-    one, two = make_server(redis.url), make_server(redis.url)
-    async with (
-        serve_app(trio_sio.ASGIApp(one)) as url1,
-        serve_app(trio_sio.ASGIApp(two)) as url2,
-        open_client(url1) as c1,
-        open_client(url2) as c2,
-    ):
-        for client in (c1, c2):
-            await client.call("join", "r")
-        await cluster_size(one, 2)
+    async with two_nodes(redis.url) as (one, _, c1, c2):
         published = adapter_of(one).statistics().published
         await one.local.to("r").emit("m", "local")
         await c1.wait_for("m", 1)

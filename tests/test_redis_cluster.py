@@ -27,41 +27,26 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
-import shutil
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import coredis
 import msgpack
 import pytest
 import trio
-from test_redis_adapter import (
-    CLUSTER_NODE,
-    Client,
-    Cluster,
-    Process,
-    open_client,
-    requires_node,
-    run_driver,
-    spawn,
-    wait_for_url,
-)
-from test_redis_streams_adapter import Proxy, port_of, streams_server
+from test_redis_adapter import Client, open_client, requires_node
+from test_redis_streams_adapter import recover_on_b, streams_server
 
 import trio_sio
-from support.clients import JS_DIR, NODE, run_scenario
 from support.redis import (
     REDIS_CLI,
     REDIS_CLUSTER_MISSING,
     RedisClusterServers,
     RedisSentinelServers,
 )
+from support.redis_nodes import Cluster, trio_nodes
 from support.servers import serve_server
 from trio_sio.adapters import ClusterReplies
 from trio_sio.adapters._redis_base import RedisAdapterBase, RedisLocation, parse_redis_url
@@ -146,6 +131,17 @@ async def two_nodes(
         await server_count(one, 2)
         await server_count(two, 2)
         yield one, two, c1, c2
+
+
+async def broadcast_until_both_have_two(sender: trio_sio.Server, c1: Client, c2: Client) -> None:
+    """After an outage, with one "m" each from before it: ``sender`` broadcasts "m" to room
+    "r" every 0.2 s until each client has had two (the first may still be lost on the way)."""
+    with trio.fail_after(20):
+        number = 0
+        while len(c2.named("m")) < 2 or len(c1.named("m")) < 2:
+            number += 1
+            await sender.to("r").emit("m", number)
+            await trio.sleep(0.2)
 
 
 async def cli(port: int, *command: str) -> str:
@@ -295,56 +291,15 @@ async def test_streams_recovery_across_nodes_on_a_cluster(
     stream_owner = await owner_of(redis_cluster, "socket.io")
     await cli(stream_owner, "DEL", "socket.io")  # the default stream, fresh for this test
     session_keys: list[tuple[int, str]] = []
-    async with (
-        serve_server("native", streams_server(url, "B")) as url_b,
-        trio.open_nursery() as nursery,
-    ):
-        a = streams_server(url, "A")
-        a_scope = trio.CancelScope()
-        a_served = trio.Event()
-        a_url: list[str] = []
 
-        async def run_a() -> None:
-            with a_scope:
-                async with serve_server("native", a) as served:
-                    a_url.append(served)
-                    a_served.set()
-                    await trio.sleep_forever()
+    async def session_stored() -> bool:
+        for port in redis_cluster.ports:
+            found = await cli(port, "KEYS", "sio:session:*")
+            session_keys.extend((port, key) for key in found.split())
+        return bool(session_keys)
 
-        nursery.start_soon(run_a)
-        await a_served.wait()
-        proxy = Proxy(port_of(a_url[0]))
-        await nursery.start(proxy.serve)
-
-        @a.on("prepare")
-        async def prepare(sock: trio_sio.Socket) -> bool:
-            proxy.hold()
-            await a.to("news").emit("tick", 0)
-            return True
-
-        @a.on_disconnect
-        async def away(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
-            nursery.start_soon(missed_then_stop)
-
-        async def missed_then_stop() -> None:
-            for number in range(1, 6):
-                await a.to("news").emit("tick", number)
-            with trio.fail_after(10):
-                while not session_keys:
-                    for port in redis_cluster.ports:
-                        found = await cli(port, "KEYS", "sio:session:*")
-                        session_keys.extend((port, key) for key in found.split())
-                    await trio.sleep(0.02)
-            a_scope.cancel()
-            proxy.release(port_of(url_b))
-
-        result = await run_scenario(
-            [NODE or "node", str(JS_DIR / "streams_recovery.mjs")],
-            f"http://127.0.0.1:{proxy.port}",
-            "websocket",
-            "recover",
-        )
-        nursery.cancel_scope.cancel()
+    async with serve_server("native", streams_server(url, "B")) as url_b:
+        result = await recover_on_b("native", url, url_b, "websocket", session_stored)
     assert result["recovered"] is True
     assert result["same_id"] is True
     assert result["node"] == "B"
@@ -386,12 +341,7 @@ async def test_a_restarted_primary(kind: str) -> None:
                     await trio.sleep(0.1)
             await server_count(one, 2)
             await server_count(two, 2)
-            with trio.fail_after(20):
-                number = 1
-                while len(c2.named("m")) < 2 or len(c1.named("m")) < 2:
-                    number += 1
-                    await one.to("r").emit("m", number)
-                    await trio.sleep(0.2)
+            await broadcast_until_both_have_two(one, c1, c2)
             outages = [adapter_of(sio).statistics().outages for sio in (one, two)]
             assert min(outages) >= (0 if kind == "classic" else 1), outages
             assert max(outages) >= 1, outages
@@ -401,51 +351,29 @@ async def test_a_restarted_primary(kind: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def mixed_sharded(redis_cluster: RedisClusterServers) -> Iterator[Cluster]:
+def mixed_sharded(redis_cluster: RedisClusterServers) -> Iterator[Cluster[RedisClusterServers]]:
     """Two trio_sio processes, "A" and "B", with the sharded adapter on the Redis Cluster; each
     test adds a Node server whose createShardedAdapter has node-redis cluster clients."""
-    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-mixed-cluster-"))
-    nodes: list[Process] = []
-    try:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for name in ("A", "B"):
-            argv = [sys.executable, str(CLUSTER_NODE), "--redis", redis_cluster.url]
-            argv += ["--name", name, "--adapter", "sharded", "--subscription-mode", "dynamic"]
-            nodes.append(spawn(name, argv, workdir, env))
-        for node in nodes:
-            wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
-        yield Cluster(redis_cluster, nodes, workdir)  # type: ignore[arg-type]
-    finally:
-        for node in nodes:
-            node.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def drive_mixed(scenario: str, cluster: Cluster) -> dict[str, Any]:
-    redis = cluster.redis
-    assert isinstance(redis, RedisClusterServers)
-    return await run_driver(
-        scenario,
-        redis.url,
-        cluster.node_args(),
-        cluster.output(),
-        REDIS_ADAPTER="sharded",
-        SUBSCRIPTION_MODE="dynamic",
-    )
+    node_args = ["--adapter", "sharded", "--subscription-mode", "dynamic"]
+    driver_env = {"REDIS_ADAPTER": "sharded", "SUBSCRIPTION_MODE": "dynamic"}
+    with trio_nodes(redis_cluster, node_args, driver_env) as cluster:
+        yield cluster
 
 
 @pytest.mark.node
 @requires_node
-async def test_mixed_sharded_cluster_on_redis_cluster(mixed_sharded: Cluster) -> None:
-    observed = await drive_mixed("rooms", mixed_sharded)
+async def test_mixed_sharded_cluster_on_redis_cluster(
+    mixed_sharded: Cluster[RedisClusterServers],
+) -> None:
+    observed = await mixed_sharded.drive("rooms")
     assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
-    observed = await drive_mixed("fetch", mixed_sharded)
+    observed = await mixed_sharded.drive("fetch")
     assert observed["node_saw"] >= 3
     assert observed["trio_saw"] == 3
-    observed = await drive_mixed("server-side-emit", mixed_sharded)
+    observed = await mixed_sharded.drive("server-side-emit")
     assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
     assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
-    observed = await drive_mixed("broadcast-ack", mixed_sharded)
+    observed = await mixed_sharded.drive("broadcast-ack")
     assert observed["trio_got"]["expected"] == 3
 
 
@@ -483,12 +411,7 @@ async def test_a_sentinel_failover(kind: str) -> None:
                     await trio.sleep(0.1)
             await server_count(one, 2)
             await server_count(two, 2)
-            with trio.fail_after(20):
-                number = 0
-                while len(c2.named("m")) < 2 or len(c1.named("m")) < 2:
-                    number += 1
-                    await two.to("r").emit("m", number)
-                    await trio.sleep(0.2)
+            await broadcast_until_both_have_two(two, c1, c2)
             for sio in (one, two):
                 assert adapter_of(sio).statistics().outages == 1
             # Both adapters subscribe on the new primary (beside the Sentinel, named).

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,104 +29,71 @@ import coredis
 import msgpack
 import pytest
 import trio
-from test_redis_adapter import (
-    CLUSTER_NODE,
-    Cluster,
-    Process,
-    open_client,
-    requires_node,
-    run_driver,
-    spawn,
-    wait_for_url,
-    wait_until,
-)
+from test_redis_adapter import open_client, redis, requires_node, wait_until
 
 import trio_sio
 from support.redis import REDIS_MISSING, RedisServer
+from support.redis_nodes import Cluster, spawn, trio_nodes, wait_for_url
 from support.servers import HOSTS, serve_app, serve_server
 from trio_sio.adapters import redis_sharded
 from trio_sio.adapters.redis import RedisAdapterOptions
 from trio_sio.adapters.redis_sharded import ShardedRedisAdapter
 
 pytestmark = pytest.mark.skipif(REDIS_MISSING is not None, reason=REDIS_MISSING or "")
+__all__ = ["redis"]  # the fixture, used by the in-process tests
 
 MODES = ["dynamic", "static", "dynamic-private"]
 
 
 @pytest.fixture(scope="module", params=MODES)
-def sharded_cluster(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, str]]:
+def sharded_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster[RedisServer]]:
     """A private Redis and two sharded trio_sio nodes, "A" and "B", in one subscription mode."""
     mode: str = request.param
-    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-sharded-"))
-    redis = RedisServer()
-    nodes: list[Process] = []
-    try:
-        redis.start()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for name in ("A", "B"):
-            argv = [sys.executable, str(CLUSTER_NODE), "--redis", redis.url, "--name", name]
-            argv += ["--adapter", "sharded", "--subscription-mode", mode]
-            nodes.append(spawn(name, argv, workdir, env))
-        for node in nodes:
-            wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
-        yield Cluster(redis, nodes, workdir), mode
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def drive(scenario: str, sharded_cluster: tuple[Cluster, str]) -> dict[str, Any]:
-    cluster, mode = sharded_cluster
-    return await run_driver(
-        scenario,
-        cluster.redis.url,
-        cluster.node_args(),
-        cluster.output(),
-        REDIS_ADAPTER="sharded",
-        SUBSCRIPTION_MODE=mode,
-    )
+    node_args = ["--adapter", "sharded", "--subscription-mode", mode]
+    driver_env = {"REDIS_ADAPTER": "sharded", "SUBSCRIPTION_MODE": mode}
+    with RedisServer() as server, trio_nodes(server, node_args, driver_env) as cluster:
+        yield cluster
 
 
 @pytest.mark.node
 @requires_node
-async def test_room_broadcasts_reach_every_node(sharded_cluster: tuple[Cluster, str]) -> None:
-    observed = await drive("rooms", sharded_cluster)
+async def test_room_broadcasts_reach_every_node(sharded_cluster: Cluster[RedisServer]) -> None:
+    observed = await sharded_cluster.drive("rooms")
     assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
 
 
 @pytest.mark.node
 @requires_node
 async def test_fetch_sockets_and_remote_operations_both_ways(
-    sharded_cluster: tuple[Cluster, str],
+    sharded_cluster: Cluster[RedisServer],
 ) -> None:
-    observed = await drive("fetch", sharded_cluster)
+    observed = await sharded_cluster.drive("fetch")
     assert observed["node_saw"] >= 3
     assert observed["trio_saw"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_server_side_emit_with_acks_both_ways(sharded_cluster: tuple[Cluster, str]) -> None:
-    observed = await drive("server-side-emit", sharded_cluster)
+async def test_server_side_emit_with_acks_both_ways(sharded_cluster: Cluster[RedisServer]) -> None:
+    observed = await sharded_cluster.drive("server-side-emit")
     assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
     assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
 
 
 @pytest.mark.node
 @requires_node
-async def test_broadcast_with_acks_counts_every_node(sharded_cluster: tuple[Cluster, str]) -> None:
-    observed = await drive("broadcast-ack", sharded_cluster)
+async def test_broadcast_with_acks_counts_every_node(sharded_cluster: Cluster[RedisServer]) -> None:
+    observed = await sharded_cluster.drive("broadcast-ack")
     assert observed["trio_got"]["expected"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_cross_process_broadcast_rate(sharded_cluster: tuple[Cluster, str]) -> None:
+async def test_cross_process_broadcast_rate(sharded_cluster: Cluster[RedisServer]) -> None:
     """Deliveries per second from node A through Redis to 10 clients of node B (reported)."""
-    observed = await drive("rate", sharded_cluster)
-    print(f"\nsharded ({sharded_cluster[1]}) broadcast rate through Redis: {json.dumps(observed)}")
+    observed = await sharded_cluster.drive("rate")
+    mode = sharded_cluster.driver_env["SUBSCRIPTION_MODE"]
+    print(f"\nsharded ({mode}) broadcast rate through Redis: {json.dumps(observed)}")
     assert observed["deliveries"] == observed["broadcasts"] * observed["receivers"]
     assert observed["receiver_node_dropped"] == 0
 
@@ -159,16 +126,6 @@ def adapter_of(sio: trio_sio.Server) -> ShardedRedisAdapter:
     adapter = sio.main.adapter
     assert isinstance(adapter, ShardedRedisAdapter)
     return adapter
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[RedisServer]:
-    server = RedisServer()
-    try:
-        await server.astart()
-        yield server
-    finally:
-        server.close()
 
 
 async def shard_channels(client: coredis.Redis[bytes]) -> set[str]:

@@ -18,36 +18,21 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import coredis
 import msgpack
 import pytest
 import trio
-from test_redis_adapter import (
-    CLUSTER_NODE,
-    Client,
-    Cluster,
-    Process,
-    open_client,
-    requires_node,
-    run_driver,
-    spawn,
-    wait_for_url,
-    wait_until,
-)
+from test_redis_adapter import Client, open_client, requires_node, wait_until
 
 import trio_sio
 from support.clients import JS_DIR, MODES, NODE, run_scenario
 from support.redis import REDIS_MISSING, RedisServer
+from support.redis_nodes import Cluster, trio_nodes
 from support.servers import HOSTS, serve_server
 from support.websocket import open_websocket
 from trio_sio.adapters._wire import Request
@@ -61,69 +46,54 @@ RECOVERY = trio_sio.ConnectionStateRecovery(max_disconnection_duration=60)
 
 
 @pytest.fixture(scope="module")
-def streams_cluster() -> Iterator[Cluster]:
+def streams_cluster() -> Iterator[Cluster[RedisServer]]:
     """A private Redis and two trio_sio nodes with the Streams adapter, "A" and "B"."""
-    workdir = Path(tempfile.mkdtemp(prefix="trio-sio-streams-"))
-    redis = RedisServer()
-    nodes: list[Process] = []
-    try:
-        redis.start()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        for name in ("A", "B"):
-            argv = [sys.executable, str(CLUSTER_NODE), "--redis", redis.url, "--name", name]
-            nodes.append(spawn(name, [*argv, "--adapter", "streams"], workdir, env))
-        for node in nodes:
-            wait_for_url(node, r'"url": "(http://[^"]+)"', "stdout")
-        yield Cluster(redis, nodes, workdir)
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def drive(scenario: str, cluster: Cluster) -> dict[str, Any]:
-    return await run_driver(
-        scenario, cluster.redis.url, cluster.node_args(), cluster.output(), REDIS_ADAPTER="streams"
-    )
+    driver_env = {"REDIS_ADAPTER": "streams"}
+    with (
+        RedisServer() as server,
+        trio_nodes(server, ["--adapter", "streams"], driver_env) as cluster,
+    ):
+        yield cluster
 
 
 @pytest.mark.node
 @requires_node
-async def test_room_broadcasts_reach_every_node(streams_cluster: Cluster) -> None:
-    observed = await drive("rooms", streams_cluster)
+async def test_room_broadcasts_reach_every_node(streams_cluster: Cluster[RedisServer]) -> None:
+    observed = await streams_cluster.drive("rooms")
     assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
 
 
 @pytest.mark.node
 @requires_node
-async def test_fetch_sockets_and_remote_operations_both_ways(streams_cluster: Cluster) -> None:
-    observed = await drive("fetch", streams_cluster)
+async def test_fetch_sockets_and_remote_operations_both_ways(
+    streams_cluster: Cluster[RedisServer],
+) -> None:
+    observed = await streams_cluster.drive("fetch")
     assert observed["node_saw"] >= 3
     assert observed["trio_saw"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_server_side_emit_with_acks_both_ways(streams_cluster: Cluster) -> None:
-    observed = await drive("server-side-emit", streams_cluster)
+async def test_server_side_emit_with_acks_both_ways(streams_cluster: Cluster[RedisServer]) -> None:
+    observed = await streams_cluster.drive("server-side-emit")
     assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
     assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
 
 
 @pytest.mark.node
 @requires_node
-async def test_broadcast_with_acks_counts_every_node(streams_cluster: Cluster) -> None:
-    observed = await drive("broadcast-ack", streams_cluster)
+async def test_broadcast_with_acks_counts_every_node(streams_cluster: Cluster[RedisServer]) -> None:
+    observed = await streams_cluster.drive("broadcast-ack")
     assert observed["trio_got"]["expected"] == 3
 
 
 @pytest.mark.node
 @requires_node
-async def test_cross_process_broadcast_rate(streams_cluster: Cluster) -> None:
+async def test_cross_process_broadcast_rate(streams_cluster: Cluster[RedisServer]) -> None:
     """Deliveries per second from node A through the stream to 10 clients of node B
     (reported)."""
-    observed = await drive("rate", streams_cluster)
+    observed = await streams_cluster.drive("rate")
     print(f"\nstreams broadcast rate through Redis: {json.dumps(observed)}")
     assert observed["deliveries"] == observed["broadcasts"] * observed["receivers"]
     assert observed["receiver_node_dropped"] == 0
@@ -243,64 +213,75 @@ async def node_b(kind: str, host: str, redis_url: str) -> AsyncIterator[str]:
         await process.wait()
 
 
+async def recover_on_b(
+    host: str, redis_url: str, url_b: str, mode: str, session_stored: Callable[[], Awaitable[bool]]
+) -> dict[str, Any]:
+    """The recovery scenario (tests/js/streams_recovery.mjs) of a client that joins node A on
+    ``host`` through a :class:`Proxy`, and is cut: A broadcasts ticks 1 to 5 while it is
+    away, waits until ``session_stored()`` (A stored the session in Redis), and stops; the
+    proxy lets the reconnection through to node B at ``url_b``. The scenario's result."""
+    async with trio.open_nursery() as nursery:
+        a = streams_server(redis_url, "A")
+        a_scope = trio.CancelScope()
+        a_served = trio.Event()
+        a_url: list[str] = []
+
+        async def run_a() -> None:
+            with a_scope:
+                async with serve_server(host, a) as url:
+                    a_url.append(url)
+                    a_served.set()
+                    await trio.sleep_forever()
+
+        nursery.start_soon(run_a)
+        await a_served.wait()
+        proxy = Proxy(port_of(a_url[0]))
+        await nursery.start(proxy.serve)
+
+        @a.on("prepare")
+        async def prepare(sock: trio_sio.Socket) -> bool:
+            proxy.hold()  # the client's reconnection waits at the proxy
+            await a.to("news").emit("tick", 0)
+            return True
+
+        @a.on_disconnect
+        async def away(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
+            nursery.start_soon(missed_then_stop)
+
+        async def missed_then_stop() -> None:
+            for number in range(1, 6):
+                await a.to("news").emit("tick", number)
+            with trio.fail_after(10):
+                while not await session_stored():
+                    await trio.sleep(0.02)
+            a_scope.cancel()
+            proxy.release(port_of(url_b))
+
+        result = await run_scenario(
+            [NODE or "node", str(JS_DIR / "streams_recovery.mjs")],
+            f"http://127.0.0.1:{proxy.port}",
+            mode,
+            "recover",
+        )
+        nursery.cancel_scope.cancel()
+    return result
+
+
 @pytest.mark.node
 @requires_node
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("host", "b_kind"), [*((h, "trio") for h in HOSTS), ("native", "node")])
 async def test_a_client_recovers_on_another_node(host: str, b_kind: str, mode: str) -> None:
-    redis = RedisServer()
-    await redis.astart()
-    try:
-        async with (
-            coredis.Redis.from_url(redis.url) as probe,
-            node_b(b_kind, host, redis.url) as url_b,
-            trio.open_nursery() as nursery,
-        ):
-            a = streams_server(redis.url, "A")
-            a_scope = trio.CancelScope()
-            a_served = trio.Event()
-            a_url: list[str] = []
+    async with (
+        RedisServer() as redis,
+        coredis.Redis.from_url(redis.url) as probe,
+        node_b(b_kind, host, redis.url) as url_b,
+    ):
 
-            async def run_a() -> None:
-                with a_scope:
-                    async with serve_server(host, a) as url:
-                        a_url.append(url)
-                        a_served.set()
-                        await trio.sleep_forever()
+        async def session_stored() -> bool:
+            return bool(await probe.keys("sio:session:*"))
 
-            nursery.start_soon(run_a)
-            await a_served.wait()
-            proxy = Proxy(port_of(a_url[0]))
-            await nursery.start(proxy.serve)
-
-            @a.on("prepare")
-            async def prepare(sock: trio_sio.Socket) -> bool:
-                proxy.hold()  # the client's reconnection waits at the proxy
-                await a.to("news").emit("tick", 0)
-                return True
-
-            @a.on_disconnect
-            async def away(sock: trio_sio.Socket, reason: trio_sio.DisconnectReason) -> None:
-                nursery.start_soon(missed_then_stop)
-
-            async def missed_then_stop() -> None:
-                for number in range(1, 6):
-                    await a.to("news").emit("tick", number)
-                with trio.fail_after(10):  # A stores the session in Redis, then stops
-                    while not await probe.keys("sio:session:*"):
-                        await trio.sleep(0.02)
-                a_scope.cancel()
-                proxy.release(port_of(url_b))
-
-            result = await run_scenario(
-                [NODE or "node", str(JS_DIR / "streams_recovery.mjs")],
-                f"http://127.0.0.1:{proxy.port}",
-                mode,
-                "recover",
-            )
-            nursery.cancel_scope.cancel()
-    finally:
-        redis.close()
+        result = await recover_on_b(host, redis.url, url_b, mode, session_stored)
     assert result["recovered"] is True
     assert result["same_id"] is True
     assert result["node"] == ("B" if b_kind == "trio" else "N")
