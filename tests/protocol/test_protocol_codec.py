@@ -7,23 +7,14 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from support.properties import examples
 from trio_sio._protocol import DEFAULT_MAX_JSON_DEPTH, JsonCodec, ProtocolError, StdlibJson
 from trio_sio._protocol.codec import check_depth
 
 CODEC = StdlibJson()
-
-
-def examples(count: int) -> settings:
-    """Settings for ``count`` examples under Hypothesis' default profile, and proportionally
-    more (or fewer) under a profile with another ``max_examples``, such as a long fuzz run."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 def test_is_a_json_codec() -> None:

@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from support.properties import examples
 from trio_sio._protocol import (
     RECORD_SEPARATOR,
     EnginePacket,
@@ -31,16 +32,6 @@ JSON = StdlibJson()
 MAX_PACKETS = 64
 ONE_TO_FOUR = b"\x01\x02\x03\x04"
 MESSAGE = EnginePacketType.MESSAGE
-
-
-def examples(count: int) -> settings:
-    """Settings for ``count`` examples under Hypothesis' default profile, and proportionally
-    more (or fewer) under a profile with another ``max_examples``, such as a long fuzz run."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 # --------------------------------------------------------------------------------------------

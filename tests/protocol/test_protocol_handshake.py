@@ -8,9 +8,10 @@ from collections.abc import Collection
 from urllib.parse import parse_qsl
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from support.properties import examples
 from trio_sio._protocol import (
     EngineErrorCode,
     EngineRequest,
@@ -40,16 +41,6 @@ def refused(
             method, query, allowed_transports=allowed, is_websocket=is_websocket, origin=origin
         )
     return caught.value.code
-
-
-def examples(count: int) -> settings:
-    """Settings for ``count`` examples under Hypothesis' default profile, and proportionally
-    more (or fewer) under a profile with another ``max_examples``, such as a long fuzz run."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 # --------------------------------------------------------------------------------------------

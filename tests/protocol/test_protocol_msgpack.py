@@ -7,15 +7,20 @@ the package in Node.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from support.properties import (
+    assert_same_packet,
+    check_packet_shape,
+    decoded_type,
+    examples,
+)
 from trio_sio._protocol import (
     DEFAULT_MAX_JSON_DEPTH,
     MAX_ACK_ID,
@@ -32,16 +37,6 @@ PARSER = MsgpackParser()
 #: For round trips of arbitrary shapes, where depth is not what is being tested.
 ROOMY = MsgpackParser(max_depth=200)
 UTC = timezone.utc
-
-
-def examples(count: int) -> settings:
-    """``count`` examples under Hypothesis' default profile, proportionally more (or fewer)
-    under a profile with another ``max_examples``."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 def new_decoder(parser: MsgpackParser = PARSER) -> MsgpackDecoder:
@@ -387,37 +382,9 @@ def normalized(value: Any) -> Any:
     return value
 
 
-def assert_same(actual: Any, expected: Any) -> None:
-    """Deep equality that also tells ``True`` from ``1`` and ``1`` from ``1.0``."""
-    assert type(actual) is type(expected), (actual, expected)
-    if isinstance(expected, list):
-        assert len(actual) == len(expected)
-        for actual_item, expected_item in zip(actual, expected, strict=True):
-            assert_same(actual_item, expected_item)
-    elif isinstance(expected, dict):
-        assert list(actual) == list(expected)
-        for key, item in expected.items():
-            assert_same(actual[key], item)
-    elif isinstance(expected, float) and math.isnan(expected):
-        assert math.isnan(actual)
-    else:
-        assert actual == expected, (actual, expected)
-
-
 def expected_after_decoding(packet: SocketPacket) -> SocketPacket:
-    packet_type = {
-        PacketType.BINARY_EVENT: PacketType.EVENT,
-        PacketType.BINARY_ACK: PacketType.ACK,
-    }.get(packet.type, packet.type)
-    return SocketPacket(packet_type, packet.namespace, normalized(packet.data), packet.id)
-
-
-def assert_same_packet(actual: SocketPacket, expected: SocketPacket) -> None:
-    assert actual.type is expected.type
-    assert actual.namespace == expected.namespace
-    assert type(actual.id) is type(expected.id)
-    assert actual.id == expected.id
-    assert_same(actual.data, expected.data)
+    data = normalized(packet.data)
+    return SocketPacket(decoded_type(packet.type), packet.namespace, data, packet.id)
 
 
 @examples(300)
@@ -432,17 +399,7 @@ def test_round_trip(packet: SocketPacket) -> None:
 
 def check_decoder_result(result: SocketPacket) -> None:
     """What any packet a decoder returns must look like (see PacketDecoder)."""
-    assert isinstance(result, SocketPacket)
-    assert result.type not in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
-    assert result.namespace.startswith("/")
-    assert result.id is None or 0 <= result.id <= MAX_ACK_ID
-    if result.type in (PacketType.EVENT, PacketType.ACK):
-        assert isinstance(result.data, list)
-    if result.type is PacketType.EVENT:
-        assert isinstance(result.data[0], str)
-        assert result.data[0] not in RESERVED_EVENTS
-    if result.type is PacketType.ACK:
-        assert result.id is not None
+    check_packet_shape(result)
     # Whatever the decoder accepts, the encoder can send back, and it decodes the same.
     assert_same_packet(decode(encode(result), ROOMY), result)
 

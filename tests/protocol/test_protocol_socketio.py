@@ -12,9 +12,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
+from support.properties import (
+    assert_same_packet,
+    check_packet_shape,
+    decoded_type,
+    examples,
+)
 from trio_sio._protocol import (
     DEFAULT_MAX_JSON_DEPTH,
     MAX_ACK_ID,
@@ -37,16 +43,6 @@ encode_packet = JsonParser(JSON).encode
 ROOMY_JSON = StdlibJson(max_depth=200)
 PLACEHOLDER = '{"_placeholder":true,"num":%d}'
 ONE_TO_FOUR = b"\x01\x02\x03\x04"
-
-
-def examples(count: int) -> settings:
-    """Settings for ``count`` examples under Hypothesis' default profile, and proportionally
-    more (or fewer) under a profile with another ``max_examples``, such as a long fuzz run."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,36 +86,10 @@ def normalized(value: Any) -> Any:
     return value
 
 
-def assert_same(actual: Any, expected: Any) -> None:
-    """Deep equality that also tells ``True`` from ``1``, ``1`` from ``1.0`` and key order."""
-    assert type(actual) is type(expected), (actual, expected)
-    if isinstance(expected, list):
-        assert len(actual) == len(expected), (actual, expected)
-        for actual_item, expected_item in zip(actual, expected, strict=True):
-            assert_same(actual_item, expected_item)
-    elif isinstance(expected, dict):
-        assert list(actual) == list(expected), (actual, expected)
-        for key, expected_item in expected.items():
-            assert_same(actual[key], expected_item)
-    else:
-        assert actual == expected, (actual, expected)
-
-
 def expected_after_decoding(packet: SocketPacket) -> SocketPacket:
     """The packet a decoder gives back for ``packet``: BINARY_* become EVENT/ACK."""
-    packet_type = {
-        PacketType.BINARY_EVENT: PacketType.EVENT,
-        PacketType.BINARY_ACK: PacketType.ACK,
-    }.get(packet.type, packet.type)
-    return SocketPacket(packet_type, packet.namespace, normalized(packet.data), packet.id)
-
-
-def assert_same_packet(actual: SocketPacket, expected: SocketPacket) -> None:
-    assert actual.type is expected.type
-    assert actual.namespace == expected.namespace
-    assert type(actual.id) is type(expected.id)
-    assert actual.id == expected.id
-    assert_same(actual.data, expected.data)
+    data = normalized(packet.data)
+    return SocketPacket(decoded_type(packet.type), packet.namespace, data, packet.id)
 
 
 def binary_leaves(value: Any) -> Iterator[bytes]:
@@ -149,19 +119,9 @@ def check_decoder_result(decoder: Decoder, result: SocketPacket | None) -> None:
         assert decoder.pending is not None
         assert decoder.pending.type in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
         return
-    assert isinstance(result, SocketPacket)
+    check_packet_shape(result)
     assert decoder.pending is None
-    assert result.type not in (PacketType.BINARY_EVENT, PacketType.BINARY_ACK)
-    assert result.namespace.startswith("/")
     assert len(result.namespace) <= decoder.max_namespace_length
-    assert result.id is None or 0 <= result.id <= MAX_ACK_ID
-    if result.type in (PacketType.EVENT, PacketType.ACK):
-        assert isinstance(result.data, list)
-    if result.type is PacketType.EVENT:
-        assert isinstance(result.data[0], str)
-        assert result.data[0] not in RESERVED_EVENTS
-    if result.type is PacketType.ACK:
-        assert result.id is not None
     # Whatever the decoder accepts, the encoder can send back, and it decodes the same.
     reencoded = encode_packet(result)
     text = reencoded[0]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tracemalloc
 import zlib
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
+from support.properties import examples as scaled_examples
 from trio_sio._protocol import ProtocolError
 from trio_sio._protocol.websocket import (
     Close,
@@ -40,16 +42,8 @@ from trio_sio._protocol.websocket import (
 
 #: Larger than any generated stream: the differential compares protocol rules, not the limit.
 NO_LIMIT = 1 << 30
-
-
-def examples(count: int) -> settings:
-    """``count`` examples under Hypothesis' default profile, proportionally more under a
-    profile with a larger ``max_examples`` (a long fuzz run)."""
-    return settings(
-        max_examples=max(1, count * settings().max_examples // 100),
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+#: The frame streams drawn here may be larger than Hypothesis likes its examples.
+examples = functools.partial(scaled_examples, also_suppress=[HealthCheck.data_too_large])
 
 
 # --------------------------------------------------------------------------------------------
