@@ -424,6 +424,9 @@ CONNECT_METRICS = (
 )
 
 
+#: The metrics of a broadcast, and of a connection ramp, in the ratio tables.
+BCAST_HEADLINE = ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs")
+CONNECT_HEADLINE = ("handshakesPerSec", "cpuUsPerHandshake", "rssPerConnKiB")
 #: The cross-node metrics in the ratio tables.
 XNODE_HEADLINE = (
     "deliveriesPerSec",
@@ -479,104 +482,74 @@ def scenarios(smoke: bool, *, conn_time_limit: float) -> list[Scenario]:
         "timeLimit": conn_time_limit,
         "timeout": conn_time_limit + 60,
     }
+
+    def echo_scenario(key: str, title: str, latency: str, **config: Any) -> Scenario:
+        """An echo measurement, headlined by its rate, its CPU cost and ``latency``."""
+        headline = ("acksPerSec", "cpuUsPerAck", latency)
+        return Scenario(key, title, "echo", {**config, **echo}, ECHO_METRICS, headline)
+
+    def bcast_scenario(key: str, title: str, clients: int, **config: Any) -> Scenario:
+        config = {"clients": clients, **bcast, **config}
+        return Scenario(key, title, "bcast", config, BCAST_METRICS, BCAST_HEADLINE)
+
+    def conn_scenario(key: str, title: str, transport: str) -> Scenario:
+        config = {"scenario": "connect", "transport": transport, "clients": conn, **ramp}
+        return Scenario(key, title, key, config, CONNECT_METRICS, CONNECT_HEADLINE)
+
+    def xnode_scenario(key: str, title: str, **config: Any) -> Scenario:
+        config = {"clients": xnode_clients, **bcast, "scenario": "xnode_bcast", **config}
+        return Scenario(key, title, "xnode", config, XNODE_METRICS, XNODE_HEADLINE, nodes=2)
+
     return [
-        Scenario(
-            "echo_1",
-            "echo, 1 WebSocket client",
-            "echo",
-            {"scenario": "echo", "clients": 1, **echo},
-            ECHO_METRICS,
-            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
-        ),
-        Scenario(
+        echo_scenario("echo_1", "echo, 1 WebSocket client", "p50Ms", scenario="echo", clients=1),
+        echo_scenario(
             "echo_100",
             f"echo, {echo_clients} WebSocket clients",
-            "echo",
-            {"scenario": "echo", "clients": echo_clients, **echo},
-            ECHO_METRICS,
-            ("acksPerSec", "cpuUsPerAck", "p99Ms"),
+            "p99Ms",
+            scenario="echo",
+            clients=echo_clients,
         ),
-        Scenario(
+        echo_scenario(
             "poll_echo",
             f"long-polling echo, {polling_clients} clients",
-            "echo",
-            {"scenario": "poll_echo", "clients": polling_clients, **echo},
-            ECHO_METRICS,
-            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
+            "p50Ms",
+            scenario="poll_echo",
+            clients=polling_clients,
         ),
         # As browsers and the official clients send them: each session's GETs and POSTs on
         # their own keep-alive connection, each request in one write (issue 18).
-        Scenario(
+        echo_scenario(
             "poll_echo_dedicated",
             f"long-polling echo, {polling_clients} clients, a connection each for GET and POST",
-            "echo",
-            {
-                "scenario": "poll_echo",
-                "connections": "dedicated",
-                "clients": polling_clients,
-                **echo,
-            },
-            ECHO_METRICS,
-            ("acksPerSec", "cpuUsPerAck", "p50Ms"),
+            "p50Ms",
+            scenario="poll_echo",
+            connections="dedicated",
+            clients=polling_clients,
         ),
-        Scenario(
-            "bcast_1000",
-            f"broadcast to {bcast_small} clients in one room",
-            "bcast",
-            {"clients": bcast_small, **bcast},
-            BCAST_METRICS,
-            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+        bcast_scenario(
+            "bcast_1000", f"broadcast to {bcast_small} clients in one room", bcast_small
         ),
-        Scenario(
+        bcast_scenario(
             "bcast_1000_x10",
             f"bursts of 10 events to {bcast_small} clients in one room",
-            "bcast",
-            {"clients": bcast_small, **bcast, "n": 10},
-            BCAST_METRICS,
-            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+            bcast_small,
+            n=10,
         ),
-        Scenario(
-            "bcast_5000",
-            f"broadcast to {bcast_large} clients in one room",
-            "bcast",
-            {"clients": bcast_large, **bcast},
-            BCAST_METRICS,
-            ("deliveriesPerSec", "cpuUsPerDelivery", "lastDeliveryMs"),
+        bcast_scenario(
+            "bcast_5000", f"broadcast to {bcast_large} clients in one room", bcast_large
         ),
-        Scenario(
-            "conn_ws",
-            f"ramp to {conn} idle WebSocket connections",
-            "conn_ws",
-            {"scenario": "connect", "transport": "websocket", "clients": conn, **ramp},
-            CONNECT_METRICS,
-            ("handshakesPerSec", "cpuUsPerHandshake", "rssPerConnKiB"),
-        ),
-        Scenario(
-            "conn_upgrade",
-            f"ramp to {conn} idle connections by polling, then upgrade",
-            "conn_upgrade",
-            {"scenario": "connect", "transport": "upgrade", "clients": conn, **ramp},
-            CONNECT_METRICS,
-            ("handshakesPerSec", "cpuUsPerHandshake", "rssPerConnKiB"),
+        conn_scenario("conn_ws", f"ramp to {conn} idle WebSocket connections", "websocket"),
+        conn_scenario(
+            "conn_upgrade", f"ramp to {conn} idle connections by polling, then upgrade", "upgrade"
         ),
         # Issue 17: a broadcast sent on node A of a two-node cluster, reaching clients on both.
-        Scenario(
-            "xnode_bcast",
-            f"cross-node broadcast to {xnode_clients} clients, half on each node",
-            "xnode",
-            {"clients": xnode_clients, **bcast, "scenario": "xnode_bcast"},
-            XNODE_METRICS,
-            XNODE_HEADLINE,
-            nodes=2,
+        xnode_scenario(
+            "xnode_bcast", f"cross-node broadcast to {xnode_clients} clients, half on each node"
         ),
-        Scenario(
+        xnode_scenario(
             "xnode_bcast_x10",
             f"cross-node bursts of 10 events to {xnode_clients} clients, half on each node",
-            "xnode",
-            {"clients": xnode_clients, **bcast, "scenario": "xnode_bcast", "n": 10},
-            XNODE_METRICS,
-            XNODE_HEADLINE,
-            nodes=2,
+            n=10,
         ),
     ]
 
@@ -663,6 +636,39 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
+def _spawn_logged(
+    argv: list[str], log: Path, *, cwd: str | Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``argv`` in its own session, its output (stderr too) in ``log``."""
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_for_start(
+    name: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    answers: Callable[[], bool],
+    poll_s: float,
+) -> None:
+    """Poll ``answers()`` every ``poll_s`` until it holds; a RuntimeError naming ``name`` if
+    the process exits first (with the tail of its log) or SERVER_START_TIMEOUT passes."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while not answers():
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not answer in {SERVER_START_TIMEOUT}s")
+        time.sleep(poll_s)
+
+
 @contextlib.contextmanager
 def running_redis(
     pinning: Pinning, logs: Path, name: str
@@ -675,24 +681,11 @@ def running_redis(
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         log = logs / f"redis-{name}-{port}.log"
-        with log.open("wb") as log_file:
-            argv = [redis_server, "--port", str(port), "--bind", HOST, "--save", ""]
-            argv += ["--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
-            process = subprocess.Popen(
-                pinning.redis_prefix() + argv,
-                cwd=workdir,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        argv = [redis_server, "--port", str(port), "--bind", HOST, "--save", ""]
+        argv += ["--appendonly", "no", "--dir", workdir, "--loglevel", "warning"]
+        process = _spawn_logged(pinning.redis_prefix() + argv, log, cwd=workdir)
         try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while not _redis_answers(port):
-                if process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited at start:\n{tail(log)}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer in {SERVER_START_TIMEOUT}s")
-                time.sleep(0.05)
+            _wait_for_start("redis-server", process, log, lambda: _redis_answers(port), 0.05)
             yield process, f"redis://{HOST}:{port}/0"
         finally:
             stop(process)
@@ -706,23 +699,11 @@ def _server_process(
     port = free_port()
     argv = pinning.server_prefix(spec) + spec.argv(port)
     log = logs / f"{spec.key}-{port}.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=spec.cwd or ROOT,
-            env={**os.environ, **env} if env else None,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = _spawn_logged(
+        argv, log, cwd=spec.cwd or ROOT, env={**os.environ, **env} if env else None
+    )
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _answers(port):
-            if process.poll() is not None:
-                raise RuntimeError(f"{spec.key} exited at start:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{spec.key} did not answer in {SERVER_START_TIMEOUT}s")
-            time.sleep(0.1)
+        _wait_for_start(spec.key, process, log, lambda: _answers(port), 0.1)
         yield port, process
     finally:
         stop(process)

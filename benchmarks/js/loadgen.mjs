@@ -618,12 +618,15 @@ async function openWsClients(count, concurrency, timeLimitS, at = base) {
 
 // --- scenarios -------------------------------------------------------------------------------
 
-/** Closed-loop echo over WebSocket: each client keeps one echo outstanding. */
-async function echoScenario() {
-  const { clients: count, warmup, duration } = config;
-  const clients = await openWsClients(count, 100, 30);
+/**
+ * Closed-loop echo: each of `clients` keeps one echo call outstanding while `live(client)`,
+ * `check`ing every reply; `warmup` s, then `duration` s measured (the latencies of at most
+ * `maxSamples` acks). `what` names the calls in the drain deadline's message.
+ */
+async function closedLoopEcho(clients, { live, check = () => {}, maxSamples, what }) {
+  const { warmup, duration } = config;
   const payload = JSON.stringify("x".repeat(config.payloadSize ?? 16));
-  const latencies = new Float64Array(4_000_000);
+  const latencies = new Float64Array(maxSamples);
   let samples = 0;
   let acks = 0;
   let measuring = false;
@@ -631,14 +634,14 @@ async function echoScenario() {
   const loops = clients.map(async (client) => {
     // Bounded by `running` (cleared after warmup + duration); a lost ack is caught by the
     // drain deadline below.
-    while (running) {
+    while (running && live(client)) {
       const t0 = now();
       const reply = await client.call("echo", payload);
       if (measuring) {
         acks++;
         if (samples < latencies.length) latencies[samples++] = now() - t0;
       }
-      if (reply.length < 4) throw new Error(`bad ack ${reply}`);
+      check(reply);
     }
   });
   await sleep(warmup * 1000);
@@ -654,9 +657,8 @@ async function echoScenario() {
   announce("end");
   const loadgenCpuShare = (ownCpu() - own0) / elapsed;
   running = false;
-  await withDeadline(Promise.all(loops), 10_000, "echo acks outstanding at the end");
+  await withDeadline(Promise.all(loops), 10_000, `${what} outstanding at the end`);
   const sorted = latencies.subarray(0, samples).sort();
-  for (const client of clients) client.close();
   return {
     acks,
     elapsed,
@@ -669,6 +671,21 @@ async function echoScenario() {
     loadgenCpuShare,
     cpuUsPerAck: (cpu / acks) * 1e6,
   };
+}
+
+/** Closed-loop echo over WebSocket: each client keeps one echo outstanding. */
+async function echoScenario() {
+  const clients = await openWsClients(config.clients, 100, 30);
+  const result = await closedLoopEcho(clients, {
+    live: () => true,
+    check: (reply) => {
+      if (reply.length < 4) throw new Error(`bad ack ${reply}`);
+    },
+    maxSamples: 4_000_000,
+    what: "echo acks",
+  });
+  for (const client of clients) client.close();
+  return result;
 }
 
 /** Broadcast fan-out: `clients` receivers in one room; one sender calls bcast repeatedly. */
@@ -938,7 +955,7 @@ async function connectScenario() {
 
 /** Closed-loop echo over long-polling: a GET always pending, echoes POSTed one at a time. */
 async function pollEchoScenario() {
-  const { clients: count, warmup, duration } = config;
+  const { clients: count } = config;
   const clients = [];
   const { done, errors } = await ramp(count, 50, now() + 30_000, async () => {
     const client = new PollClient(config.connections ?? "pooled");
@@ -946,52 +963,15 @@ async function pollEchoScenario() {
     await client.connectAndPoll(10_000);
   });
   if (done < count) throw new Error(`connected ${done}/${count}: ${errors.slice(0, 3)}`);
-  const payload = JSON.stringify("x".repeat(config.payloadSize ?? 16));
-  const latencies = new Float64Array(1_000_000);
-  let samples = 0;
-  let acks = 0;
-  let measuring = false;
-  let running = true;
-  const loops = clients.map(async (client) => {
-    while (running && client.failure === null) {
-      const t0 = now();
-      await client.call("echo", payload);
-      if (measuring) {
-        acks++;
-        if (samples < latencies.length) latencies[samples++] = now() - t0;
-      }
-    }
+  const result = await closedLoopEcho(clients, {
+    live: (client) => client.failure === null,
+    maxSamples: 1_000_000,
+    what: "polling echo acks",
   });
-  await sleep(warmup * 1000);
-  announce("start");
-  const cpu0 = serverCpu();
-  const own0 = ownCpu();
-  const t0 = now();
-  measuring = true;
-  await sleep(duration * 1000);
-  measuring = false;
-  const elapsed = (now() - t0) / 1000;
-  const cpu = serverCpu() - cpu0;
-  announce("end");
-  const loadgenCpuShare = (ownCpu() - own0) / elapsed;
-  running = false;
-  await withDeadline(Promise.all(loops), 10_000, "polling echo acks outstanding at the end");
   const failures = clients.filter((c) => c.failure !== null).map((c) => String(c.failure));
   for (const client of clients) client.close();
   if (failures.length > 0) throw new Error(`${failures.length} clients failed: ${failures[0]}`);
-  const sorted = latencies.subarray(0, samples).sort();
-  return {
-    acks,
-    elapsed,
-    acksPerSec: acks / elapsed,
-    p50Ms: percentile(sorted, 50),
-    p99Ms: percentile(sorted, 99),
-    serverCpu: cpu,
-    serverCpuShare: cpu / elapsed,
-    serverSysShare: serverSys() / cpu,
-    loadgenCpuShare,
-    cpuUsPerAck: (cpu / acks) * 1e6,
-  };
+  return result;
 }
 
 const SCENARIOS = {
