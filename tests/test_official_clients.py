@@ -16,6 +16,7 @@ Run a scenario by hand against any server:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,16 +95,30 @@ SIO_PY_OBSERVED: dict[str, dict[str, Any]] = {
 }
 
 
+SIO_JS = JS_DIR / "sio_scenarios.mjs"
+EIO_JS = JS_DIR / "eio_scenarios.mjs"
+SIO_PY = CLIENTS_DIR / "py_sio_scenarios.py"
+EIO_PY = CLIENTS_DIR / "py_eio_scenarios.py"
+
+
+async def run_client(
+    script: Path, conformance_url: str, mode: str, scenario: str, client: str
+) -> dict[str, Any]:
+    """Run ``scenario`` of ``script`` (Node's for ``.mjs``, this Python's for ``.py``) in
+    ``mode``; its result, whose client must be a version of ``client``."""
+    interpreter = NODE if script.suffix == ".mjs" else sys.executable
+    assert interpreter is not None
+    result = await run_scenario([interpreter, str(script)], conformance_url, mode, scenario)
+    assert result["client"].startswith(client)
+    return result
+
+
 @pytest.mark.parametrize("scenario", SIO_JS_SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.node
 @requires_node
 async def test_socketio_js_client(conformance_url: str, mode: str, scenario: str) -> None:
-    assert NODE is not None
-    result = await run_scenario(
-        [NODE, str(JS_DIR / "sio_scenarios.mjs")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("socket.io-client@4.")
+    result = await run_client(SIO_JS, conformance_url, mode, scenario, "socket.io-client@4.")
     assert_observed(result, SIO_JS_OBSERVED.get(scenario, {}))
 
 
@@ -113,11 +128,7 @@ async def test_socketio_js_client(conformance_url: str, mode: str, scenario: str
 @pytest.mark.node
 @requires_node
 async def test_engineio_js_client(conformance_url: str, mode: str, scenario: str) -> None:
-    assert NODE is not None
-    result = await run_scenario(
-        [NODE, str(JS_DIR / "eio_scenarios.mjs")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("engine.io-client@6.")
+    await run_client(EIO_JS, conformance_url, mode, scenario, "engine.io-client@6.")
 
 
 @echo_only
@@ -127,19 +138,14 @@ async def test_engineio_js_client_oversized_post(conformance_url: str) -> None:
     # engine.io answers 413 with an empty body; engine.io-client then closes with
     # "transport error" (issue 14, A5). Its own suite checks the status and the body.
     assert NODE is not None
-    result = await run_scenario(
-        [NODE, str(JS_DIR / "eio_scenarios.mjs")], conformance_url, "polling", "too-large"
-    )
+    result = await run_scenario([NODE, str(EIO_JS)], conformance_url, "polling", "too-large")
     assert result["observed"] == {"reason": "transport error", "status": 413, "body": ""}
 
 
 @pytest.mark.parametrize("scenario", SIO_PY_SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
 async def test_socketio_python_client(conformance_url: str, mode: str, scenario: str) -> None:
-    result = await run_scenario(
-        [sys.executable, str(CLIENTS_DIR / "py_sio_scenarios.py")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("python-socketio@5.")
+    result = await run_client(SIO_PY, conformance_url, mode, scenario, "python-socketio@5.")
     assert_observed(result, SIO_PY_OBSERVED.get(scenario, {}))
 
 
@@ -147,7 +153,4 @@ async def test_socketio_python_client(conformance_url: str, mode: str, scenario:
 @pytest.mark.parametrize("scenario", EIO_PY_SCENARIOS)
 @pytest.mark.parametrize("mode", MODES)
 async def test_engineio_python_client(conformance_url: str, mode: str, scenario: str) -> None:
-    result = await run_scenario(
-        [sys.executable, str(CLIENTS_DIR / "py_eio_scenarios.py")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("python-engineio@4.")
+    await run_client(EIO_PY, conformance_url, mode, scenario, "python-engineio@4.")

@@ -14,7 +14,6 @@ import base64
 import json
 import logging
 import struct
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -23,18 +22,16 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from test_official_clients import SIO_JS_OBSERVED, SIO_PY_OBSERVED
+from test_official_clients import SIO_JS, SIO_JS_OBSERVED, SIO_PY, SIO_PY_OBSERVED, run_client
 
 import trio_sio
 from support.clients import (
-    CLIENTS_DIR,
     JS_DIR,
     MODES,
     NODE,
     TESTS_DIR,
     assert_observed,
     requires_node,
-    run_scenario,
 )
 from support.http import request
 from support.servers import HOSTS, serve_server
@@ -90,11 +87,7 @@ SIO_PY_SCENARIOS = [
 async def test_socketio_js_client_with_the_msgpack_parser(
     conformance_url: str, mode: str, scenario: str
 ) -> None:
-    assert NODE is not None
-    result = await run_scenario(
-        [NODE, str(JS_DIR / "sio_scenarios.mjs")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("socket.io-client@4.")
+    result = await run_client(SIO_JS, conformance_url, mode, scenario, "socket.io-client@4.")
     assert result["client"].endswith("(socket.io-msgpack-parser@3.0.2)")
     assert_observed(result, SIO_JS_OBSERVED.get(scenario, {}))
 
@@ -104,10 +97,7 @@ async def test_socketio_js_client_with_the_msgpack_parser(
 async def test_socketio_python_client_with_the_msgpack_serializer(
     conformance_url: str, mode: str, scenario: str
 ) -> None:
-    result = await run_scenario(
-        [sys.executable, str(CLIENTS_DIR / "py_sio_scenarios.py")], conformance_url, mode, scenario
-    )
-    assert result["client"].startswith("python-socketio@5.")
+    result = await run_client(SIO_PY, conformance_url, mode, scenario, "python-socketio@5.")
     assert result["client"].endswith("(serializer msgpack)")
     assert_observed(result, SIO_PY_OBSERVED.get(scenario, {}))
 
