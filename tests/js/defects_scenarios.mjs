@@ -11,25 +11,9 @@
 //   upgrade-acks  emitWithAck round trips while the transport upgrades: their median latency.
 //
 // Prints one JSON line (see lib/harness.mjs).
-import { Manager } from "socket.io-client";
+import { check, checkEqual, sleep } from "./lib/harness.mjs";
+import { ackOf, manager, runScenarios, upgraded } from "./lib/sio_client.mjs";
 
-import { check, checkEqual, packageVersion, runSocketioScenarios, sleep } from "./lib/harness.mjs";
-
-const managers = [];
-/** The transport the scenario ended on, checked against the mode. */
-const state = { transport: null };
-
-function manager(ctx) {
-  const m = new Manager(ctx.baseUrl, {
-    path: "/socket.io/",
-    transports: ctx.transports,
-    upgrade: ctx.mode === "upgrade",
-    reconnection: false,
-    timeout: 5000,
-  });
-  managers.push(m);
-  return m;
-}
 
 function outcome(socket) {
   return new Promise((resolve) => {
@@ -38,26 +22,6 @@ function outcome(socket) {
       resolve({ connected: false, message: err.message, data: err.data ?? null }),
     );
   });
-}
-
-async function upgraded(ctx, socket) {
-  const engine = socket.io.engine;
-  if (ctx.mode === "upgrade" && engine.transport.name !== "websocket") {
-    await new Promise((resolve, reject) => {
-      engine.once("upgrade", resolve);
-      engine.once("upgradeError", reject);
-    });
-  }
-  state.transport = engine.transport.name;
-}
-
-/** The ack's arguments, or "timeout" if none came within `ms`. */
-async function ackOf(socket, event, ms = 1000) {
-  try {
-    return await socket.timeout(ms).emitWithAck(event);
-  } catch {
-    return "timeout";
-  }
 }
 
 /** All the ack's arguments (emitWithAck keeps only the first): via a plain callback. */
@@ -167,9 +131,4 @@ const scenarios = {
   },
 };
 
-await runSocketioScenarios({
-  client: `socket.io-client@${packageVersion("socket.io-client")}`,
-  scenarios,
-  managers,
-  state,
-});
+await runScenarios(scenarios);

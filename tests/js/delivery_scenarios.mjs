@@ -14,25 +14,13 @@
 //               all of them, in order.
 //
 // Prints one JSON line (see lib/harness.mjs).
-import { Manager } from "socket.io-client";
-
-import { check, checkEqual, packageVersion, runSocketioScenarios } from "./lib/harness.mjs";
+import { check, checkEqual } from "./lib/harness.mjs";
+import { manager, runScenarios, state } from "./lib/sio_client.mjs";
 
 const options = JSON.parse(process.argv[5] ?? "{}");
-const managers = [];
-/** The transport the scenario ended on, checked against the mode. */
-const state = { transport: null };
 
 function newSocket(ctx) {
-  const manager = new Manager(ctx.baseUrl, {
-    path: "/socket.io/",
-    transports: ctx.transports,
-    upgrade: ctx.mode === "upgrade",
-    reconnection: false,
-    timeout: 20000,
-  });
-  managers.push(manager);
-  return manager.socket("/");
+  return manager(ctx, { timeout: 20000 }).socket("/");
 }
 
 function connected(socket) {
@@ -157,9 +145,4 @@ const scenarios = {
   },
 };
 
-await runSocketioScenarios({
-  client: `socket.io-client@${packageVersion("socket.io-client")}`,
-  scenarios,
-  managers,
-  state,
-});
+await runScenarios(scenarios);

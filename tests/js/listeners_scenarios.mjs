@@ -10,52 +10,9 @@
 //                     handlers answer.
 //
 // Prints one JSON line (see lib/harness.mjs).
-import { Manager } from "socket.io-client";
+import { check, checkEqual } from "./lib/harness.mjs";
+import { ackOf, connected, manager, runScenarios, upgraded } from "./lib/sio_client.mjs";
 
-import { check, checkEqual, packageVersion, runSocketioScenarios } from "./lib/harness.mjs";
-
-const managers = [];
-/** The transport the scenario ended on, checked against the mode. */
-const state = { transport: null };
-
-function manager(ctx) {
-  const m = new Manager(ctx.baseUrl, {
-    path: "/socket.io/",
-    transports: ctx.transports,
-    upgrade: ctx.mode === "upgrade",
-    reconnection: false,
-    timeout: 5000,
-  });
-  managers.push(m);
-  return m;
-}
-
-function connected(socket) {
-  return new Promise((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("connect_error", reject);
-  });
-}
-
-async function upgraded(ctx, socket) {
-  const engine = socket.io.engine;
-  if (ctx.mode === "upgrade" && engine.transport.name !== "websocket") {
-    await new Promise((resolve, reject) => {
-      engine.once("upgrade", resolve);
-      engine.once("upgradeError", reject);
-    });
-  }
-  state.transport = engine.transport.name;
-}
-
-/** The ack's argument, or "timeout" if none came within `ms`. */
-async function ackOf(socket, event, ms) {
-  try {
-    return await socket.timeout(ms).emitWithAck(event);
-  } catch {
-    return "timeout";
-  }
-}
 
 const scenarios = {
   async "socket-listeners"(ctx) {
@@ -79,9 +36,4 @@ const scenarios = {
   },
 };
 
-await runSocketioScenarios({
-  client: `socket.io-client@${packageVersion("socket.io-client")}`,
-  scenarios,
-  managers,
-  state,
-});
+await runScenarios(scenarios);

@@ -16,50 +16,15 @@
 //            order, with its id kept, and the fixture answers as before.
 //
 // Prints one JSON line (see lib/harness.mjs).
-import { Manager } from "socket.io-client";
+import { check, checkEqual, sleep } from "./lib/harness.mjs";
+import { connected, manager, runScenarios, upgraded } from "./lib/sio_client.mjs";
 
-import { check, checkEqual, packageVersion, runSocketioScenarios, sleep } from "./lib/harness.mjs";
-
-const managers = [];
-/** The transport the scenario ended on, checked against the mode. */
-const state = { transport: null };
 /** The ticks the "recover" scenario's broadcaster sends (the server's TOTAL_TICKS). */
 const TOTAL_TICKS = 60;
 const ROOM = "news";
 
-function manager(ctx, extra = {}) {
-  const m = new Manager(ctx.baseUrl, {
-    path: "/socket.io/",
-    transports: ctx.transports,
-    upgrade: ctx.mode === "upgrade",
-    reconnection: false,
-    timeout: 5000,
-    ...extra,
-  });
-  managers.push(m);
-  return m;
-}
-
 function once(emitter, event) {
   return new Promise((resolve) => emitter.once(event, (...args) => resolve(args)));
-}
-
-function connected(socket) {
-  return new Promise((resolve, reject) => {
-    socket.once("connect", resolve);
-    socket.once("connect_error", reject);
-  });
-}
-
-async function upgraded(ctx, socket) {
-  const engine = socket.io.engine;
-  if (ctx.mode === "upgrade" && engine.transport.name !== "websocket") {
-    await new Promise((resolve, reject) => {
-      engine.once("upgrade", resolve);
-      engine.once("upgradeError", reject);
-    });
-  }
-  state.transport = engine.transport.name;
 }
 
 /** Collect the ticks (their numbers); every one must end with its offset. */
@@ -230,9 +195,4 @@ const scenarios = {
   },
 };
 
-await runSocketioScenarios({
-  client: `socket.io-client@${packageVersion("socket.io-client")}`,
-  scenarios,
-  managers,
-  state,
-});
+await runScenarios(scenarios);
