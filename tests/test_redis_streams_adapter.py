@@ -32,7 +32,14 @@ from test_redis_adapter import Client, open_client, requires_node, wait_until
 import trio_sio
 from support.clients import JS_DIR, MODES, NODE, run_scenario
 from support.redis import REDIS_MISSING, RedisServer
-from support.redis_nodes import Cluster, trio_nodes
+from support.redis_nodes import (
+    Cluster,
+    check_broadcast_ack,
+    check_fetch,
+    check_rooms,
+    check_server_side_emit,
+    trio_nodes,
+)
 from support.servers import HOSTS, serve_server
 from support.websocket import open_websocket
 from trio_sio.adapters._wire import Request
@@ -59,8 +66,7 @@ def streams_cluster() -> Iterator[Cluster[RedisServer]]:
 @pytest.mark.node
 @requires_node
 async def test_room_broadcasts_reach_every_node(streams_cluster: Cluster[RedisServer]) -> None:
-    observed = await streams_cluster.drive("rooms")
-    assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}
+    await check_rooms(streams_cluster)
 
 
 @pytest.mark.node
@@ -68,24 +74,19 @@ async def test_room_broadcasts_reach_every_node(streams_cluster: Cluster[RedisSe
 async def test_fetch_sockets_and_remote_operations_both_ways(
     streams_cluster: Cluster[RedisServer],
 ) -> None:
-    observed = await streams_cluster.drive("fetch")
-    assert observed["node_saw"] >= 3
-    assert observed["trio_saw"] == 3
+    await check_fetch(streams_cluster)
 
 
 @pytest.mark.node
 @requires_node
 async def test_server_side_emit_with_acks_both_ways(streams_cluster: Cluster[RedisServer]) -> None:
-    observed = await streams_cluster.drive("server-side-emit")
-    assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"]
-    assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"]
+    await check_server_side_emit(streams_cluster)
 
 
 @pytest.mark.node
 @requires_node
 async def test_broadcast_with_acks_counts_every_node(streams_cluster: Cluster[RedisServer]) -> None:
-    observed = await streams_cluster.drive("broadcast-ack")
-    assert observed["trio_got"]["expected"] == 3
+    await check_broadcast_ack(streams_cluster)
 
 
 @pytest.mark.node

@@ -1,4 +1,4 @@
-"""One trio_sio node of a Redis cluster, run as its own process by tests/test_redis_adapter.py.
+"""One trio_sio node of a Redis cluster, run as its own process by tests/support/redis_nodes.py.
 
     python tests/support/redis_cluster_node.py --redis redis://127.0.0.1:PORT/0 --name A \
         [--adapter classic|sharded|streams] [--subscription-mode dynamic|static|dynamic-private]

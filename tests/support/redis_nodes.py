@@ -157,3 +157,34 @@ def trio_nodes(
         for node in nodes:
             node.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- what the driver's scenarios must observe on any adapter ---------------------------------
+
+
+async def check_rooms(cluster: Cluster[Any]) -> None:
+    """A room broadcast from each of A, B and the Node node N reaches the clients of all
+    three."""
+    observed = await cluster.drive("rooms")
+    assert observed["received"] == {name: ["A", "B", "N"] for name in ("A", "B", "N")}, observed
+
+
+async def check_fetch(cluster: Cluster[Any]) -> None:
+    """fetchSockets and the remote operations, from Node and from trio_sio."""
+    observed = await cluster.drive("fetch")
+    assert observed["node_saw"] >= 3, observed
+    assert observed["trio_saw"] == 3, observed
+
+
+async def check_server_side_emit(cluster: Cluster[Any]) -> None:
+    """serverSideEmit with acknowledgements, from Node and from trio_sio: every other node
+    answers."""
+    observed = await cluster.drive("server-side-emit")
+    assert sorted(observed["node_got"]) == ["pong-A-7", "pong-B-7"], observed
+    assert sorted(observed["trio_got"]) == ["pong-B-8", "pong-N-8"], observed
+
+
+async def check_broadcast_ack(cluster: Cluster[Any]) -> None:
+    """A broadcast with acknowledgements expects one from each node's client."""
+    observed = await cluster.drive("broadcast-ack")
+    assert observed["trio_got"]["expected"] == 3, observed
