@@ -25,7 +25,7 @@ import trio
 import trio_sio
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -115,24 +115,34 @@ CONNECTED = re.compile(r"^connected \(websocket\)$")
 DISCONNECTED = re.compile(r"^(disconnected: transport close|connection failed: .*)$")
 
 
+def chat_on_two_pages(
+    browser: Browser, url: str, first_says: str, second_says: str
+) -> tuple[Page, Page]:
+    """Two pages of the chat at ``url``, both upgraded to WebSocket: the first sends
+    ``first_says`` with the button, the second ``second_says`` with Enter, and both pages
+    show both messages."""
+    first = browser.new_page(viewport={"width": 640, "height": 360})
+    second = browser.new_page(viewport={"width": 640, "height": 360})
+    for page in (first, second):
+        page.goto(url)
+        expect(page.locator("#state")).to_have_text(CONNECTED)  # upgraded to WebSocket
+    first.fill("#input", first_says)
+    first.click("#send")
+    second.fill("#input", second_says)
+    second.press("#input", "Enter")
+    for page in (first, second):
+        expect(page.locator("#messages li")).to_have_text([first_says, second_says])
+    return first, second
+
+
 async def test_two_pages_chat() -> None:
     bundle = next((path for path in BUNDLES if path.is_file()), None)
     assert bundle is not None, "no socket.io-client bundle: run npm ci --prefix examples/chat"
 
     def chat(browser: Browser, url: str) -> None:
-        first = browser.new_page(viewport={"width": 640, "height": 360})
-        second = browser.new_page(viewport={"width": 640, "height": 360})
-        for page in (first, second):
-            page.goto(url)
-            expect(page.locator("#state")).to_have_text(CONNECTED)  # upgraded to WebSocket
-        first.fill("#input", "hello from the first page")
-        first.click("#send")
-        second.fill("#input", "and hello from the second")
-        second.press("#input", "Enter")
-        for page in (first, second):
-            expect(page.locator("#messages li")).to_have_text(
-                ["hello from the first page", "and hello from the second"]
-            )
+        first, second = chat_on_two_pages(
+            browser, url, "hello from the first page", "and hello from the second"
+        )
         expect(first.locator("#input")).to_have_value("")
         ARTIFACTS.mkdir(exist_ok=True)
         second.screenshot(path=ARTIFACTS / "chat.png")

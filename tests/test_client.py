@@ -8,7 +8,6 @@ catch a hang, never by a sleep that guesses how long something takes.
 from __future__ import annotations
 
 import random
-import ssl
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -16,15 +15,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from test_checkpoints import CLIENT_CHECKPOINTS
 
 import trio_sio
-from support.clients import NODE_MISSING
-from support.peers import PEERS, TRANSPORTS, Peer
+from support.peers import PEERS, TRANSPORTS, Peer, serving_peer
 from support.servers import serve_server
+from support.tls import loopback_tls
 from trio_sio._client._client import reconnection_delay
 
 #: A budget that catches a hang (the machine may be busy: it is not a measure of speed).
@@ -52,12 +50,8 @@ class Inbox:
 
 @pytest.fixture(params=PEERS)
 async def peer(request: pytest.FixtureRequest, nursery: trio.Nursery) -> AsyncIterator[Peer]:
-    if request.param == "node" and NODE_MISSING is not None:
-        pytest.skip(NODE_MISSING)
-    served = Peer(request.param, nursery)
-    await served.start()
-    yield served
-    await served.stop()
+    async with serving_peer(request.param, nursery) as served:
+        yield served
 
 
 @pytest.fixture(params=list(TRANSPORTS))
@@ -600,11 +594,7 @@ def test_reconnection_delay_is_socketio_clients_backoff(
 async def test_tls(mode: str) -> None:
     """https:// with the client's ssl_context: polling, WebSocket and the upgrade, all on
     TLS, to the native host serving with a trustme certificate."""
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = loopback_tls()
     sio = trio_sio.Server()
 
     @sio.on("echo")

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import trio
-from test_client import BUDGET, wait_for_transport
+from test_client import BUDGET, mode, wait_for_transport
 
 import trio_sio
 from support.clients import NODE_MISSING
-from support.peers import PEERS, TRANSPORTS, Peer
+from support.peers import PEERS, TRANSPORTS, Peer, serving_peer
 from trio_sio.parsers import Parser
+
+__all__ = ["mode"]  # the fixture, shared with test_client.py
 
 RECOVERY = {"TRIO_SIO_RECOVERY": "1"}
 #: Room broadcasts in the recovery test.
@@ -36,17 +38,8 @@ BURST = 3
 async def recovering_peer(
     request: pytest.FixtureRequest, nursery: trio.Nursery
 ) -> AsyncIterator[Peer]:
-    if request.param == "node" and NODE_MISSING is not None:
-        pytest.skip(NODE_MISSING)
-    served = Peer(request.param, nursery, RECOVERY)
-    await served.start()
-    yield served
-    await served.stop()
-
-
-@pytest.fixture(params=list(TRANSPORTS))
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    async with serving_peer(request.param, nursery, RECOVERY) as served:
+        yield served
 
 
 async def until(condition: Any) -> None:

@@ -14,7 +14,6 @@ import inspect
 import json
 import re
 import socket
-import ssl
 import sys
 import tracemalloc
 import zlib
@@ -41,6 +40,7 @@ from support.engineio import (
     settled,
 )
 from support.http import connect, host_port, request
+from support.tls import loopback_tls
 from support.websocket import Closed, Rejected, open_websocket
 from trio_sio import DisconnectReason, NativeConfig
 from trio_sio._engine import Consumer
@@ -824,12 +824,7 @@ async def test_static_files(tmp_path: Path) -> None:
 
 
 async def test_tls() -> None:
-    trustme = pytest.importorskip("trustme", reason="trustme (PyPI) makes the test certificates")
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = loopback_tls()
 
     sio = trio_sio.Server()
 
@@ -882,10 +877,7 @@ async def test_tls() -> None:
 
 
 async def test_tls_garbage_instead_of_a_handshake_is_harmless() -> None:
-    trustme = pytest.importorskip("trustme", reason="trustme (PyPI) makes the test certificates")
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context, _ = loopback_tls()
     engine = EngineServer(EchoHandler())
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
@@ -1011,19 +1003,9 @@ async def test_chat_demo_in_a_browser(compression: bool, monkeypatch: pytest.Mon
     expect = browser_test.expect
 
     def two_pages(browser: Any, url: str) -> None:
-        first = browser.new_page(viewport={"width": 640, "height": 360})
-        second = browser.new_page(viewport={"width": 640, "height": 360})
-        for page in (first, second):
-            page.goto(url)
-            expect(page.locator("#state")).to_have_text(browser_test.CONNECTED)
-        first.fill("#input", "hello over the native host")
-        first.click("#send")
-        second.fill("#input", "hello back")
-        second.press("#input", "Enter")
-        for page in (first, second):
-            expect(page.locator("#messages li")).to_have_text(
-                ["hello over the native host", "hello back"]
-            )
+        first, second = browser_test.chat_on_two_pages(
+            browser, url, "hello over the native host", "hello back"
+        )
         trio.from_thread.run_sync(server.cancel)
         for page in (first, second):
             expect(page.locator("#state")).to_have_text(browser_test.DISCONNECTED)

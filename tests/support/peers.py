@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
-from support.clients import JS_DIR, NODE
+from support.clients import JS_DIR, NODE, NODE_MISSING
 
 #: The servers every client behaviour is checked against.
 PEERS = ["hypercorn", "native", "node"]
@@ -138,3 +140,17 @@ class Peer:
                 assert process.stdout is not None
                 await process.stdout.aclose()
         await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def serving_peer(
+    kind: str, nursery: trio.Nursery, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Peer]:
+    """A :class:`Peer` of ``kind``, started, and stopped after the block (without Node, the
+    test skips the Node peer)."""
+    if kind == "node" and NODE_MISSING is not None:
+        pytest.skip(NODE_MISSING)
+    served = Peer(kind, nursery, env)
+    await served.start()
+    yield served
+    await served.stop()
