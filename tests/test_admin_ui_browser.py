@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING
 
 import bcrypt
 import pytest
-import trio
 from test_admin import app_server
 from test_browser import ARTIFACTS, MISSING, REPO, in_browser
 
 import trio_sio
 import trio_sio.admin
-from support.servers import HOSTS
+from support.servers import HOSTS, serve_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Route
@@ -62,22 +61,8 @@ async def serve_ui(host: str, sio: trio_sio.Server, workdir: Path) -> AsyncItera
     page = workdir / "client.html"
     page.write_text(CLIENT_PAGE)
     files: dict[str, str | Path] = {"/": page, "/socket.io.min.js": BUNDLE, "/admin-ui/": UI_DIST}
-    async with trio.open_nursery() as nursery:
-        if host == "native":
-            urls = await nursery.start(
-                lambda task_status: trio_sio.serve_native(
-                    sio, "127.0.0.1", 0, static_files=files, task_status=task_status
-                )
-            )
-        else:
-            app = trio_sio.ASGIApp(sio, static_files=files)
-            urls = await nursery.start(
-                lambda task_status: trio_sio.serve_hypercorn(
-                    sio, "127.0.0.1", 0, app=app, task_status=task_status
-                )
-            )
-        yield next(url for url in urls if url.startswith("http://"))
-        nursery.cancel_scope.cancel()
+    async with serve_server(host, sio, static_files=files) as url:
+        yield url
 
 
 def offline(browser: Browser, origin: str) -> BrowserContext:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from hypercorn.config import Config
 
 import trio_sio
 from support.http import request
-from support.processes import Child, child, python_env
+from support.processes import child
 from support.websocket import Closed, WebSocket, open_websocket
 from trio_sio.testing import TestClient, open_client, running
 
@@ -206,35 +205,21 @@ async def test_chat_client_joins_the_chat_as_a_second_user() -> None:
         urls = await nursery.start(
             partial(trio_sio.serve_hypercorn, chat.sio, "127.0.0.1", 0, app=chat.app)
         )
-        async with first.connect(urls[0]):
-            process = await trio.lowlevel.open_process(
-                [sys.executable, str(EXAMPLES / "chat_client.py"), urls[0]],
-                cwd=REPO,
-                env=python_env(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            second = Child(process)
-            assert process.stdin is not None
-            try:
-                with trio.fail_after(30):
-                    await second.wait_for(r"joined http://\S+ as \S+")
-                    assert await heard.receive() == "hello from Trio"
-                    await first.emit("chat message", "hi, Trio")
-                    await second.wait_for("chat: hi, Trio")
-                    assert await heard.receive() == "hi, Trio"  # the room includes its sender
-                    await process.stdin.send_all(b"hi, first user\n")
-                    assert await heard.receive() == "hi, first user"
-                    await process.stdin.aclose()
-                    assert await second.wait() == 0
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-                    assert process.stdout is not None
-                    await process.stdout.aclose()
+        async with (
+            first.connect(urls[0]),
+            child(EXAMPLES / "chat_client.py", urls[0], stdin=True) as second,
+        ):
+            stdin = second.process.stdin
+            assert stdin is not None
+            await second.wait_for(r"joined http://\S+ as \S+")
+            assert await heard.receive() == "hello from Trio"
+            await first.emit("chat message", "hi, Trio")
+            await second.wait_for("chat: hi, Trio")
+            assert await heard.receive() == "hi, Trio"  # the room includes its sender
+            await stdin.send_all(b"hi, first user\n")
+            assert await heard.receive() == "hi, first user"
+            await stdin.aclose()
+            assert await second.wait() == 0
         nursery.cancel_scope.cancel()
 
 

@@ -156,27 +156,11 @@ async def test_static_names_the_file_system_refuses_are_not_found(
 ) -> None:
     (tmp_path / "index.html").write_text("<p>hi</p>")
     sio = trio_sio.Server()
-    static = {"/": tmp_path}
-    async with trio.open_nursery() as nursery:
-        if host == "native":
-            urls = await nursery.start(
-                lambda task_status: trio_sio.serve_native(
-                    sio, "127.0.0.1", 0, static_files=static, task_status=task_status
-                )
-            )
-        else:
-            app = trio_sio.ASGIApp(sio, static_files=static)
-            urls = await nursery.start(
-                lambda task_status: trio_sio.serve_hypercorn(
-                    sio, "127.0.0.1", 0, app=app, task_status=task_status
-                )
-            )
-        url = urls[0]
+    async with serve_server(host, sio, static_files={"/": tmp_path}) as url:
         for target in ("/%00", "/a%00b.html", "/" + "x" * 300, "/" + "y" * 5000 + ".js"):
             response = await request(url, "GET", target)
             assert response.status == 404, target
         assert (await request(url, "GET", "/")).text == "<p>hi</p>"
-        nursery.cancel_scope.cancel()
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 

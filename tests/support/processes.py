@@ -53,12 +53,20 @@ class Child:
 
 
 @asynccontextmanager
-async def child(*args: str | Path, cwd: Path = REPO, budget_s: float = 30) -> AsyncIterator[Child]:
+async def child(
+    *args: str | Path, cwd: Path = REPO, budget_s: float = 30, stdin: bool = False
+) -> AsyncIterator[Child]:
     """``python *args``, killed at the end of the block if it is still running; the block
-    fails after ``budget_s``."""
+    fails after ``budget_s``. With ``stdin``, the block writes its input
+    (``Child.process.stdin``)."""
     command = [sys.executable, *map(str, args)]
     process = await trio.lowlevel.open_process(
-        command, cwd=cwd, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        cwd=cwd,
+        env=python_env(),
+        stdin=subprocess.PIPE if stdin else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         with trio.fail_after(budget_s):
@@ -68,5 +76,7 @@ async def child(*args: str | Path, cwd: Path = REPO, budget_s: float = 30) -> As
             process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
+            if process.stdin is not None:
+                await process.stdin.aclose()
             assert process.stdout is not None
             await process.stdout.aclose()

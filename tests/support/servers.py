@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -32,13 +34,22 @@ HOSTS = ["hypercorn", "native"]
 
 
 @asynccontextmanager
-async def serve_server(host: str, server: Any) -> AsyncIterator[str]:
+async def serve_server(
+    host: str, server: Any, *, static_files: Mapping[str, str | Path] | None = None
+) -> AsyncIterator[str]:
     """Serve a :class:`trio_sio.Server` on ``host`` (``"hypercorn"`` or ``"native"``) on a free
-    loopback port for the duration of the block; yields its URL."""
+    loopback port for the duration of the block; yields its URL. ``static_files`` are served
+    beside it (by the native host, or by the :class:`trio_sio.ASGIApp` under hypercorn)."""
     import trio_sio
 
-    serve = trio_sio.serve_native if host == "native" else trio_sio.serve_hypercorn
+    if host == "native":
+        start = partial(trio_sio.serve_native, server, "127.0.0.1", 0, static_files=static_files)
+    elif static_files is not None:
+        app = trio_sio.ASGIApp(server, static_files=static_files)
+        start = partial(trio_sio.serve_hypercorn, server, "127.0.0.1", 0, app=app)
+    else:
+        start = partial(trio_sio.serve_hypercorn, server, "127.0.0.1", 0)
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(serve, server, "127.0.0.1", 0)
+        urls: list[str] = await nursery.start(start)
         yield urls[0]
         nursery.cancel_scope.cancel()
