@@ -20,6 +20,7 @@ from support.properties import (
     check_packet_shape,
     decoded_type,
     examples,
+    packets,
 )
 from trio_sio._protocol import (
     DEFAULT_MAX_JSON_DEPTH,
@@ -340,34 +341,13 @@ def values(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 #: What the parser sends: datetimes too, as JavaScript Dates.
 VALUES = values(PLAIN_LEAVES | DATES)
 ARGS = st.lists(VALUES, max_size=4)
-PACKETS = st.one_of(
-    st.builds(
-        SocketPacket,
-        st.just(PacketType.CONNECT),
-        NAMESPACES,
-        st.none() | st.dictionaries(TEXT, VALUES, max_size=4),
-    ),
-    st.builds(SocketPacket, st.just(PacketType.DISCONNECT), NAMESPACES),
-    st.builds(
-        SocketPacket,
-        st.sampled_from([PacketType.EVENT, PacketType.BINARY_EVENT]),
-        NAMESPACES,
-        st.builds(lambda name, args: [name, *args], EVENT_NAMES, ARGS),
-        st.none() | ACK_IDS,
-    ),
-    st.builds(
-        SocketPacket,
-        st.sampled_from([PacketType.ACK, PacketType.BINARY_ACK]),
-        NAMESPACES,
-        ARGS,
-        ACK_IDS,
-    ),
-    st.builds(
-        SocketPacket,
-        st.just(PacketType.CONNECT_ERROR),
-        NAMESPACES,
-        TEXT | st.dictionaries(TEXT, VALUES, max_size=4),
-    ),
+PACKETS = packets(
+    NAMESPACES,
+    connect_data=st.dictionaries(TEXT, VALUES, max_size=4),
+    event_data=st.builds(lambda name, args: [name, *args], EVENT_NAMES, ARGS),
+    ack_data=ARGS,
+    ack_ids=ACK_IDS,
+    error_data=TEXT | st.dictionaries(TEXT, VALUES, max_size=4),
 )
 
 

@@ -20,6 +20,7 @@ from support.properties import (
     check_packet_shape,
     decoded_type,
     examples,
+    packets,
 )
 from trio_sio._protocol import (
     DEFAULT_MAX_JSON_DEPTH,
@@ -197,36 +198,13 @@ NAMESPACES = st.just("/") | st.text(
     st.characters(exclude_categories=["Cs"], exclude_characters=","), max_size=20
 ).map(lambda name: "/" + name)
 ACK_IDS = st.integers(0, MAX_ACK_ID) | st.sampled_from([0, 1, MAX_ACK_ID])
-OPTIONAL_ACK_IDS = st.none() | ACK_IDS
-
-PACKETS = st.one_of(
-    st.builds(
-        SocketPacket,
-        st.just(PacketType.CONNECT),
-        NAMESPACES,
-        st.none() | st.dictionaries(KEYS, PLAIN_VALUES, max_size=4),
-    ),
-    st.builds(SocketPacket, st.just(PacketType.DISCONNECT), NAMESPACES),
-    st.builds(
-        SocketPacket,
-        st.sampled_from([PacketType.EVENT, PacketType.BINARY_EVENT]),
-        NAMESPACES,
-        EVENT_DATA,
-        OPTIONAL_ACK_IDS,
-    ),
-    st.builds(
-        SocketPacket,
-        st.sampled_from([PacketType.ACK, PacketType.BINARY_ACK]),
-        NAMESPACES,
-        st.lists(VALUES_WITH_BYTES | deeply_nested_bytes(max_wrappers=6), max_size=4),
-        ACK_IDS,
-    ),
-    st.builds(
-        SocketPacket,
-        st.just(PacketType.CONNECT_ERROR),
-        NAMESPACES,
-        st.dictionaries(KEYS, PLAIN_VALUES, max_size=4) | TEXT,
-    ),
+PACKETS = packets(
+    NAMESPACES,
+    connect_data=st.dictionaries(KEYS, PLAIN_VALUES, max_size=4),
+    event_data=EVENT_DATA,
+    ack_data=st.lists(VALUES_WITH_BYTES | deeply_nested_bytes(max_wrappers=6), max_size=4),
+    ack_ids=ACK_IDS,
+    error_data=st.dictionaries(KEYS, PLAIN_VALUES, max_size=4) | TEXT,
 )
 
 #: Pieces that make random text look like Socket.IO packets, so fuzzing gets past the type digit.

@@ -1,5 +1,6 @@
 """What the property tests of the protocol layer (tests/protocol/) share: Hypothesis settings
-that scale with the profile, and the checks of a decoded Socket.IO packet."""
+that scale with the profile, a strategy for Socket.IO packets, and the checks of a decoded
+packet."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from trio_sio._protocol import MAX_ACK_ID, RESERVED_EVENTS, PacketType, SocketPacket
 
@@ -19,6 +21,40 @@ def examples(count: int, also_suppress: Sequence[HealthCheck] = ()) -> settings:
         max_examples=max(1, count * settings().max_examples // 100),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, *also_suppress],
+    )
+
+
+def packets(
+    namespaces: st.SearchStrategy[str],
+    *,
+    connect_data: st.SearchStrategy[Any],
+    event_data: st.SearchStrategy[list[Any]],
+    ack_data: st.SearchStrategy[list[Any]],
+    ack_ids: st.SearchStrategy[int],
+    error_data: st.SearchStrategy[Any],
+) -> st.SearchStrategy[SocketPacket]:
+    """Socket.IO packets of every type a parser sends, made of a parser's own parts: CONNECT
+    with ``connect_data`` or none, DISCONNECT, (BINARY_)EVENT with ``event_data`` and an
+    ack id or none, (BINARY_)ACK with ``ack_data`` and an ack id, CONNECT_ERROR with
+    ``error_data``."""
+    return st.one_of(
+        st.builds(SocketPacket, st.just(PacketType.CONNECT), namespaces, st.none() | connect_data),
+        st.builds(SocketPacket, st.just(PacketType.DISCONNECT), namespaces),
+        st.builds(
+            SocketPacket,
+            st.sampled_from([PacketType.EVENT, PacketType.BINARY_EVENT]),
+            namespaces,
+            event_data,
+            st.none() | ack_ids,
+        ),
+        st.builds(
+            SocketPacket,
+            st.sampled_from([PacketType.ACK, PacketType.BINARY_ACK]),
+            namespaces,
+            ack_data,
+            ack_ids,
+        ),
+        st.builds(SocketPacket, st.just(PacketType.CONNECT_ERROR), namespaces, error_data),
     )
 
 
