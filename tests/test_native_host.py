@@ -236,6 +236,46 @@ async def test_a_long_poll_is_answered_by_the_task_that_sends() -> None:
         await bystanders_ok(e)
 
 
+async def test_a_request_pipelined_behind_a_long_poll_is_served_after_it() -> None:
+    # The client sent its next request while the poll waited: the poll's task no longer
+    # waits on the socket, so the sending task leaves the answer to it, and the request
+    # behind it is served next.
+    async with native_engine() as e:
+        sid = await e.handshake()
+        session = e.engine.get_session(sid)
+        assert session is not None
+        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        async with connect(e.url) as connection:
+            await _parked_poll(e, connection, target)
+            await connection.stream.send_all(
+                f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n4b".encode()
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            session.send_nowait(Outgoing.message("a"))
+            with trio.fail_after(5):
+                assert (await connection.read_response()).text == "4a"
+                assert (await connection.read_response()).text == "ok"
+        await bystanders_ok(e)
+
+
+async def test_the_connection_of_an_answered_long_poll_is_idle_from_its_answer() -> None:
+    # Its task sleeps on the socket after the sending task answered: keep_alive_timeout still
+    # ends a connection the client leaves idle.
+    async with native_engine(config=NativeConfig(keep_alive_timeout=0.3)) as e:
+        sid = await e.handshake()
+        session = e.engine.get_session(sid)
+        assert session is not None
+        async with connect(e.url) as connection:
+            await _parked_poll(e, connection, e.target(f"EIO=4&transport=polling&sid={sid}"))
+            await trio.sleep(0.2)  # waiting for packets is not idle
+            session.send_nowait(Outgoing.message("a"))
+            answered = trio.current_time()
+            assert (await connection.read_response()).text == "4a"
+            with trio.fail_after(2):
+                assert await connection.stream.receive_some(100) == b""
+            assert trio.current_time() - answered >= 0.25  # counted from the answer
+
+
 async def test_a_long_poll_answer_the_kernel_takes_in_part() -> None:
     # An answer larger than the socket takes at once: the GET's task is woken to send the
     # rest, and the connection serves on.

@@ -187,6 +187,12 @@ class PollingTransport:
             raise HandshakeError(EngineErrorCode.BAD_REQUEST)
         self._posting = True
         try:
+            if self._waiting_get is None:
+                # This session's GET may have become readable together with this POST, on
+                # another connection: it reaches the session first, since trio runs a batch
+                # of ready tasks in random order and clients expect arrival order. A GET
+                # already waiting leaves nothing to reorder.
+                await trio.lowlevel.checkpoint()
             return await self._post(request)
         finally:
             self._posting = False

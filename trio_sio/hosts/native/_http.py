@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from ..._engine import BodyTooLarge, HttpRequest, HttpResponse
-from ..._engine.alarms import Alarms
+from ..._engine.alarms import Alarm, Alarms
 from ..._protocol.websocket import WebSocketError, accept_key, negotiate_deflate
 from .._common import Endpoint, Route, content_type, find_static_file
 from ._config import NativeConfig
@@ -112,6 +112,8 @@ class HttpConnection:
         self._skip_turn = True
         self._answered_early = False  # the current request was answered by answer_nowait
         self._unsent: bytes | None = None  # what the kernel did not take of that answer
+        self._watching = False  # a long-poll's task waits on the socket (_wait_disconnected)
+        self._keep_alive_alarm: Alarm | None = None  # for an answered long-poll's connection
         self._track_websocket = track_websocket
         self._raw = raw_socket(stream)
         self._reader = Reader(stream, config.receive_size)
@@ -391,10 +393,6 @@ class HttpConnection:
             else:
                 request.read_body = self.read_body
                 request.body = self._body_if_here()
-                # Let requests that became readable together with this one (a long-poll GET
-                # on another connection, say) reach the endpoint first: trio runs a batch of
-                # ready tasks in random order, and clients expect arrival order.
-                await trio.lowlevel.checkpoint()
             response = await handle(request)
         except _AnsweredEarly:
             return
@@ -407,7 +405,16 @@ class HttpConnection:
         await self._send_response(response)
 
     async def _wait_disconnected(self) -> NoReturn:
-        data = await self._reader.receive()
+        self._watching = True
+        try:
+            data = await self._reader.receive()
+        finally:
+            self._watching = False
+        if self._keep_alive_alarm is not None:
+            self._keep_alive_alarm.cancel()
+            self._keep_alive_alarm = None
+            if self._timed_out:
+                raise _ClientGone  # idle since it was answered: the connection ends
         if not self._answered_early:
             if not data:
                 raise _ClientGone
@@ -431,11 +438,15 @@ class HttpConnection:
         ``HttpRequest.answer_nowait``); its own task, waiting in :meth:`_wait_disconnected`,
         stays asleep until the client's next request arrives.
 
-        Only on a connection that stays open after it, and not if the kernel would take none
-        of it. Bytes it did not take are this task's to send: it is woken for them as trio
-        wakes a task whose socket is closing (the connection stays open)."""
-        raw = self._raw
-        if self._responded or not self._keep_alive or raw is None:
+        Only while that task waits on the socket (where the next request, or the wake-up
+        below, reaches it), on a connection that stays open after it, and not if the kernel
+        would take none of it. Bytes it did not take are this task's to send: it is woken for
+        them as trio wakes a task whose socket is closing (the connection stays open). From
+        the answer on, the connection is idle: ``keep_alive_timeout`` applies."""
+        raw, alarms = self._raw, self._alarms
+        if not self._watching or self._responded or not self._keep_alive:
+            return False
+        if raw is None or alarms is None:
             return False
         data = _serialize(response, head=False, close=False, content_length=None)
         try:
@@ -446,6 +457,10 @@ class HttpConnection:
         if sent < len(data):
             self._unsent = data[sent:]
             trio.lowlevel.notify_closing(raw)
+        else:
+            self._timed_out = False
+            deadline = trio.current_time() + self.config.keep_alive_timeout
+            self._keep_alive_alarm = alarms.call_at(deadline, self._time_out)
         if self.config.access_log:
             self._log_access(response.status, len(response.body))
         return True
