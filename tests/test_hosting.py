@@ -4,6 +4,7 @@ by cancelling; and the command line of the native host."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -16,11 +17,14 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trio_sio
 from support.http import connect, request
 from support.processes import REPO, child, python_env
 from support.websocket import Closed, Rejected, open_websocket
+from trio_sio._cli import LOG_FORMAT, _Formatter
 
 
 async def receive_until_closed(ws: Any) -> None:
@@ -210,6 +214,16 @@ def test_command_line_refuses_bad_arguments(
 #: The command line's log lines: time, level, logger, message.
 LOG_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): "
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
+
+
+@given(created=st.floats(min_value=0, max_value=4e9))
+def test_the_command_lines_formatter_writes_what_logging_s_own_does(created: float) -> None:
+    # It formats each second's time once (logging formats it for every record).
+    ours, logging_s = _Formatter(LOG_FORMAT), logging.Formatter(LOG_FORMAT)
+    for at in (created, created + 0.0005, created + 1.0):
+        record = logging.LogRecord("trio_sio.engine", logging.INFO, "", 0, "sid=%s", ("x",), None)
+        record.created, record.msecs = at, (at - int(at)) * 1000
+        assert ours.format(record) == logging_s.format(record)
 
 
 async def test_command_line_logs_the_lifecycle_at_info_with_time_and_level(

@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -61,16 +62,40 @@ def run(
 
 def configure_logging(level: str) -> None:
     """Records at ``level`` (``"info"``...) and above to stderr, in :data:`LOG_FORMAT`; nothing
-    if the program configured logging already (:func:`logging.basicConfig`'s rule)."""
+    if the program configured logging already (:func:`logging.basicConfig`'s rule).
+
+    The records then carry no thread, process or source location (the format shows none of
+    them): a handler added later that shows ``%(lineno)d`` or ``%(filename)s`` finds them
+    empty."""
     if logging.getLogger().handlers:
         return
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    # The format names no thread or process, so records need not look them up: a quarter of
-    # a record's cost, and at INFO a handshake writes two (the logging HOWTO's
-    # "Optimization"; benchmarks/RESULTS.md measures what the lines cost).
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    # What the format does not show, records need not look up. At INFO a handshake writes two
+    # records, and these took two thirds of a record's cost (about 35 µs, 10 µs without):
+    # the caller's file and line (a walk up the stack), thread and process, and the time
+    # formatted anew for each record (the logging HOWTO's "Optimization" names the first ones).
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+class _Formatter(logging.Formatter):
+    """:class:`logging.Formatter` with its default time format, formatting each second once."""
+
+    _second: int | None = None
+    _second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"  # as default_msec_format
 
 
 def _load(spec: str) -> Endpoint:
