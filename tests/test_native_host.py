@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
 import trio
 import trio.lowlevel
@@ -256,6 +257,37 @@ async def test_a_request_pipelined_behind_a_long_poll_is_served_after_it() -> No
                 assert (await connection.read_response()).text == "4a"
                 assert (await connection.read_response()).text == "ok"
         await bystanders_ok(e)
+
+
+async def test_a_close_posted_together_with_a_poll_comes_after_it() -> None:
+    # The client sends a GET and, on another connection, a POST with a close packet; both
+    # arrive before the server runs, so trio wakes their tasks in one batch, in either order.
+    # In arrival order the GET waits, then the close releases it with a noop (as engine.io);
+    # the other way round it would find its session gone (400).
+    async with native_engine() as e:
+        for _ in range(20):
+            sid = await e.handshake()
+            target = e.target(f"EIO=4&transport=polling&sid={sid}")
+            async with connect(e.url) as poll, connect(e.url) as post:
+                get = [h11.Request(method="GET", target=target, headers=[("Host", "x")])]
+                close = [
+                    h11.Request(
+                        method="POST",
+                        target=target,
+                        headers=[("Host", "x"), ("Content-Length", "1")],
+                    ),
+                    h11.Data(data=b"1"),
+                ]
+                # Straight into the kernel, without yielding between them.
+                for connection, events in ((poll, get), (post, close)):
+                    data = b"".join(connection.conn.send(ev) or b"" for ev in events)
+                    data += connection.conn.send(h11.EndOfMessage()) or b""
+                    connection.stream.socket._sock.send(data)  # type: ignore[attr-defined]
+                with trio.fail_after(5):
+                    polled, posted = await poll.read_response(), await post.read_response()
+            assert (polled.status, polled.text) == (200, "6")
+            assert (posted.status, posted.text) == (200, "ok")
+        await settled(e)
 
 
 async def test_the_connection_of_an_answered_long_poll_is_idle_from_its_answer() -> None:

@@ -46,6 +46,7 @@ PYTHON_CLIENT_PACKETS_PER_POLL = 16
 #: User-Agent prefixes of python-engineio's clients (aiohttp's and requests' defaults).
 _PYTHON_CLIENTS = ("Python/", "python-requests/")
 
+_MESSAGE = EnginePacketType.MESSAGE
 _NOOP = EnginePacketType.NOOP.value
 _CLOSE = EnginePacketType.CLOSE.value
 
@@ -187,12 +188,6 @@ class PollingTransport:
             raise HandshakeError(EngineErrorCode.BAD_REQUEST)
         self._posting = True
         try:
-            if self._waiting_get is None:
-                # This session's GET may have become readable together with this POST, on
-                # another connection: it reaches the session first, since trio runs a batch
-                # of ready tasks in random order and clients expect arrival order. A GET
-                # already waiting leaves nothing to reorder.
-                await trio.lowlevel.checkpoint()
             return await self._post(request)
         finally:
             self._posting = False
@@ -232,10 +227,20 @@ class PollingTransport:
 
     async def _deliver(self, body: str) -> None:
         session = self._session
+        in_order = self._waiting_get is not None
         try:
             for packet in decode_payload(body, max_packets=session.options.max_packets_per_payload):
                 if session.state is SessionState.CLOSED:
                     return
+                if not in_order and packet.type is not _MESSAGE:
+                    # A close (say) changes what this session's GET gets. That GET may have
+                    # become readable together with this POST, on another connection: it
+                    # reaches the session first, since trio runs a batch of ready tasks in
+                    # random order and clients expect arrival order. (A GET already waiting
+                    # leaves nothing to reorder; messages go to the socket's task, whose
+                    # answers a GET takes whenever it comes.)
+                    await trio.lowlevel.checkpoint()
+                    in_order = True
                 await session.receive(packet)
         except Disconnected:
             return  # closed while delivering: the rest of the payload has nowhere to go
