@@ -97,8 +97,7 @@ class Delivery:
         self._direct: WritesWithoutWaiting | None = None  # the writer's connection, if it can
         self._flush_requested = False  # the writer must run even with nothing queued
         self._release_poll: Callable[[], None] | None = None
-        # Writes a waiting GET's answer without waiting, if its host can (see wait_poll).
-        self._answer_poll: Callable[[list[Outgoing]], bool] | None = None
+        self._answer_poll: Callable[[list[Outgoing]], bool] | None = None  # see wait_poll
         self._poll_max_packets: int | None = None
         self._producers: trio.lowlevel.ParkingLot | None = None  # made when one must wait
         #: Volatile packets dropped because the client was behind.
@@ -348,20 +347,17 @@ class Delivery:
         max_packets: int | None = None,
     ) -> None:
         """A GET waits for packets: call ``release`` (once, synchronously) when it should
-        take, or when the session closes.
-
-        With ``answer``, a packet sent to this client alone (:meth:`put_nowait`) does not wake
-        the GET's task: the sending task calls ``answer`` with what is queued (up to
-        ``max_packets``), which writes the GET's response without waiting and returns
-        ``True``, or returns ``False`` having written nothing (then the GET is released as
-        usual). Broadcasts still release the GET, so that a burst leaves in one response."""
+        take, or when the session closes. With ``answer``, a packet for this client alone
+        (:meth:`put_nowait`) is instead the GET's answer at once: the sending task calls
+        ``answer`` with what is queued (up to ``max_packets``), which writes it without
+        waiting, or returns ``False`` having written nothing (then the GET is released).
+        Broadcasts still release the GET, so that a burst leaves in one response."""
         self._consumer = Consumer.POLL
-        self._release_poll = release
-        self._answer_poll = answer
+        self._release_poll, self._answer_poll = release, answer
         self._poll_max_packets = max_packets
 
     def stop_poll_wait(self) -> None:
-        """The waiting GET has been released or has gone."""
+        """The waiting GET has been answered, released, or has gone."""
         self._release_poll = self._answer_poll = None
         if self._consumer is Consumer.POLL:
             self._consumer = Consumer.NONE
@@ -369,24 +365,18 @@ class Delivery:
     def _release(self) -> None:
         release = self._release_poll
         if release is not None:
-            self._release_poll = self._answer_poll = None
-            self._consumer = Consumer.NONE
+            self.stop_poll_wait()
             release()
 
     def _answer_poll_now(self) -> None:
-        """Answer the waiting GET with what is queued, from the sending task; release it if
-        its host cannot write the answer now."""
+        """Answer the waiting GET from the sending task, or release it if its host cannot."""
         answer = self._answer_poll
         assert answer is not None
-        queue = self._queue
-        limit = self._poll_max_packets
-        batch = queue.take_all() if limit is None else queue.take(limit)
+        batch = self.poll_nowait(self._poll_max_packets)  # something is queued: no raise
         if answer(batch):
-            self._release_poll = self._answer_poll = None
-            self._consumer = Consumer.NONE
-            self._wake_producers()
+            self.stop_poll_wait()
         else:
-            queue.put_back(batch)
+            self._queue.put_back(batch)
             self._release()
 
     def _notify(self) -> None:

@@ -9,7 +9,13 @@ from .._protocol import HandshakeError
 from .host import HttpRequest, HttpResponse
 from .options import EngineOptions
 
-__all__ = ["cors_headers", "error_response", "payload_response"]
+__all__ = [
+    "answer_poll",
+    "cors_headers",
+    "error_response",
+    "payload_response",
+    "with_extra_headers",
+]
 
 
 def cors_headers(options: EngineOptions, origin: str | None) -> list[tuple[str, str]]:
@@ -44,3 +50,22 @@ def payload_response(
             body = zlib.compress(body, 5)
             headers.append(("Content-Encoding", "deflate"))
     return HttpResponse(200, body, headers)
+
+
+def with_extra_headers(
+    options: EngineOptions, request: HttpRequest, response: HttpResponse
+) -> HttpResponse:
+    """``response`` with the headers of ``options.headers``, unless it is an error."""
+    if options.headers is not None and response.status < 400:
+        response.headers.extend(options.headers(request))
+    return response
+
+
+def answer_poll(
+    options: EngineOptions, request: HttpRequest, cors: list[tuple[str, str]], payload: str
+) -> bool:
+    """Answer the long-poll ``request`` with ``payload`` now, through its host's
+    ``answer_nowait``; whether it was written."""
+    assert request.answer_nowait is not None
+    response = payload_response(options, request, payload, cors)
+    return request.answer_nowait(with_extra_headers(options, request, response))

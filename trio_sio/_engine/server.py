@@ -32,7 +32,13 @@ from .lifecycle import EngineLifecycle, quote
 from .options import EngineOptions
 from .polling import PollingTransport
 from .registry import SessionRegistry
-from .responses import cors_headers, error_response, payload_response
+from .responses import (
+    answer_poll,
+    cors_headers,
+    error_response,
+    payload_response,
+    with_extra_headers,
+)
 from .session import EngineHandler, Session
 from .states import SessionTransport
 from .websocket import WebSocketTransport, upgrade
@@ -237,13 +243,7 @@ class EngineServer:
     async def handle_http(self, request: HttpRequest) -> HttpResponse:
         """Answer one long-polling request (or a CORS preflight)."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        return self._with_extra_headers(request, await self._handle_http(request))
-
-    def _with_extra_headers(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        """``response`` with the headers of ``options.headers``, unless it is an error."""
-        if self.options.headers is not None and response.status < 400:
-            response.headers.extend(self.options.headers(request))
-        return response
+        return with_extra_headers(self.options, request, await self._handle_http(request))
 
     async def _handle_http(self, request: HttpRequest) -> HttpResponse:
         origin = request.headers.get("origin")
@@ -281,7 +281,7 @@ class EngineServer:
             if request.method == "GET":
                 answer_payload = None
                 if request.answer_nowait is not None:
-                    answer_payload = functools.partial(self._answer_payload, request, cors)
+                    answer_payload = functools.partial(answer_poll, self.options, request, cors)
                 try:
                     payload = await transport.get(request.wait_disconnected, answer_payload)
                 except ProtocolError:
@@ -296,14 +296,6 @@ class EngineServer:
             return error_response(exc, cors)
         except _Unavailable:
             return HttpResponse(503, b"Service Unavailable", cors)
-
-    def _answer_payload(
-        self, request: HttpRequest, cors: list[tuple[str, str]], payload: str
-    ) -> bool:
-        """Answer the long-poll ``request`` with ``payload`` now, through its host."""
-        assert request.answer_nowait is not None
-        response = payload_response(self.options, request, payload, cors)
-        return request.answer_nowait(self._with_extra_headers(request, response))
 
     async def _handshake_polling(
         self, request: HttpRequest, cors: list[tuple[str, str]]
