@@ -335,6 +335,49 @@ async def admin_update(
                 return args
 
 
+class Opaque:
+    """A value JSON cannot hold, with a ``repr`` longer than the UI is shown."""
+
+    def __repr__(self) -> str:
+        return "<opaque " + "x" * 300 + ">"
+
+
+async def test_socket_data_json_cannot_hold_is_shown_as_its_repr() -> None:
+    """``sock.data`` as the UI is shown it: each value JSON can hold as it is, any other as
+    its ``repr`` (200 characters at most), and keys JSON cannot hold as their ``str``; never
+    the admin's own key."""
+    sio = app_server()
+
+    @sio.on("remember")
+    async def remember(sock: trio_sio.Socket, kind: str) -> None:
+        if kind == "values":
+            sock.data.update(name="ada", tags=["a", 1], blob=b"\x00\x01", opaque=Opaque())
+        else:
+            data: dict[Any, Any] = sock.data  # keys of any type, as an app may set them
+            data.update({(1, 2): "pair", 3: "three"})
+
+    async def scenario(url: str) -> None:
+        values, keys, admin = Peer(), Peer(), Peer("/admin")
+        async with peers(values, keys, admin):
+            await values.connect(url)
+            await values.client.call("remember", "values")
+            await keys.connect(url)
+            await keys.client.call("remember", "keys")
+            await admin.connect(url)
+            (everyone,) = await admin.wait_for("all_sockets")
+            data = {shown["id"]: shown["data"] for shown in everyone}
+            assert data[values.sid] == {
+                "name": "ada",
+                "tags": ["a", 1],
+                "blob": "b'\\x00\\x01'",
+                "opaque": repr(Opaque())[:200],
+            }
+            assert data[keys.sid] == {"(1, 2)": "pair", "3": "three"}
+
+    async with serve_server("hypercorn", sio) as url:
+        await in_asyncio(lambda: scenario(url))
+
+
 @pytest.mark.parametrize("host", HOSTS)
 async def test_an_upgrade_is_told_as_socket_updated(host: str) -> None:
     """By hand, over real sockets, so that the client connects its namespace while it is

@@ -300,6 +300,25 @@ def test_depth_is_checked_once_for_both_encodings() -> None:
         unpack(b"\x91" * 100_000 + b"\xa1x", DEFAULT_MAX_JSON_DEPTH)  # 100,000 arrays deep
 
 
+@given(depth=st.integers(0, 12))
+def test_the_adapters_depth_limit_bounds_json_as_it_bounds_msgpack(depth: int) -> None:
+    """A JSON message is held to the adapter's ``max_depth`` even when the server's codec
+    allows more (or has no limit): a hostile node cannot go deeper by choosing JSON."""
+    limit = 4
+    loose = StdlibJson(max_depth=1_000)
+    wire = ShardedWire("socket.io", "/chat", UID, loose, limit, mode=subscription_mode("dynamic"))
+    message = {"uid": OTHER, "nsp": "/chat", "type": 9, "data": {"packet": ["e", nested(depth)]}}
+    accepted = []
+    for payload in (json.dumps(message).encode(), msgpack.packb(message)):
+        try:
+            wire.decode(b"socket.io#/chat#", payload)
+        except WireError:
+            accepted.append(False)
+        else:
+            accepted.append(True)
+    assert accepted == [depth <= limit] * 2
+
+
 def test_notepack_values() -> None:
     """A JavaScript Date (msgpack timestamp) becomes Date.toJSON's string; notepack's
     extension 0 is undefined or an ArrayBuffer; other extensions are refused."""

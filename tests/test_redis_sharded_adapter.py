@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -212,7 +213,8 @@ async def test_a_join_is_acknowledged_once_its_room_is_subscribed(
 async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
     redis: RedisServer, host: str
 ) -> None:
-    sio = make_server(redis.url)
+    # A payload nests at most 4 deep here, though the server's JSON codec takes 32.
+    sio = make_server(redis.url, options=dataclasses.replace(FAST, max_depth=4))
     adapter = adapter_of(sio)
     probe = coredis.Redis.from_url(redis.url)
     channel = "socket.io#/#"
@@ -244,6 +246,8 @@ async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
             json.dumps(broadcast("other", ["elsewhere"], nsp="/other")).encode(),  # foreign
             json.dumps(broadcast("other", [["not", "an", "event"]])).encode(),  # malformed
             json.dumps(broadcast("other", ["deep", deep])).encode(),  # malformed (too deep)
+            # malformed: deeper than the adapter's max_depth, not than the codec's limit
+            json.dumps(broadcast("other", ["deep", [[[[["x"]]]]]])).encode(),
             json.dumps({"uid": "other", "nsp": "/", "type": 2}).encode(),  # heartbeat: foreign
             json.dumps({"uid": "other", "nsp": "/", "type": 7, "data": {}}).encode(),  # no id
             msgpack.packb(broadcast("other", ["ext", msgpack.ExtType(5, b"x")])),  # malformed
@@ -265,7 +269,7 @@ async def test_hostile_shard_messages_are_dropped_and_a_bystander_keeps_working(
     assert delta("received") == len(hostile) + 2
     assert delta("ignored_own") == 1
     assert delta("dropped_foreign") == 2
-    assert delta("dropped_malformed") == 8
+    assert delta("dropped_malformed") == 9
     assert delta("ignored") == 1
     assert [args[0] for args in victim.events] == ["legit"]
     assert [args[0] for args in bystander.events] == ["still"]

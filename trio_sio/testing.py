@@ -27,10 +27,10 @@ from ._acks import ack_arguments, ack_value
 from ._client import Client
 from ._client._client import _single_errors
 from ._client._http import TransportFailure
-from ._client._transports import Deliver, MessageTransport
+from ._client._transports import MessageTransport, PacketPerMessage
 from ._engine import HttpRequest
 from ._errors import ConnectionRefused, Disconnected
-from ._protocol import EnginePacket, Outgoing, PacketType, Parser, SocketPacket, decode_packet
+from ._protocol import PacketType, Parser, SocketPacket
 from ._server import Server
 from .hosts import MemoryWebSocket
 
@@ -324,36 +324,24 @@ def _websocket_request(
     )
 
 
-class _MemoryTransport:
+class _MemoryTransport(PacketPerMessage):
     """The client's end of a :class:`~trio_sio.hosts.MemoryWebSocket`, as the message
     transport of a :class:`~trio_sio.Client`."""
-
-    name = "websocket"
 
     def __init__(self, ws: MemoryWebSocket) -> None:
         self._ws = ws
 
-    async def receive(self) -> EnginePacket:
+    async def receive_message(self) -> str | bytes:
         try:
-            frame = await self._ws.from_server.receive()
+            return await self._ws.from_server.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise TransportFailure("the in-memory WebSocket closed", closed=True) from None
-        return decode_packet(frame)
 
-    async def read(self, deliver: Deliver) -> None:
-        while True:
-            await deliver(await self.receive())
-
-    async def write(self, batch: Sequence[Outgoing]) -> None:
+    async def send_message(self, message: str | bytes) -> None:
         try:
-            for outgoing in batch:
-                for frame in outgoing.frames:
-                    await self._ws.to_server.send(frame)
+            await self._ws.to_server.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportFailure("the in-memory WebSocket closed", closed=True) from None
-
-    async def send_text(self, text: str) -> None:
-        await self.write([Outgoing((text,))])
 
     async def finish(self) -> None:
         await self._ws.to_server.aclose()

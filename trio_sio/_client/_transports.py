@@ -4,6 +4,7 @@ batches of :class:`Outgoing`; the engine connection decides which one is current
 
 from __future__ import annotations
 
+import abc
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
@@ -25,6 +26,7 @@ __all__ = [
     "Deliver",
     "MessageOpener",
     "MessageTransport",
+    "PacketPerMessage",
     "PollingTransport",
     "WebSocketTransport",
     "open_websocket",
@@ -129,44 +131,62 @@ async def open_websocket(
         raise
 
 
-class WebSocketTransport:
-    """One Engine.IO packet per WebSocket message."""
+class PacketPerMessage(abc.ABC):
+    """What every :class:`MessageTransport` does alike, one Engine.IO packet per message: a
+    subclass says how one message is received and sent (raising :class:`TransportFailure`
+    once closed) and how it closes."""
 
     name = "websocket"
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: trio.abc.Stream) -> None:
-        self._ws = ws
-        self._stream = stream
+    @abc.abstractmethod
+    async def receive_message(self) -> str | bytes:
+        """The next message."""
+
+    @abc.abstractmethod
+    async def send_message(self, message: str | bytes) -> None: ...
 
     async def receive(self) -> EnginePacket:
         """The next packet.
 
         Raises:
-            TransportFailure: the WebSocket closed.
+            TransportFailure: the transport closed.
             ProtocolError: the message is no Engine.IO packet.
         """
-        try:
-            message = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
-        return decode_packet(message)
+        return decode_packet(await self.receive_message())
 
     async def read(self, deliver: Deliver) -> None:
-        """Deliver packets until the WebSocket closes (raising :class:`TransportFailure`)."""
+        """Deliver packets until the transport closes (raising :class:`TransportFailure`)."""
         while True:
             await deliver(await self.receive())
 
     async def write(self, batch: Sequence[Outgoing]) -> None:
-        try:
-            for outgoing in batch:
-                for frame in outgoing.frames:
-                    await self._ws.send_message(frame)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
+        for outgoing in batch:
+            for frame in outgoing.frames:
+                await self.send_message(frame)
 
     async def send_text(self, text: str) -> None:
         """One text message (the upgrade's ``2probe`` and ``5``)."""
-        await self.write([Outgoing((text,))])
+        await self.send_message(text)
+
+
+class WebSocketTransport(PacketPerMessage):
+    """A WebSocket over TCP (trio-websocket)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: trio.abc.Stream) -> None:
+        self._ws = ws
+        self._stream = stream
+
+    async def receive_message(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def send_message(self, message: str | bytes) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
 
     async def finish(self) -> None:
         """The WebSocket's closing handshake (its reader must still be running)."""

@@ -80,9 +80,16 @@ class StdlibJson:
             value = self._decoder.decode(text)
         except (ValueError, RecursionError) as exc:
             raise ProtocolError("invalid json", str(exc)[:100]) from None
-        if text.count("[") + text.count("{") > self.max_depth:
-            check_depth(value, self.max_depth)
+        check_json_depth(text, value, self.max_depth)
         return value
+
+
+def check_json_depth(text: str, value: Any, max_depth: int) -> None:
+    """:func:`check_depth` for ``value``, decoded from the JSON ``text``: skipped when ``text``
+    holds too few brackets to nest that deep, so ordinary payloads pay one ``str.count`` pair.
+    """
+    if text.count("[") + text.count("{") > max_depth:
+        check_depth(value, max_depth)
 
 
 def check_depth(value: Any, max_depth: int) -> None:

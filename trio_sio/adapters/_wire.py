@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from .._adapter import BroadcastOptions
 from .._protocol import PacketType, ProtocolError
-from .._protocol.codec import JsonCodec, check_depth
+from .._protocol.codec import JsonCodec, check_depth, check_json_depth
 from .._recovery import PersistedSession
 
 __all__ = [
@@ -202,13 +202,22 @@ def pack(value: Any) -> bytes:
 
 
 def decode_json_or_msgpack(data: bytes, json: JsonCodec, max_depth: int) -> Any:
-    """JSON when it starts with ``{`` (as Node's adapters decide), msgpack otherwise."""
+    """JSON when it starts with ``{`` (as Node's adapters decide), msgpack otherwise; either
+    nested at most ``max_depth`` deep."""
     if data[:1] != b"{":
         return unpack(data, max_depth)
     try:
-        return json.loads(data.decode())
+        text = data.decode()
+        value = json.loads(text)
     except (ProtocolError, UnicodeDecodeError) as exc:
         raise WireError(f"not JSON: {exc}") from None
+    # The server's codec holds client input to its own limit, or to none (a JsonCodec need
+    # not have one): the adapter's limit is checked here, as unpack checks it for msgpack.
+    try:
+        check_json_depth(text, value, max_depth)
+    except ProtocolError as exc:
+        raise WireError(str(exc)) from None
+    return value
 
 
 def has_binary(value: Any) -> bool:
