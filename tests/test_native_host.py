@@ -191,6 +191,14 @@ async def test_a_chunked_post_pipelined_with_a_poll() -> None:
         assert (second[:4], second[-3:]) == (b"200 ", b"4hi")
 
 
+async def _polling_session(e: EngineFixture) -> tuple[Any, str]:
+    """A new long-polling session of ``e`` and the target of its requests."""
+    sid = await e.handshake()
+    session = e.engine.get_session(sid)
+    assert session is not None
+    return session, e.target(f"EIO=4&transport=polling&sid={sid}")
+
+
 async def _parked_poll(e: EngineFixture, connection: Any, target: str) -> None:
     """Send a long-poll GET on ``connection`` and wait until the server parks it."""
     await connection.send_head("GET", target)
@@ -204,10 +212,7 @@ async def test_a_long_poll_is_answered_by_the_task_that_sends() -> None:
     # socket. The client's next GET may come on that connection (it wakes that task) or on
     # another one while it sleeps; neither is an overlapping GET.
     async with native_engine() as e:
-        sid = await e.handshake()
-        session = e.engine.get_session(sid)
-        assert session is not None
-        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        session, target = await _polling_session(e)
         async with connect(e.url) as first, connect(e.url) as second:
             await _parked_poll(e, first, target)
             session.send_nowait(Outgoing.message("a"))
@@ -242,10 +247,7 @@ async def test_a_request_pipelined_behind_a_long_poll_is_served_after_it() -> No
     # waits on the socket, so the sending task leaves the answer to it, and the request
     # behind it is served next.
     async with native_engine() as e:
-        sid = await e.handshake()
-        session = e.engine.get_session(sid)
-        assert session is not None
-        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        session, target = await _polling_session(e)
         async with connect(e.url) as connection:
             await _parked_poll(e, connection, target)
             await connection.stream.send_all(
@@ -294,11 +296,9 @@ async def test_the_connection_of_an_answered_long_poll_is_idle_from_its_answer()
     # Its task sleeps on the socket after the sending task answered: keep_alive_timeout still
     # ends a connection the client leaves idle.
     async with native_engine(config=NativeConfig(keep_alive_timeout=0.3)) as e:
-        sid = await e.handshake()
-        session = e.engine.get_session(sid)
-        assert session is not None
+        session, target = await _polling_session(e)
         async with connect(e.url) as connection:
-            await _parked_poll(e, connection, e.target(f"EIO=4&transport=polling&sid={sid}"))
+            await _parked_poll(e, connection, target)
             await trio.sleep(0.2)  # waiting for packets is not idle
             session.send_nowait(Outgoing.message("a"))
             answered = trio.current_time()
@@ -313,10 +313,7 @@ async def test_a_long_poll_answer_the_kernel_takes_in_part() -> None:
     # rest, and the connection serves on.
     big = "x" * 12_000_000
     async with native_engine(outbound_queue_bytes=32_000_000) as e:
-        sid = await e.handshake()
-        session = e.engine.get_session(sid)
-        assert session is not None
-        target = e.target(f"EIO=4&transport=polling&sid={sid}")
+        session, target = await _polling_session(e)
         async with connect(e.url) as connection:
             await _parked_poll(e, connection, target)
             session.send_nowait(Outgoing.message(big))

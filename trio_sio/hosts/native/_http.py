@@ -110,7 +110,6 @@ class HttpConnection:
         # The next request needs no turn of its own: this task has just waited (for the
         # connection to be accepted, or for a long-poll's client).
         self._skip_turn = True
-        self._answered_early = False  # the current request was answered by answer_nowait
         self._unsent: bytes | None = None  # what the kernel did not take of that answer
         self._watching = False  # a long-poll's task waits on the socket (_wait_disconnected)
         self._keep_alive_alarm: Alarm | None = None  # for an answered long-poll's connection
@@ -145,7 +144,7 @@ class HttpConnection:
                 if self.config.access_log:
                     self._started = trio.current_time()
                     self._request_line = _request_line(request)
-                self._reusable = self._responded = self._answered_early = False
+                self._reusable = self._responded = False
                 self._early_body = None
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
@@ -415,7 +414,7 @@ class HttpConnection:
             self._keep_alive_alarm = None
             if self._timed_out:
                 raise _ClientGone  # idle since it was answered: the connection ends
-        if not self._answered_early:
+        if not self._responded:  # a long-poll's answer is the one response it can have had
             if not data:
                 raise _ClientGone
             # The client sent its next request already: it is alive. Keep the bytes for later.
@@ -453,7 +452,7 @@ class HttpConnection:
             sent = raw.send(data)
         except OSError:  # BlockingIOError among them: the waiting task writes it, or fails
             return False
-        self._responded = self._answered_early = self._reusable = True
+        self._responded = self._reusable = True
         if sent < len(data):
             self._unsent = data[sent:]
             trio.lowlevel.notify_closing(raw)
