@@ -194,6 +194,7 @@ RECIPES: dict[str, Recipe] = {
     "RemoteSocket.disconnect": lambda w: _remote(w).disconnect(),
     "EngineServer.run": lambda w: trio_sio.engineio.EngineServer(w.sio).run(),
     "EngineServer.shutdown": lambda w: w.sio.engine.shutdown(),
+    "EngineServer.start_broadcast": lambda w: w.sio.engine.start_broadcast(),
     "EngineServer.handle_http": lambda w: w.sio.engine.handle_http(
         _request("EIO=4&transport=polling")
     ),

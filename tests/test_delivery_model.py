@@ -46,6 +46,7 @@ from trio_sio._engine import HttpRequest, SessionState, WebSocketClosed
 from trio_sio._engine.polling import PollingTransport
 from trio_sio._engine.registry import SessionRegistry
 from trio_sio._engine.session import Session
+from trio_sio._engine.states import Consumer
 from trio_sio._engine.websocket import WebSocketTransport, upgrade
 from trio_sio._protocol import EnginePacketType, Outgoing
 from trio_sio.engineio import EngineOptions
@@ -53,6 +54,8 @@ from trio_sio.engineio import EngineOptions
 T = TypeVar("T")
 
 QUEUE_PACKETS = 12  # small, so that full queues and slow consumers happen
+#: The consumers of a delivery that a WebSocket writer serves.
+WRITER_STATES = (Consumer.IDLE, Consumer.BUSY, Consumer.FLUSH_DUE)
 
 
 class TrioThread:
@@ -526,6 +529,12 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert len(set(pings)) == len(pings)
         assert pings == sorted(pings, key=self.pinged.index)
         session = self.session
+        # Broadcasts wait only for a polling recipient that is open: once closed or written by
+        # a WebSocket writer, the fan-out forgets it (white box: nothing else may leak it).
+        fanout, delivery = self.registry.fanout, session.delivery
+        if session.state is SessionState.CLOSED or delivery.consumer in WRITER_STATES:
+            assert delivery not in fanout._polls_behind
+            assert delivery not in fanout._polls_stalled
         if session.state is SessionState.CLOSED:
             assert session.close_reason is not None
             assert self.handler.closed == [session.close_reason]
@@ -597,10 +606,10 @@ async def _check_in_loop(machine: DeliveryMachine) -> None:
 
 def test_a_get_whose_upgrade_check_came_due_is_not_answered_by_a_sender() -> None:
     """A race the model rarely reaches: a long-poll's upgrade check comes due (its task is
-        woken to answer a noop), and in the same scheduler batch, before that task runs, a packet
-        is sent to the client. The sender must leave the answer to the GET's task, which takes
-        the packet; answering it too would be a second response on one request. trio runs a
-        batch in either order, so the sequence runs many times (the teardown checks that the packet
+    woken to answer a noop), and in the same scheduler batch, before that task runs, a packet
+    is sent to the client. The sender must leave the answer to the GET's task, which takes
+    the packet; answering it too would be a second response on one request. trio runs a
+    batch in either order, so the sequence runs many times (the teardown checks that the packet
     arrives with a later GET)."""
     for _ in range(30):
         machine = DeliveryMachine()
@@ -616,6 +625,26 @@ def test_a_get_whose_upgrade_check_came_due_is_not_answered_by_a_sender() -> Non
                 ]
             )
 
+            machine.trio.call(partial(_check_in_loop, machine))
+        finally:
+            machine.teardown()
+
+
+def test_a_get_that_raced_the_upgrade_leaves_the_writer_in_charge() -> None:
+    """Found by the model: a GET that reached the polling transport as the upgrade committed
+    waited as if it still took the queue, so the next broadcast released it (a close packet
+    on a connection the client had left) instead of waking the WebSocket writer, which never
+    wrote again. The hosts route a GET to its transport without a schedule point, so they
+    never let one through; the delivery no longer relies on that and answers such a GET at
+    once. The order of the upgrade's tasks and the GET's within a batch varies, so the
+    sequence runs many times."""
+    for _ in range(10):
+        machine = DeliveryMachine()
+        try:
+            machine.start(websocket=False)
+            machine.run([("broadcast", 0), ("websocket_arrives", 0)])
+            machine.run([("get_arrives", 0), ("probe", 0), ("commit", 3), ("get_arrives", 0)])
+            machine.run([("broadcast", 0)])
             machine.trio.call(partial(_check_in_loop, machine))
         finally:
             machine.teardown()

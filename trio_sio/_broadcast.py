@@ -149,8 +149,8 @@ class BroadcastOperator:
         """Send an event to every targeted socket. Never waits for a client: a recipient
         whose queue is full is disconnected as a slow consumer (see the docs on backpressure).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         namespace = self.namespace
+        await namespace.server.engine.start_broadcast()
         packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args])
         await namespace.adapter.broadcast(packet, self.options)
         await namespace.server.engine.pace_broadcast()
@@ -160,8 +160,8 @@ class BroadcastOperator:
 
         Returns at once with an :class:`AckCollector` that fills in as answers arrive.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         namespace = self.namespace
+        await namespace.server.engine.start_broadcast()
         collector = AckCollector()
         ack_id = namespace._next_ack_id()
         packet = SocketPacket(PacketType.EVENT, namespace.name, [event, *args], ack_id)

@@ -25,6 +25,7 @@ from .states import Consumer
 __all__ = ["Delivery", "DeliveryClosed"]
 
 # The states the hot paths compare with, as module constants (one lookup instead of two).
+_NONE = Consumer.NONE
 _IDLE = Consumer.IDLE
 _FLUSH_DUE = Consumer.FLUSH_DUE
 _POLL = Consumer.POLL
@@ -155,8 +156,7 @@ class Delivery:
             except trio.WouldBlock:
                 await self._wait_for_takers()
                 continue
-            # Queued: yield without raising Cancelled, so the caller never believes an item
-            # that will be sent was not.
+            # Queued: yield without raising Cancelled (the caller must know it will be sent).
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
 
@@ -183,7 +183,7 @@ class Delivery:
         if not queued:
             raise trio.WouldBlock
         if queued > self._pacing_packets or queue.nbytes > self._pacing_bytes:
-            self._fanout.backlog()
+            self._fanout.backlog(self if consumer is _NONE or consumer is _POLL else None)
         if consumer is _FLUSH_DUE:
             self._fanout.appended += 1
         elif consumer is _IDLE:
@@ -221,6 +221,7 @@ class Delivery:
         self._wake_writer()
         self._release()
         self._wake_producers()
+        self._fanout.polled(self)
 
     async def wait_drained(self) -> None:
         """Wait until everything queued has been taken (or the delivery closed)."""
@@ -234,6 +235,7 @@ class Delivery:
         If ``connection`` can write without waiting, packets may skip the writer task."""
         if self._consumer is Consumer.POLL:
             self.stop_poll_wait()
+        self._fanout.polled(self)  # paced by its writer from now on, not by its GETs
         self._direct = direct_writer(connection)
         self._consumer = Consumer.BUSY
 
@@ -338,6 +340,7 @@ class Delivery:
             raise trio.WouldBlock
         batch = queue.take_all() if max_packets is None else queue.take(max_packets)
         self._wake_producers()
+        self._fanout.polled(self)
         return batch
 
     def wait_poll(
@@ -347,14 +350,17 @@ class Delivery:
         max_packets: int | None = None,
     ) -> None:
         """A GET waits for packets: call ``release`` (once, synchronously) when it should
-        take, or when the session closes. With ``answer``, a packet for this client alone
+        take, or when the session closes; at once if a WebSocket writer took over (a GET
+        that raced the upgrade). With ``answer``, a packet for this client alone
         (:meth:`put_nowait`) is instead the GET's answer at once: the sending task calls
         ``answer`` with what is queued (up to ``max_packets``), which writes it without
         waiting, or returns ``False`` having written nothing (then the GET is released).
         Broadcasts still release the GET, so that a burst leaves in one response."""
+        if self._consumer is not _NONE:
+            release()
+            return
         self._consumer = Consumer.POLL
-        self._release_poll, self._answer_poll = release, answer
-        self._poll_max_packets = max_packets
+        self._release_poll, self._answer_poll, self._poll_max_packets = release, answer, max_packets
 
     def stop_poll_wait(self) -> None:
         """The waiting GET has been answered, released, or has gone."""

@@ -1,13 +1,14 @@
 """What the sessions of one server share for broadcasts: the flusher task, and the pacing that
-lets writers keep up with a loop of broadcasts."""
+lets writers and long-polling clients keep up with a loop of broadcasts."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import NoReturn, Protocol
 
 import trio
 
-__all__ = ["MAX_COALESCE_PASSES", "MAX_PACING_PASSES", "FanOut", "Flushable"]
+__all__ = ["MAX_COALESCE_PASSES", "MAX_PACING_PASSES", "POLL_PACING_S", "FanOut", "Flushable"]
 
 #: Scheduler passes the flusher waits, at most, while broadcasts keep adding to the
 #: connections it is about to write (a burst), before it writes anyway.
@@ -15,6 +16,15 @@ MAX_COALESCE_PASSES = 16
 
 #: Extra scheduler passes a broadcast gives the writers, at most, while a recipient is behind.
 MAX_PACING_PASSES = 4
+
+#: How long a task's next broadcast waits, at most, for a long-polling recipient its
+#: broadcasts put behind to poll again (a network round trip), before it stops waiting for
+#: that client until it does poll.
+POLL_PACING_S = 0.5
+
+#: Whether this task's broadcasts put a long-polling recipient behind since its last broadcast
+#: began (a context variable: each Trio task has its own).
+_put_a_poll_behind: ContextVar[bool] = ContextVar("_put_a_poll_behind", default=False)
 
 
 class Flushable(Protocol):
@@ -46,6 +56,16 @@ class FanOut:
     *behind*, and while it is, each broadcast gives the writers up to
     :data:`MAX_PACING_PASSES` more passes. A client that stopped reading costs each broadcast
     those few passes until its queue fills and it is cut.
+
+    **Pacing long-polling clients.** Scheduler passes cannot drain a long-polling client: its
+    queue empties only when its next GET arrives, a network round trip after the last. So a
+    task whose broadcasts put a polling recipient behind waits, at the start of its next
+    broadcast (where waiting is cancellable and nothing has happened yet), until each such
+    recipient polls again, for at most :data:`POLL_PACING_S` per recipient. A loop of
+    broadcasts then runs at the pace of its polling readers' round trips instead of cutting
+    them, as a WebSocket loop runs at its writers' pace. A recipient that does not poll within
+    that time is not waited for again until it polls: a client that stopped reading costs the
+    loop one :data:`POLL_PACING_S`, and is cut once its queue fills.
     """
 
     def __init__(self) -> None:
@@ -55,6 +75,11 @@ class FanOut:
         self.appended = 0
         self._flush_now = False
         self._behind = False
+        #: Polling recipients behind, and until when broadcasts wait for each to poll.
+        self._polls_behind: dict[object, float] = {}
+        #: Polling recipients that did not poll in time: not waited for until they poll.
+        self._polls_stalled: set[object] = set()
+        self._polled = trio.lowlevel.ParkingLot()
 
     def schedule_flush(self, delivery: Flushable) -> None:
         """``delivery`` has just become due for a flush."""
@@ -64,9 +89,45 @@ class FanOut:
             self._task = None
             trio.lowlevel.reschedule(task)
 
-    def backlog(self) -> None:
-        """A recipient's queue passed the pacing mark: flush now, and pace broadcasts."""
+    def backlog(self, poll: object = None) -> None:
+        """A recipient's queue passed the pacing mark: flush now, and pace broadcasts; if it
+        is a long-polling recipient (``poll``), this task's next broadcast waits for it."""
         self._flush_now = self._behind = True
+        if poll is not None and poll not in self._polls_stalled:
+            if poll not in self._polls_behind:
+                self._polls_behind[poll] = trio.current_time() + POLL_PACING_S
+            _put_a_poll_behind.set(True)
+
+    def polled(self, poll: object) -> None:
+        """A long-polling recipient took its queue (or is gone): stop waiting for it."""
+        if self._polls_behind.pop(poll, None) is not None or poll in self._polls_stalled:
+            self._polls_stalled.discard(poll)
+            self._polled.unpark_all()
+
+    async def wait_for_polls(self) -> None:
+        """The checkpoint that starts a broadcast: waits, if this task's broadcasts put
+        long-polling recipients behind, until they poll or their time is up."""
+        if not (_put_a_poll_behind.get() and self._polls_behind):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        _put_a_poll_behind.set(False)
+        behind = self._polls_behind
+        waiting_for = dict(behind)  # those behind now; any put behind later wait for later
+        waited = False
+        while waiting_for:
+            now = trio.current_time()
+            for poll, deadline in list(waiting_for.items()):
+                if behind.get(poll) != deadline:  # it polled (and may be behind again)
+                    del waiting_for[poll]
+                elif deadline <= now:
+                    del waiting_for[poll], behind[poll]
+                    self._polls_stalled.add(poll)
+            if waiting_for:
+                waited = True
+                with trio.move_on_at(min(waiting_for.values())):
+                    await self._polled.park()
+        if not waited:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def pace(self) -> None:
         """The schedule point that ends a broadcast (shielded: the broadcast happened): one

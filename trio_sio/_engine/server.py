@@ -141,10 +141,12 @@ class EngineServer:
         :class:`Alarm` if it is no longer needed. Only while :meth:`run` runs."""
         return self._sessions.alarms.call_at(deadline, action)
 
+    async def start_broadcast(self) -> None:
+        """The checkpoint that starts a broadcast (:meth:`.FanOut.wait_for_polls`)."""
+        await self._sessions.fanout.wait_for_polls()
+
     async def pace_broadcast(self) -> None:
-        """The schedule point that ends a broadcast: lets the writers run, for a few more
-        scheduler passes while a recipient is behind (see
-        :class:`~trio_sio._engine.fanout.FanOut`). Never raises ``Cancelled``."""
+        """Ends a broadcast (:meth:`.FanOut.pace`); never raises ``Cancelled``."""
         await self._sessions.fanout.pace()
 
     @property
@@ -164,8 +166,7 @@ class EngineServer:
 
     @property
     def lifecycle(self) -> EngineLifecycle:
-        """The sessions' cumulative counters, lifecycle log and listeners (an internal
-        extension point, not a stable interface yet)."""
+        """The sessions' counters, lifecycle log and listeners (internal, not stable yet)."""
         return self._sessions.lifecycle
 
     def sessions(self) -> Iterator[Session]:
