@@ -1,7 +1,7 @@
 """The Engine.IO heartbeat as actions on the server's timer, on Trio's virtual clock: each
 ping is due ``ping_interval`` after the session opened or after the last pong, a ping not
-answered within ``ping_timeout`` of when it was due closes the session, and the session's end
-leaves no action behind."""
+answered within ``ping_timeout`` of when it was queued closes the session, and the session's
+end leaves no action behind."""
 
 from __future__ import annotations
 
@@ -66,4 +66,33 @@ async def test_ping_deadlines_are_exact_and_nothing_outlives_the_session(
         assert len(alarms) == 0
         with trio.fail_after(5):
             await ws.closed.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_late_timer_does_not_take_the_clients_time_to_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # On a busy machine the timer may queue a ping late. The client still has ping_timeout
+    # from then to answer, as engine.io's timer gives it; counting from when the ping was due
+    # instead would leave it 5 s here, and close a session that answered in 10.
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        ws = MemoryWebSocket()
+        request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
+        nursery.start_soon(engine.handle_websocket, request, ws)
+        sid = json.loads((await ws.from_server.receive())[1:])["sid"]
+        opened = trio.current_time()
+        await trio.sleep(INTERVAL - 1)
+        autojump_clock.jump(16)  # time passes without the timer running: it is 15 s late
+        assert await ws.from_server.receive() == "2"
+        queued = trio.current_time()
+        assert queued - opened == pytest.approx(INTERVAL + 15)
+        await trio.sleep(TIMEOUT - 10)
+        await ws.to_server.send("3")
+        pong = trio.current_time()
+        assert await ws.from_server.receive() == "2"  # the next ping: the session lived
+        assert trio.current_time() - pong == pytest.approx(INTERVAL)
+        assert engine.get_session(sid) is not None
         nursery.cancel_scope.cancel()

@@ -661,6 +661,7 @@ const scenarios = {
     const sockets = Array.from({ length: count }, () => newSocket(ctx));
     const received = sockets.map((socket) => collect(socket, "room-message"));
     await Promise.all(sockets.map(connected));
+    const lost = sockets.map((socket) => collect(socket, "disconnect"));
     const room = randomRoom("fanout");
     ctx.step("everyone joins");
     const joins = await Promise.all(sockets.map((socket) => emitAck(socket, "join", room)));
@@ -670,7 +671,8 @@ const scenarios = {
     const others = sockets.slice(1);
     const deliveries = Promise.all(others.map((socket) => nextEvent(socket, "room-message")));
     checkEqual(await emitAck(sockets[0], "room-broadcast", room, { n: 1 }), [], "broadcast ack");
-    const got = await deliveries;
+    const got = await Promise.race([deliveries, sleep(10000).then(() => null)]);
+    check(got !== null, `not every member got the broadcast; disconnects: ${JSON.stringify(lost)}`);
     got.forEach((args, i) => checkEqual(args, [room, { n: 1 }], `delivery to client ${i + 1}`));
     await Promise.all([roundTrip(sockets[0], "sender"), sleep(50)]);
     checkEqual(received[0], [], "the sender must not receive its broadcast");

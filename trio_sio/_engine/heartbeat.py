@@ -4,11 +4,11 @@ A session is always waiting for its next ping or for the answer to the last one;
 that would cost a task and its coroutines for every idle session, all the time. Here it is one
 pending action on the server's :class:`~trio_sio._engine.alarms.Alarms`.
 
-Deadlines are computed from when each ping was due, not from when the timer ran the action,
-so scheduling latency never stretches the timeout the client was promised. A pong needs no
-action of its own: the reader notes when it came (:meth:`Heartbeat.pong`), and the check at
-the end of the timeout looks, then schedules the next ping (interval after the pong, as in
-engine.io).
+Each ping is due ``ping_interval`` after the last pong (as in engine.io), and its answer is
+due ``ping_timeout`` after the ping was queued, as engine.io's timer counts it: a timer that
+ran late (a busy machine) must not take the client's time to answer. A pong needs no action of
+its own: the reader notes when it came (:meth:`Heartbeat.pong`), and the check at the end of
+the timeout looks, then schedules the next ping.
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ class Heartbeat:
 
     def _ping(self) -> None:
         assert self._alarm is not None  # the alarm running now
-        self._ping_due = due = self._alarm.deadline
+        self._ping_due = self._alarm.deadline
         session = self._session
         session.delivery.put_control(_PING)
-        self._set(due + session.options.ping_timeout, self._check_pong)
+        self._set(trio.current_time() + session.options.ping_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
         session = self._session
