@@ -15,6 +15,7 @@ import {
   checkBinaryEqual,
   checkEqual,
   describe,
+  Inconclusive,
   packageVersion,
   runScenarioMain,
   ScenarioFailure,
@@ -661,20 +662,33 @@ const scenarios = {
     const sockets = Array.from({ length: count }, () => newSocket(ctx));
     const received = sockets.map((socket) => collect(socket, "room-message"));
     await Promise.all(sockets.map(connected));
-    const lost = sockets.map((socket) => collect(socket, "disconnect"));
+    // 30 long-polling clients on the contract's 200 ms ping timeout: a starved machine can
+    // cost one its session, and a member that reconnects has left the room. That says nothing
+    // about fan-out, so the run is inconclusive (run once more) rather than failed.
+    const lostSession = new Promise((_, reject) => {
+      sockets.forEach((socket, i) =>
+        socket.once("disconnect", (why) =>
+          reject(new Inconclusive(`client ${i} lost its session: ${why}`)),
+        ),
+      );
+    });
+    lostSession.catch(() => {}); // the cleanup's disconnects come after the result
+    const unlessLost = (promise) => Promise.race([promise, lostSession]);
     const room = randomRoom("fanout");
     ctx.step("everyone joins");
-    const joins = await Promise.all(sockets.map((socket) => emitAck(socket, "join", room)));
+    const joins = await unlessLost(
+      Promise.all(sockets.map((socket) => emitAck(socket, "join", room))),
+    );
     joins.forEach((answer) => checkEqual(answer, [room], "join ack"));
 
     ctx.step("one broadcast, 29 deliveries");
     const others = sockets.slice(1);
     const deliveries = Promise.all(others.map((socket) => nextEvent(socket, "room-message")));
-    checkEqual(await emitAck(sockets[0], "room-broadcast", room, { n: 1 }), [], "broadcast ack");
-    const got = await Promise.race([deliveries, sleep(10000).then(() => null)]);
-    check(got !== null, `not every member got the broadcast; disconnects: ${JSON.stringify(lost)}`);
+    const ack = await unlessLost(emitAck(sockets[0], "room-broadcast", room, { n: 1 }));
+    checkEqual(ack, [], "broadcast ack");
+    const got = await unlessLost(deliveries);
     got.forEach((args, i) => checkEqual(args, [room, { n: 1 }], `delivery to client ${i + 1}`));
-    await Promise.all([roundTrip(sockets[0], "sender"), sleep(50)]);
+    await unlessLost(Promise.all([roundTrip(sockets[0], "sender"), sleep(50)]));
     checkEqual(received[0], [], "the sender must not receive its broadcast");
     const counts = received.map((list) => list.length);
     check(

@@ -22,6 +22,14 @@ export function packageVersion(name) {
 
 export class ScenarioFailure extends Error {}
 
+/**
+ * The scenario cannot be judged: a client lost its session to its surroundings (a heartbeat
+ * missed on a starved machine: the contract's ping timeout is 200 ms), not to the behaviour
+ * under test. Exits with INCONCLUSIVE, which tests/support/clients.py runs once more.
+ */
+export class Inconclusive extends ScenarioFailure {}
+export const INCONCLUSIVE = 3;
+
 export function fail(message) {
   throw new ScenarioFailure(message);
 }
@@ -142,7 +150,8 @@ export async function runScenarioMain({ client, scenarios, cleanup, finalState }
       err instanceof ScenarioFailure
         ? `step "${currentStep}": ${err.message}`
         : `step "${currentStep}": unexpected ${err?.stack ?? describe(err)}`;
-    finish(1, { ok: false, error: message });
+    const inconclusive = err instanceof Inconclusive;
+    finish(inconclusive ? INCONCLUSIVE : 1, { ok: false, inconclusive, error: message });
   } finally {
     try {
       await cleanup();
