@@ -816,22 +816,24 @@ async def test_upgrade_with_another_protocol_revision_is_refused() -> None:  # W
 # --- outbound coalescing --------------------------------------------------------------------
 
 
-async def test_a_batch_of_frames_is_one_write() -> None:
+def counted_websocket(
+    head: bytes = b"",
+) -> tuple[NativeWebSocket, trio.testing.MemoryStream, list[int]]:
+    """A :class:`NativeWebSocket` on a memory stream whose handshake answers ``head``; the
+    client's side, and the count of the server's writes."""
     server_side, client_side = trio.testing.memory_stream_pair()
-    writes = 0
-
+    writes = [0]
     pump = server_side.send_stream.send_all_hook
     assert pump is not None
 
     async def count_write() -> None:
-        nonlocal writes
-        writes += 1
+        writes[0] += 1
         await pump()
 
     server_side.send_stream.send_all_hook = count_write
 
-    async def accepted(headers: list[tuple[str, str]]) -> bytes:
-        return b""
+    async def accepted(headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+        return head, b""
 
     async def rejected(response: object) -> None:
         raise AssertionError("not rejected")
@@ -846,10 +848,15 @@ async def test_a_batch_of_frames_is_one_write() -> None:
         accept_response=accepted,
         reject_response=rejected,
     )
+    return ws, client_side, writes
+
+
+async def test_a_batch_of_frames_is_one_write() -> None:
+    ws, client_side, writes = counted_websocket()
     await ws.accept([])
     frames: list[str | bytes] = ["4one", b"\x00\x01", "4" + "x" * 70_000, "4é"]
     await ws.send([Outgoing((frame,)) for frame in frames])
-    assert writes == 1
+    assert writes == [1]
     expected = len(encode_messages(frames))
     data = b""
     while len(data) < expected:
@@ -859,6 +866,38 @@ async def test_a_batch_of_frames_is_one_write() -> None:
     decoded = list(client.received_frames())
     assert [f.payload for f in decoded] == frames
     assert all(f.message_finished for f in decoded)
+
+
+async def test_the_101_response_goes_with_the_first_frames() -> None:
+    head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    ws, client_side, writes = counted_websocket(head)
+    await ws.accept([])
+    assert writes == [0]
+    await ws.send([Outgoing(("0{}",))])  # the Engine.IO open packet, say
+    assert writes == [1]
+    data = await client_side.receive_some(1 << 16)
+    assert data == head + encode_messages(["0{}"])
+
+
+async def test_the_101_response_goes_before_the_first_read() -> None:
+    # An upgrade's WebSocket reads the client's probe first, and the client sends it only
+    # once it has the 101: waiting with the response unsent would wait forever.
+    head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    ws, client_side, writes = counted_websocket(head)
+    await ws.accept([])
+    async with trio.open_nursery() as nursery:
+        received: list[str | bytes] = []
+
+        async def read() -> None:
+            received.append(await ws.receive())
+
+        nursery.start_soon(read)
+        with trio.fail_after(5):
+            assert await client_side.receive_some(1 << 16) == head
+        client = FrameProtocol(client=True, extensions=[])
+        await client_side.send_all(client.send_data("2probe", fin=True))
+    assert received == ["2probe"]
+    assert writes == [1]
 
 
 # --- static files ---------------------------------------------------------------------------

@@ -492,7 +492,7 @@ class HttpConnection:
             )
         max_size = config.websocket_max_message_size or mount.endpoint.max_payload
 
-        async def accept_response(extra: list[tuple[str, str]]) -> bytes:
+        async def accept_response(extra: list[tuple[str, str]]) -> tuple[bytes, bytes]:
             response_headers = [
                 ("upgrade", "websocket"),
                 ("connection", "Upgrade"),
@@ -504,8 +504,9 @@ class HttpConnection:
             if self._responded:
                 raise _Close
             self._responded = True
-            await self._send_bytes(_head_bytes(101, response_headers) + b"\r\n")
-            return self.parser.buffered  # the parser is not needed any more
+            # The WebSocket writes the head with its first frames: one send, not two.
+            head = _head_bytes(101, response_headers) + b"\r\n"
+            return head, self.parser.buffered  # the parser is not needed any more
 
         async def reject_response(response: HttpResponse) -> None:
             await self._send_response(response, close=True)

@@ -77,7 +77,7 @@ class NativeWebSocket:
         receive_size: int,
         close_timeout: float,
         control_frame_rate: float | None,
-        accept_response: Callable[[list[tuple[str, str]]], Awaitable[bytes]],
+        accept_response: Callable[[list[tuple[str, str]]], Awaitable[tuple[bytes, bytes]]],
         reject_response: Callable[[HttpResponse], Awaitable[None]],
     ) -> None:
         self._stream = stream
@@ -107,6 +107,7 @@ class NativeWebSocket:
         self._allowance_at = trio.current_time()
         self._raw = raw_socket(stream)
         self._tail = b""  # what the kernel did not take of a write_nowait, sent first next
+        self._head_unsent = False  # the tail is the 101 response, not written yet
         self._reader = Reader(stream, receive_size)
 
     # --- handshake ---------------------------------------------------------------------
@@ -114,7 +115,11 @@ class NativeWebSocket:
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         if self.accepted or self.rejected:
             raise RuntimeError("the handshake is already answered")
-        leftover = await self._accept_response(headers)
+        head, leftover = await self._accept_response(headers)
+        # The 101 response goes out with the first frames written (the Engine.IO open packet,
+        # at once), or before this side first waits for the peer (an upgrade's probe).
+        self._tail = head
+        self._head_unsent = True
         self.accepted = True
         # Not kept for the connection's lifetime: they hold the HTTP connection's state.
         self._accept_response = self._reject_response = _answered
@@ -144,6 +149,9 @@ class NativeWebSocket:
             if self._tail:
                 data = self._tail + data
                 self._tail = b""
+                self._head_unsent = False
+            if not data:  # the tail was all there was, and another write took it
+                return
             self._write_broken = True
             try:
                 if self._raw is not None:
@@ -187,6 +195,9 @@ class NativeWebSocket:
         Only one task reads at a time: normally the session's reader, but while a session
         ends, its cancelled reader and the closing handshake may overlap for a moment."""
         waited = False
+        if self._head_unsent:  # the peer waits for the 101 before it sends anything
+            await self._write(b"")
+            waited = True
         if self._turn_bytes >= _BYTES_PER_TURN:
             await self._next_turn()
             waited = True
