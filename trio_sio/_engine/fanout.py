@@ -107,7 +107,7 @@ class FanOut:
     async def wait_for_polls(self) -> None:
         """The checkpoint that starts a broadcast: waits, if this task's broadcasts put
         long-polling recipients behind, until they poll or their time is up."""
-        if not (_put_a_poll_behind.get() and self._polls_behind):
+        if not _put_a_poll_behind.get():
             await trio.lowlevel.checkpoint_if_cancelled()
             return
         _put_a_poll_behind.set(False)
