@@ -533,8 +533,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         # a WebSocket writer, the fan-out forgets it (white box: nothing else may leak it).
         fanout, delivery = self.registry.fanout, session.delivery
         if session.state is SessionState.CLOSED or delivery.consumer in WRITER_STATES:
-            assert delivery not in fanout._polls_behind
-            assert delivery not in fanout._polls_stalled
+            assert delivery not in fanout._polls_behind  # behind, or past its time
         if session.state is SessionState.CLOSED:
             assert session.close_reason is not None
             assert self.handler.closed == [session.close_reason]

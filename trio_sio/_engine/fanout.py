@@ -75,10 +75,9 @@ class FanOut:
         self.appended = 0
         self._flush_now = False
         self._behind = False
-        #: Polling recipients behind, and until when broadcasts wait for each to poll.
+        #: Polling recipients behind, and until when broadcasts wait for each to poll. One
+        #: whose time is up stays until it polls: it is not waited for again until then.
         self._polls_behind: dict[object, float] = {}
-        #: Polling recipients that did not poll in time: not waited for until they poll.
-        self._polls_stalled: set[object] = set()
         self._polled = trio.lowlevel.ParkingLot()
 
     def schedule_flush(self, delivery: Flushable) -> None:
@@ -93,15 +92,14 @@ class FanOut:
         """A recipient's queue passed the pacing mark: flush now, and pace broadcasts; if it
         is a long-polling recipient (``poll``), this task's next broadcast waits for it."""
         self._flush_now = self._behind = True
-        if poll is not None and poll not in self._polls_stalled:
+        if poll is not None:
             if poll not in self._polls_behind:
                 self._polls_behind[poll] = trio.current_time() + POLL_PACING_S
             _put_a_poll_behind.set(True)
 
     def polled(self, poll: object) -> None:
         """A long-polling recipient took its queue (or is gone): stop waiting for it."""
-        if self._polls_behind.pop(poll, None) is not None or poll in self._polls_stalled:
-            self._polls_stalled.discard(poll)
+        if self._polls_behind.pop(poll, None) is not None:
             self._polled.unpark_all()
 
     async def wait_for_polls(self) -> None:
@@ -112,20 +110,17 @@ class FanOut:
             return
         _put_a_poll_behind.set(False)
         behind = self._polls_behind
-        waiting_for = dict(behind)  # those behind now; any put behind later wait for later
+        waiting_for = behind.copy()  # those behind now; any put behind later wait for later
         waited = False
-        while waiting_for:
+        while True:
             now = trio.current_time()
-            for poll, deadline in list(waiting_for.items()):
-                if behind.get(poll) != deadline:  # it polled (and may be behind again)
-                    del waiting_for[poll]
-                elif deadline <= now:
-                    del waiting_for[poll], behind[poll]
-                    self._polls_stalled.add(poll)
-            if waiting_for:
-                waited = True
-                with trio.move_on_at(min(waiting_for.values())):
-                    await self._polled.park()
+            # Still waited for: not polled since (same deadline), and its time not up.
+            waiting_for = {p: d for p, d in waiting_for.items() if d > now and behind.get(p) == d}
+            if not waiting_for:
+                break
+            waited = True
+            with trio.move_on_at(min(waiting_for.values())):
+                await self._polled.park()
         if not waited:
             await trio.lowlevel.checkpoint_if_cancelled()
 
