@@ -45,13 +45,13 @@ class _Beating(Protocol):
 class Heartbeat:
     """One session's ping and pong deadlines, then (see :meth:`then`) a graceful close's."""
 
-    __slots__ = ("_alarm", "_alarms", "_ping_due", "_pong_at", "_session")
+    __slots__ = ("_alarm", "_alarms", "_ping_queued", "_pong_at", "_session")
 
     def __init__(self, session: _Beating, alarms: Alarms) -> None:
         self._session = session
         self._alarms = alarms
         self._alarm: Alarm | None = None  # the next action
-        self._ping_due = 0.0  # when the ping being answered was due
+        self._ping_queued = 0.0  # when the ping being answered was queued
         self._pong_at = -math.inf  # when the last ping was answered
 
     def start(self) -> None:
@@ -79,15 +79,14 @@ class Heartbeat:
         self._alarm = self._alarms.call_at(deadline, action)
 
     def _ping(self) -> None:
-        assert self._alarm is not None  # the alarm running now
-        self._ping_due = self._alarm.deadline
+        self._ping_queued = queued = trio.current_time()
         session = self._session
         session.delivery.put_control(_PING)
-        self._set(trio.current_time() + session.options.ping_timeout, self._check_pong)
+        self._set(queued + session.options.ping_timeout, self._check_pong)
 
     def _check_pong(self) -> None:
         session = self._session
-        if self._pong_at < self._ping_due:  # no answer to this ping
+        if self._pong_at < self._ping_queued:  # no answer to this ping
             session.close_on_timer(DisconnectReason.PING_TIMEOUT)
         else:
             self._set(self._pong_at + session.options.ping_interval, self._ping)
