@@ -832,7 +832,7 @@ def counted_websocket(
 
     server_side.send_stream.send_all_hook = count_write
 
-    async def accepted(headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    def accepted(headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
         return head, b""
 
     async def rejected(response: object) -> None:

@@ -492,7 +492,7 @@ class HttpConnection:
             )
         max_size = config.websocket_max_message_size or mount.endpoint.max_payload
 
-        async def accept_response(extra: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+        def accept_response(extra: list[tuple[str, str]]) -> tuple[bytes, bytes]:
             response_headers = [
                 ("upgrade", "websocket"),
                 ("connection", "Upgrade"),

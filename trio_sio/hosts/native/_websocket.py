@@ -77,7 +77,7 @@ class NativeWebSocket:
         receive_size: int,
         close_timeout: float,
         control_frame_rate: float | None,
-        accept_response: Callable[[list[tuple[str, str]]], Awaitable[tuple[bytes, bytes]]],
+        accept_response: Callable[[list[tuple[str, str]]], tuple[bytes, bytes]],
         reject_response: Callable[[HttpResponse], Awaitable[None]],
     ) -> None:
         self._stream = stream
@@ -115,7 +115,8 @@ class NativeWebSocket:
     async def accept(self, headers: list[tuple[str, str]]) -> None:
         if self.accepted or self.rejected:
             raise RuntimeError("the handshake is already answered")
-        head, leftover = await self._accept_response(headers)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        head, leftover = self._accept_response(headers)
         # The 101 response goes out with the first frames written (the Engine.IO open packet,
         # at once), or before this side first waits for the peer (an upgrade's probe).
         self._tail = head
@@ -197,7 +198,6 @@ class NativeWebSocket:
         waited = False
         if self._head_unsent:  # the peer waits for the 101 before it sends anything
             await self._write(b"")
-            waited = True
         if self._turn_bytes >= _BYTES_PER_TURN:
             await self._next_turn()
             waited = True
@@ -433,7 +433,7 @@ class _Lock:
             self._held = False
 
 
-async def _answered(_: object) -> NoReturn:
+def _answered(_: object) -> NoReturn:
     raise RuntimeError("the handshake is already answered")
 
 
