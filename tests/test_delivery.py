@@ -24,7 +24,7 @@ import trio
 
 import trio_sio
 from support.clients import JS_DIR, MODES, NODE, requires_node, run_scenario
-from support.http import Connection, connect
+from support.http import Connection, connect, polling_target
 from support.servers import HOSTS, serve_server
 from trio_sio._engine.fanout import POLL_PACING_S
 
@@ -93,10 +93,6 @@ async def test_a_loop_of_broadcasts_reaches_every_reader(
     result = await run_delivery(delivery_url, mode, "bcast-loop", clients=3, count=10_000)
     assert result["observed"]["received"] == [10_000] * 3
     assert_quiet_server(caplog)
-
-
-def polling_target(sid: str | None = None) -> str:
-    return "/socket.io/?EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
 
 
 async def open_polling_socket(connection: Connection) -> str:

@@ -33,7 +33,7 @@ from support.clients import (
     assert_observed,
     requires_node,
 )
-from support.http import request
+from support.http import polling_target, request
 from support.servers import HOSTS, serve_server
 from support.websocket import Closed, WebSocket, open_websocket
 from trio_sio.parsers import PacketType, SocketPacket
@@ -286,10 +286,6 @@ async def test_hostile_msgpack_over_websocket_closes_only_the_attacker(
         assert connects == [{"me": 1}, {"me": 1}]
         await settled(sio)
         assert sio.statistics().protocol_errors == 1
-
-
-def polling_target(sid: str | None = None) -> str:
-    return "/socket.io/?EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
 
 
 async def polling_session(url: str) -> str:

@@ -27,6 +27,11 @@ class Response:
         return json.loads(self.body)
 
 
+def polling_target(sid: str | None = None) -> str:
+    """The request target of a Socket.IO long-polling request (a handshake without ``sid``)."""
+    return "/socket.io/?EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
+
+
 def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     assert parts.hostname is not None
