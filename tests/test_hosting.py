@@ -3,6 +3,7 @@ by cancelling; and the command line of the native host."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +26,7 @@ import trio_sio
 from support.http import connect, request
 from support.processes import REPO, child, python_env
 from support.websocket import Closed, Rejected, open_websocket
-from trio_sio._cli import LOG_FORMAT, _Formatter
+from trio_sio._cli import LOG_FORMAT, _BatchingHandler, _Formatter
 
 
 async def receive_until_closed(ws: Any) -> None:
@@ -224,6 +226,48 @@ def test_the_command_lines_formatter_writes_what_logging_s_own_does(created: flo
         record = logging.LogRecord("trio_sio.engine", logging.INFO, "", 0, "sid=%s", ("x",), None)
         record.created, record.msecs = at, (at - int(at)) * 1000
         assert ours.format(record) == logging_s.format(record)
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+async def test_the_command_lines_handler_writes_a_scheduler_pass_s_records_together() -> None:
+    stream = _Writes()
+    handler = _BatchingHandler()
+    handler.setStream(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("tests.batching")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handler.write_batches)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(3):  # in one scheduler pass
+                log.info("record %d", i)
+            assert stream.writes == []
+            await trio.testing.wait_all_tasks_blocked()
+            assert stream.writes == ["record 0\nrecord 1\nrecord 2\n"]
+            # Another thread's record is written at once: the writer task is not its.
+            await trio.to_thread.run_sync(log.info, "from a thread")
+            assert stream.writes[-1] == "from a thread\n"
+            log.info("pending when the run stops")
+            nursery.cancel_scope.cancel()
+        assert stream.writes[-1] == "pending when the run stops\n"
+        log.info("after")  # no writer task: at once
+        assert stream.writes[-1] == "after\n"
+    finally:
+        log.removeHandler(handler)
 
 
 async def test_command_line_logs_the_lifecycle_at_info_with_time_and_level(

@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -66,10 +67,12 @@ def configure_logging(level: str) -> None:
 
     The records then carry no thread, process or source location (the format shows none of
     them): a handler added later that shows ``%(lineno)d`` or ``%(filename)s`` finds them
-    empty."""
+    empty. While the command line's Trio run serves, the records logged by its tasks in one
+    pass of the scheduler are written together, right after it: one write to stderr, not one
+    per record."""
     if logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler()
+    handler = _BatchingHandler()
     handler.setFormatter(_Formatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     # What the format does not show, records need not look up. At INFO a handshake writes two
@@ -80,6 +83,62 @@ def configure_logging(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler that writes, while its :meth:`write_batches` task runs, the records
+    that Trio tasks log in one scheduler pass in one write, at the start of the next pass.
+
+    At INFO every handshake logs two records, and the write of each (a system call) cost a
+    handshake more than formatting both (benchmarks/PROFILE.md); under load the records of
+    many handshakes share one write. A record waits at most for the tasks that ran in the
+    same pass. Records from other threads, or while the task is not running, are written at
+    once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        #: Set when records are pending; None while the writer task is not running.
+        self._wake: trio.Event | None = None
+        self._trio_thread: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        wake = self._wake
+        if wake is None or threading.get_ident() != self._trio_thread:
+            super().emit(record)
+            return
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        wake.set()
+
+    async def write_batches(self) -> None:
+        """Write the pending records after each scheduler pass that logged some, until
+        cancelled (then write what is left, and the handler writes each record at once)."""
+        self._trio_thread = threading.get_ident()
+        self._wake = trio.Event()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                self._write_pending()
+        finally:
+            self._wake = None
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            text = "".join(self._pending)
+            self._pending.clear()
+            if not text:
+                return
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: as logging, carry on
+                pass
 
 
 class _Formatter(logging.Formatter):
@@ -276,6 +335,9 @@ def _until_signalled(serve: Callable[..., Awaitable[object]], *, announce: bool 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
+                for handler in logging.getLogger().handlers:
+                    if isinstance(handler, _BatchingHandler):
+                        nursery.start_soon(handler.write_batches)
 
                 async def serve_then_stop(*, task_status: trio.TaskStatus[Any]) -> None:
                     await serve(task_status=task_status)
