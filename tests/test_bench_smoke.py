@@ -76,7 +76,9 @@ def _smoke(
         timeout=timeout,
         check=False,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    # 1: some run failed, which the tests that read it report (with its error).
+    assert completed.returncode in (0, 1), completed.stderr[-4000:]
+    assert raw.is_file(), completed.stderr[-4000:]
     results: dict[str, Any] = json.loads(raw.read_text())
     return results, report.read_text()
 
@@ -91,13 +93,28 @@ def cluster_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[st
     if REDIS_MISSING is not None:
         pytest.skip(REDIS_MISSING)
     scenarios = "xnode_bcast,xnode_bcast_x10,echo_100,bcast_1000"
-    return _smoke(
+    results, report = _smoke(
         tmp_path_factory.mktemp("bench-cluster"),
         CLUSTERS + WORKERS,
         CLUSTER_SMOKE_TIMEOUT,
         "--scenarios",
         scenarios,
     )
+    # Node's own multi-process setups fail now and then on a busy machine (once,
+    # @socket.io/sticky accepted no WebSocket for 10 s). A failed Node run gets one more
+    # try, alone; trio_sio's runs get none.
+    for scenario, by_server in results["runs"].items():
+        for server, runs in by_server.items():
+            if server.startswith("node") and not all(run["ok"] for run in runs):
+                again, _ = _smoke(
+                    tmp_path_factory.mktemp("bench-node-again"),
+                    [server],
+                    SMOKE_TIMEOUT,
+                    "--scenarios",
+                    scenario,
+                )
+                by_server[server] = again["runs"].get(scenario, {}).get(server, runs)
+    return results, report
 
 
 def _run(results: dict[str, Any], scenario: str, server: str = "trio_sio") -> dict[str, Any]:
