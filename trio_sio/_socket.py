@@ -145,6 +145,13 @@ class InboundBudget:
         self.used = 0
         self._reader: trio.lowlevel.Task | None = None  # one reader per session
 
+    def acquire_nowait(self) -> bool:
+        """Take one event's place if one is free; whether it was."""
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
     async def acquire(self) -> None:
         """Take one event's place, waiting for one; a checkpoint only if it must wait (the
         reader's next read from the client is one)."""
@@ -895,8 +902,14 @@ class Socket:
             handler = handlers.events.get(event)
             if handler is None:
                 return
-        ok, result = await self._run_handler(handler, (self, *args))
-        if not ok or packet.id is None or not self.connected:
+        # The handler itself, called here rather than through _run_handler: a coroutine
+        # and two tuples less for every event.
+        try:
+            result = await handler(self, *args)
+        except Exception as exc:
+            self._handler_failed(handler, exc)
+            return
+        if packet.id is None or not self.connected:
             return
         arguments = ack_arguments(result)
         if arguments is None:
@@ -922,13 +935,16 @@ class Socket:
             # Redis): acknowledged now, the client could ask another node to broadcast to it
             # and miss the broadcast.
             await pending.wait()
-        with contextlib.suppress(Disconnected):
-            try:
-                # The handler has just run (and checkpointed): queue without another trip
-                # through the scheduler unless the queue is full.
-                self.session.send_nowait(encoded)
-            except trio.WouldBlock:
+        # The handler has just run (and checkpointed): queue without another trip through
+        # the scheduler unless the queue is full. (try/except, not contextlib.suppress: this
+        # runs for every acknowledged event, and the context manager costs three calls.)
+        try:
+            self.session.send_nowait(encoded)
+        except trio.WouldBlock:
+            with contextlib.suppress(Disconnected):
                 await self.session.send(encoded)
+        except Disconnected:
+            pass  # the client is gone: nobody to acknowledge
 
     async def _admits(
         self, middlewares: Sequence[PacketMiddleware], event: str, args: list[Any]
@@ -954,17 +970,23 @@ class Socket:
         try:
             return True, await handler(*args)
         except Exception as exc:
-            if isinstance(exc, Disconnected) and not self.connected:
-                return False, None  # this socket went away under its handler: nothing to report
-            if self.namespace.server.handler_errors == "raise":
-                raise
-            logger.exception(
-                "socket=%s handler_failed namespace=%s handler=%s",
-                self.id,
-                self.namespace.name,
-                getattr(handler, "__qualname__", handler),
-            )
+            self._handler_failed(handler, exc)
             return False, None
+
+    def _handler_failed(self, handler: Any, exc: Exception) -> None:
+        """``handler`` raised ``exc``: logged, or raised again (``handler_errors="raise"``);
+        nothing to report if this socket went away under it. Called in the ``except``
+        block that caught ``exc``, so that the log record has its traceback."""
+        if isinstance(exc, Disconnected) and not self.connected:
+            return
+        if self.namespace.server.handler_errors == "raise":
+            raise exc
+        logger.exception(
+            "socket=%s handler_failed namespace=%s handler=%s",
+            self.id,
+            self.namespace.name,
+            getattr(handler, "__qualname__", handler),
+        )
 
     async def _run_disconnect_handlers(self) -> None:
         handlers = self.namespace.handlers
