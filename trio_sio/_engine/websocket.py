@@ -30,6 +30,7 @@ from .states import SessionState, UpgradeState
 __all__ = ["WebSocketTransport", "upgrade"]
 
 _PROBE_ANSWER = Outgoing.control(EnginePacketType.PONG, "probe")
+_MESSAGE = EnginePacketType.MESSAGE.value
 
 #: WebSocket close codes for the reasons a session ends with (1000 for the others).
 _CLOSE_CODES = {
@@ -132,8 +133,13 @@ class WebSocketTransport:
                     self._close_code = 1009
                     session.close(DisconnectReason.TRANSPORT_ERROR)
                     return
+                if frame.__class__ is str and frame.startswith(_MESSAGE):
+                    # A text message, the hot path: no packet made for it (decode_packet
+                    # would make EnginePacket(MESSAGE, frame[1:])), nor Session.receive's call.
+                    await on_message(session, frame[1:])
+                    continue
                 packet = decode_packet(frame)
-                if packet.type is EnginePacketType.MESSAGE:  # the hot path, one call shorter
+                if packet.type is EnginePacketType.MESSAGE:
                     await on_message(session, packet.data)
                 else:
                     await session.receive(packet)
