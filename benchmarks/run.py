@@ -1,5 +1,6 @@
-"""Benchmark trio_sio against python-socketio (uvicorn, hypercorn-asyncio), Node's socket.io
-and a bare hypercorn-trio "floor", in one run, on this machine (issue 7).
+"""Benchmark trio_sio against python-socketio (uvicorn, hypercorn-asyncio), Node's socket.io,
+a bare hypercorn-trio "floor" and a "raw floor" on Trio's sockets (no HTTP library), in one
+run, on this machine (issues 7 and 18).
 
     python benchmarks/run.py                      # the full run; writes benchmarks/RESULTS.md
     python benchmarks/run.py --smoke --servers trio_sio --output /tmp/r.md   # seconds
@@ -183,6 +184,11 @@ def _native_at(script: str, *extra: str) -> Callable[[int], list[str]]:
 _native = _native_at("benchmarks/trio_sio_app.py")
 
 
+def _raw_floor(port: int) -> list[str]:
+    # Started like the native host: this interpreter, a script of this repository, a port.
+    return [sys.executable, "benchmarks/raw_floor.py", "--port", str(port)]
+
+
 def _node_workers(port: int) -> list[str]:
     return ["node", str(JS / "node_workers.mjs"), str(port), "2"]
 
@@ -282,6 +288,9 @@ SERVERS: dict[str, ServerSpec] = {
             "floor (bare hypercorn -k trio)",
             _hypercorn("trio", "benchmarks/floor_app.py:app"),
         ),
+        # The same least protocol on Trio's sockets, with no HTTP library: the most a Trio
+        # server can do here, what trio_sio's native host is measured against (issue 18).
+        ServerSpec("raw_floor", "raw floor (Trio sockets, no HTTP library)", _raw_floor),
         # Workers on one machine (issue 17): the same app with the classic Redis adapter in
         # one process, then in two behind the command line's supervisor; Node's documented
         # equivalent (node:cluster, @socket.io/sticky, @socket.io/cluster-adapter).
@@ -1081,8 +1090,8 @@ def report(
         "",
         "Garbage collector: trio_sio's server raises CPython's collection thresholds "
         "((700, 10, 10) -> (50,000, 100, 10)) when it starts, as it does by default for every user "
-        "(`trio_sio.engineio.tune_gc`); the floor applies the same setting, so that comparing "
-        "with it compares code; python-socketio runs as shipped.",
+        "(`trio_sio.engineio.tune_gc`); both floors apply the same setting, so that comparing "
+        "with them compares code; python-socketio runs as shipped.",
         "",
         "Scenario configurations (the load generator's JSON, plus url/urls, serverPid/serverPids, "
         "redisPid and clkTck):",
@@ -1430,7 +1439,11 @@ def targets(results: Results) -> list[str]:
                 f"{ours:.1f} vs {theirs:.1f} KiB — {verdict}"
             )
     # Not even the heading when this run measured none of them.
-    return [*([*lines, ""] if len(lines) > 2 else []), *native_targets(results)]
+    return [
+        *([*lines, ""] if len(lines) > 2 else []),
+        *native_targets(results),
+        *raw_floor_targets(results),
+    ]
 
 
 def native_targets(results: Results) -> list[str]:
@@ -1469,6 +1482,57 @@ def native_targets(results: Results) -> list[str]:
                 f"- RSS per idle WebSocket connection below Node's: "
                 f"{ours:.1f} vs {theirs:.1f} KiB — {verdict}"
             )
+    return [*lines, ""] if len(lines) > 2 else []
+
+
+#: Issue 18's comparisons of the native host with the raw floor, where measured: scenario,
+#: rate (and its label), cost per unit (and the unit).
+RAW_FLOOR_CHECKS = (
+    ("echo_100", "acksPerSec", "acks/s", "cpuUsPerAck", "ack"),
+    ("poll_echo", "acksPerSec", "acks/s", "cpuUsPerAck", "ack"),
+    ("poll_echo_dedicated", "acksPerSec", "acks/s", "cpuUsPerAck", "ack"),
+    ("conn_ws", "handshakesPerSec", "handshakes/s", "cpuUsPerHandshake", "handshake"),
+)
+#: Issue 18: the native host's server CPU per echo ack (echo_100) at most this many times the
+#: raw floor's.
+ECHO_CPU_OVER_RAW_FLOOR = 1.3
+
+
+def raw_floor_targets(results: Results) -> list[str]:
+    """Issue 18: the native host against the raw floor (the most a Trio server can do here),
+    per-round ratios; the target on echo CPU per ack, the other scenarios for reference."""
+    keys = {s.key for s in results.servers}
+    if not {"trio_sio_native", "raw_floor"} <= keys:
+        return []
+    lines = ["## Issue 18 targets (native host against the raw floor)", ""]
+    for scenario, rate, rate_label, cost, unit in RAW_FLOOR_CHECKS:
+        speed = results.ratio(scenario, "trio_sio_native", "raw_floor", rate)
+        price = results.ratio(scenario, "trio_sio_native", "raw_floor", cost)
+        if speed != speed or price != price:
+            continue  # not measured in this run
+        ours = results.median(scenario, "trio_sio_native", cost)
+        theirs = results.median(scenario, "raw_floor", cost)
+        cpu = f"{_ratio(price)} ({ours:.1f} vs {theirs:.1f} µs)"
+        if scenario == "echo_100":
+            wanted = ECHO_CPU_OVER_RAW_FLOOR
+            verdict = "met" if price <= wanted else "missed"
+            lines.append(
+                f"- {scenario}: server CPU per {unit} ≤ {wanted:g}x the raw floor's: {cpu} — "
+                f"{verdict}; {rate_label} {_ratio(speed)} the raw floor's"
+            )
+        else:
+            lines.append(
+                f"- {scenario}: {rate_label} {_ratio(speed)} the raw floor's; server CPU per "
+                f"{unit} {cpu}"
+            )
+    ours = results.median("conn_ws", "trio_sio_native", "rssPerConnKiB")
+    theirs = results.median("conn_ws", "raw_floor", "rssPerConnKiB")
+    if ours == ours and theirs == theirs:
+        size = results.ratio("conn_ws", "trio_sio_native", "raw_floor", "rssPerConnKiB")
+        lines.append(
+            f"- conn_ws: RSS per idle WebSocket connection {_ratio(size)} the raw floor's: "
+            f"{ours:.1f} vs {theirs:.1f} KiB"
+        )
     return [*lines, ""] if len(lines) > 2 else []
 
 
