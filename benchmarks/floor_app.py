@@ -20,13 +20,12 @@ Comparing trio_sio with it shows how much of trio_sio's cost is trio_sio's own c
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
+from floor_fixture import RS, Fixture, FloorSession
 
 from trio_sio.engineio import tune_gc
 
@@ -35,22 +34,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-RS = "\x1e"
-PING_INTERVAL_MS = 300_000
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
 
-
-class Session:
-    __slots__ = ("connect_reply", "frames", "rooms", "sid", "upgrading", "wake")
+class Session(FloorSession):
+    __slots__ = ("frames", "wake")
 
     def __init__(self) -> None:
-        self.sid = secrets.token_urlsafe(15)
+        super().__init__()
         self.frames: list[str] = []
         self.wake = trio.Event()
-        self.rooms: set[str] = set()
-        self.upgrading = False
-        self.connect_reply = '40{"sid":"' + secrets.token_urlsafe(15) + '"}'
 
     def push(self, frame: str) -> None:
         self.frames.append(frame)
@@ -64,63 +55,8 @@ class Session:
         frames, self.frames = self.frames, []
         return frames
 
-    def open_packet(self, upgrades: list[str]) -> str:
-        return "0" + _dumps(
-            {
-                "sid": self.sid,
-                "upgrades": upgrades,
-                "pingInterval": PING_INTERVAL_MS,
-                "pingTimeout": 20_000,
-                "maxPayload": 1_000_000,
-            }
-        )
 
-
-sessions: dict[str, Session] = {}
-rooms: dict[str, set[Session]] = {}
-
-
-def handle_packet(session: Session, packet: str) -> None:
-    """One Engine.IO packet from a client, whichever transport brought it."""
-    if packet.startswith("42"):
-        bracket = packet.index("[")
-        ack_id = packet[2:bracket]
-        event, *args = _loads(packet[bracket:])
-        if event == "echo":
-            result: list[Any] = args
-        elif event == "join":
-            room = args[0]
-            session.rooms.add(room)
-            rooms.setdefault(room, set()).add(session)
-            result = [room]
-        elif event == "bcast":
-            spec = args[0]
-            payload = _dumps("x" * spec["size"])
-            members = list(rooms.get(spec["room"], ()))
-            for i in range(spec["n"]):
-                frame = '42["m",' + str(i) + "," + payload + "]"
-                for member in members:
-                    member.push(frame)
-            result = [spec["n"]]
-        else:
-            return
-        if ack_id:
-            session.push("43" + ack_id + _dumps(result))
-    elif packet.startswith("40"):
-        session.push(session.connect_reply)
-    elif packet == "1":
-        forget(session)
-
-
-def forget(session: Session) -> None:
-    sessions.pop(session.sid, None)
-    for room in session.rooms:
-        members = rooms.get(room)
-        if members is not None:
-            members.discard(session)
-            if not members:
-                del rooms[room]
-    session.rooms.clear()
+fixture: Fixture[Session] = Fixture()
 
 
 async def respond(send: Send, status: int, body: str) -> None:
@@ -143,10 +79,10 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
     sid = query.get("sid")
     if sid is None:
         session = Session()
-        sessions[session.sid] = session
+        fixture.sessions[session.sid] = session
         await respond(send, 200, session.open_packet(["websocket"]))
         return
-    session_or_none = sessions.get(sid)
+    session_or_none = fixture.sessions.get(sid)
     if session_or_none is None:
         await respond(send, 400, '{"code":1,"message":"Session ID unknown"}')
         return
@@ -159,7 +95,7 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
             if not message.get("more_body", False):
                 break
         for packet in b"".join(chunks).decode().split(RS):
-            handle_packet(session, packet)
+            fixture.handle_packet(session, packet)
         await respond(send, 200, "ok")
         return
     while not session.frames and not session.upgrading:
@@ -184,10 +120,10 @@ async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
     if sid is None:
         session = Session()
-        sessions[session.sid] = session
+        fixture.sessions[session.sid] = session
         await send({"type": "websocket.send", "text": session.open_packet([])})
     else:
-        found = sessions.get(sid)
+        found = fixture.sessions.get(sid)
         if found is None:
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -217,10 +153,10 @@ async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
                 text = message.get("text")
                 if text is None:
                     break
-                handle_packet(session, text)
+                fixture.handle_packet(session, text)
             nursery.cancel_scope.cancel()
     finally:
-        forget(session)
+        fixture.forget(session)
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

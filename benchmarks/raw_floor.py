@@ -47,20 +47,14 @@ import argparse
 import base64
 import contextlib
 import hashlib
-import json
-import secrets
 import socket
 import sys
 from typing import Any
 
 import trio
+from floor_fixture import RS, Fixture, FloorSession
 
 from trio_sio.engineio import tune_gc
-
-RS = "\x1e"
-PING_INTERVAL_MS = 300_000
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
 
 #: Bytes asked of the kernel per read.
 RECEIVE_SIZE = 65_536
@@ -178,32 +172,20 @@ def text_frame(text: str) -> bytes:
     return bytes((0x80 | OP_TEXT, 127)) + n.to_bytes(8, "big") + data
 
 
-class Session:
+class Session(FloorSession):
     """One Engine.IO client: its queue of packets for whichever transport carries it, and the
     one task (a WebSocket's writer or a pending GET) waiting for them."""
 
-    __slots__ = (
-        "connect_reply",
-        "frames",
-        "rooms",
-        "sid",
-        "upgrading",
-        "waiter",
-        "websocket",
-        "wire",
-    )
+    __slots__ = ("frames", "waiter", "websocket", "wire")
 
     def __init__(self, *, websocket: bool) -> None:
-        self.sid = secrets.token_urlsafe(15)
+        super().__init__()
         #: On WebSocket: the queue holds whole frames, encoded (``wire``); on polling, packets
         #: (``frames``), joined into a payload by the GET that takes them.
         self.websocket = websocket
         self.frames: list[str] = []
         self.wire: list[bytes] = []
         self.waiter: trio.lowlevel.Task | None = None
-        self.rooms: set[str] = set()
-        self.upgrading = False
-        self.connect_reply = '40{"sid":"' + secrets.token_urlsafe(15) + '"}'
 
     def push(self, packet: str) -> None:
         """Queue one packet for the client and wake whoever waits for it."""
@@ -213,16 +195,14 @@ class Session:
             self.frames.append(packet)
         self.wake()
 
-    def deliver(self, packet: str, frame: bytes) -> None:
-        """``push`` of a broadcast packet, already encoded as a frame for every WebSocket."""
+    encode_broadcast = staticmethod(text_frame)  # the frame, once for every WebSocket
+
+    def deliver(self, packet: str, encoded: bytes) -> None:
         if self.websocket:
-            self.wire.append(frame)
+            self.wire.append(encoded)
         else:
             self.frames.append(packet)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            trio.lowlevel.reschedule(waiter)
+        self.wake()
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -246,64 +226,8 @@ class Session:
         wire, self.wire = self.wire, []
         return b"".join(wire)
 
-    def open_packet(self, upgrades: list[str]) -> str:
-        return "0" + _dumps(
-            {
-                "sid": self.sid,
-                "upgrades": upgrades,
-                "pingInterval": PING_INTERVAL_MS,
-                "pingTimeout": 20_000,
-                "maxPayload": 1_000_000,
-            }
-        )
 
-
-sessions: dict[str, Session] = {}
-rooms: dict[str, set[Session]] = {}
-
-
-def handle_packet(session: Session, packet: str) -> None:
-    """One Engine.IO packet from a client, whichever transport brought it."""
-    if packet.startswith("42"):
-        bracket = packet.index("[")
-        ack_id = packet[2:bracket]
-        event, *args = _loads(packet[bracket:])
-        if event == "echo":
-            result: list[Any] = args
-        elif event == "join":
-            room = args[0]
-            session.rooms.add(room)
-            rooms.setdefault(room, set()).add(session)
-            result = [room]
-        elif event == "bcast":
-            spec = args[0]
-            payload = _dumps("x" * spec["size"])
-            members = list(rooms.get(spec["room"], ()))
-            for i in range(spec["n"]):
-                text = '42["m",' + str(i) + "," + payload + "]"
-                frame = text_frame(text)  # once for every WebSocket recipient
-                for member in members:
-                    member.deliver(text, frame)
-            result = [spec["n"]]
-        else:
-            return
-        if ack_id:
-            session.push("43" + ack_id + _dumps(result))
-    elif packet.startswith("40"):
-        session.push(session.connect_reply)
-    elif packet == "1":
-        forget(session)
-
-
-def forget(session: Session) -> None:
-    sessions.pop(session.sid, None)
-    for room in session.rooms:
-        members = rooms.get(room)
-        if members is not None:
-            members.discard(session)
-            if not members:
-                del rooms[room]
-    session.rooms.clear()
+fixture: Fixture[Session] = Fixture()
 
 
 # --- HTTP/1.1 --------------------------------------------------------------------------------
@@ -388,9 +312,9 @@ async def polling(method: str, query: str, body: bytes) -> bytes:
         if query_value(query, "transport") != "polling":
             return response(_BAD_HEAD, '{"code":0,"message":"Transport unknown"}')
         session = Session(websocket=False)
-        sessions[session.sid] = session
+        fixture.sessions[session.sid] = session
         return response(_OK_HEAD, session.open_packet(["websocket"]))
-    found = sessions.get(sid)
+    found = fixture.sessions.get(sid)
     if found is None:
         return response(_BAD_HEAD, '{"code":1,"message":"Session ID unknown"}')
     session = found
@@ -398,7 +322,7 @@ async def polling(method: str, query: str, body: bytes) -> bytes:
         return response(_BAD_HEAD, '{"code":3,"message":"Bad request"}')
     if method == "POST":
         for packet in body.decode().split(RS):
-            handle_packet(session, packet)
+            fixture.handle_packet(session, packet)
         return response(_OK_HEAD, "ok")
     while not session.frames and not session.upgrading:
         if session.waiter is not None:  # the protocol allows one pending GET per session
@@ -480,14 +404,14 @@ async def serve_websocket(conn: Connection, query: str, key: str, leftover: byte
     sid = query_value(query, "sid")
     if sid is None:
         session = Session(websocket=True)
-        sessions[session.sid] = session
+        fixture.sessions[session.sid] = session
         # The 101 and the open packet in one write.
         if not await conn.send(handshake + text_frame(session.open_packet([]))):
-            forget(session)
+            fixture.forget(session)
             return
         probing = False
     else:
-        found = sessions.get(sid)
+        found = fixture.sessions.get(sid)
         if found is None or found.websocket:
             await conn.send(response(_BAD_HEAD, '{"code":1,"message":"Session ID unknown"}'))
             return
@@ -505,7 +429,7 @@ async def serve_websocket(conn: Connection, query: str, key: str, leftover: byte
                 nursery.cancel_scope.cancel()  # the writer, which would wait forever
     finally:
         if session.websocket:
-            forget(session)
+            fixture.forget(session)
     if close_reply:
         # The writer is gone: nobody else writes now. Best effort, the connection closes next.
         await conn.send(close_reply)
@@ -526,7 +450,7 @@ async def read_websocket(
             if opcode == OP_TEXT:
                 text = payload.decode()
                 if not probing:
-                    handle_packet(session, text)
+                    fixture.handle_packet(session, text)
                 elif text == "2probe":
                     session.upgrading = True
                     session.wake()  # releases a pending poll with a noop
