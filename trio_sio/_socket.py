@@ -939,9 +939,9 @@ class Socket:
         # the scheduler unless the queue is full. (try/except, not contextlib.suppress: this
         # runs for every acknowledged event, and the context manager costs three calls.)
         try:
-            self.session.send_nowait(encoded)
-        except trio.WouldBlock:
-            with contextlib.suppress(Disconnected):
+            try:
+                self.session.send_nowait(encoded)
+            except trio.WouldBlock:
                 await self.session.send(encoded)
         except Disconnected:
             pass  # the client is gone: nobody to acknowledge
