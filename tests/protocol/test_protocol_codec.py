@@ -254,3 +254,40 @@ def test_fuzz_loads(text: str) -> None:
         return
     # Whatever is accepted can be sent back.
     CODEC.loads(CODEC.dumps(value))
+
+
+@examples(300)
+@given(
+    st.tuples(
+        st.sampled_from(["", " ", "\n\t "]),
+        JSON_VALUES.map(lambda value: json.dumps(value, separators=(",", ":")))
+        | st.text(max_size=12),
+        st.sampled_from(["", " ", "\r\n", " x", "]", "1"]),
+    ).map("".join)
+)
+def test_loads_accepts_and_refuses_exactly_what_the_json_module_does(text: str) -> None:
+    # The codec calls the module's scanner directly when it can: that shortcut must not
+    # change what is accepted (surrounding whitespace is JSON; extra data is not).
+    try:
+        expected = json.loads(text)
+        json.dumps(expected, allow_nan=False)
+    except ValueError:
+        # Not JSON, or JSON.parse's refusals of non-finite numbers (NaN, 1e400).
+        with pytest.raises(ProtocolError):
+            CODEC.loads(text)
+        return
+    assert CODEC.loads(text) == expected
+
+
+def test_a_failed_encode_leaves_nothing_behind_for_the_next() -> None:
+    # A value with bytes fails its first encode (the parser then moves them into
+    # attachments): the same containers must encode once the bytes are gone.
+    shared: dict[str, Any] = {"k": [1]}
+    with pytest.raises(TypeError):
+        CODEC.dumps([shared, b"binary"])
+    assert CODEC.dumps([shared, shared]) == '[{"k":[1]},{"k":[1]}]'
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    with pytest.raises(ValueError, match="Circular reference"):
+        CODEC.dumps(circular)
+    assert CODEC.dumps({"self": 1}) == '{"self":1}'
