@@ -89,17 +89,28 @@ EXEMPT = {
 }
 
 
+def is_async(function: object) -> bool:
+    """A coroutine function, or a function that hands back another's coroutine (declared to
+    return a ``Coroutine``): awaited the same way, so under the same rule."""
+    if inspect.iscoroutinefunction(function):
+        return True
+    if not inspect.isfunction(function):
+        return False
+    returns = inspect.signature(function).return_annotation
+    return isinstance(returns, str) and returns.startswith("Coroutine[")
+
+
 def public_async_functions() -> set[str]:
     """``Class.method`` (or ``function``) for every public coroutine function."""
     found: set[str] = set()
     for module in PUBLIC_MODULES:
         for name in getattr(module, "__all__", ()):
             value = getattr(module, name)
-            if inspect.iscoroutinefunction(value):
+            if is_async(value):
                 found.add(name)
             elif inspect.isclass(value):
                 for attribute, member in inspect.getmembers(value):
-                    if not attribute.startswith("_") and inspect.iscoroutinefunction(member):
+                    if not attribute.startswith("_") and is_async(member):
                         found.add(f"{value.__name__}.{attribute}")
     return found
 

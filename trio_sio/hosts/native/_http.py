@@ -148,6 +148,14 @@ class HttpConnection:
                 self._early_body = None
                 http_request = self._http_request(request)
                 del request  # not kept for the lifetime of a WebSocket
+                if not self._has_body:
+                    self._skip_buffered_body()  # the request's end, already here
+                upgrade = http_request.headers.get("upgrade")
+                if upgrade is not None and "websocket" in upgrade.lower():
+                    # Awaited here rather than in _dispatch: a WebSocket keeps the frames of
+                    # this task's calls for its lifetime, and this is one fewer of them.
+                    await self._websocket(http_request)
+                    return
                 await self._dispatch(http_request)
                 del http_request
                 if not self._reusable:
@@ -351,17 +359,7 @@ class HttpConnection:
         )
 
     async def _dispatch(self, http_request: HttpRequest) -> None:
-        if not self._has_body:
-            self._skip_buffered_body()  # the request's end, already here
-        headers = http_request.headers
         mount = self.router.mount_for(http_request.path)
-        upgrade = headers.get("upgrade")
-        if upgrade is not None and "websocket" in upgrade.lower():
-            if mount is None:
-                await self._send_response(HttpResponse(404, b"Not Found"), close=True)
-                return
-            await self._websocket(http_request, mount)
-            raise _Close
         if mount is not None:
             await self._endpoint_http(http_request, mount.endpoint.handle_http)
             return
@@ -466,7 +464,13 @@ class HttpConnection:
 
     # --- WebSocket ---------------------------------------------------------------------
 
-    async def _websocket(self, request: HttpRequest, mount: Mount) -> None:
+    async def _websocket(self, request: HttpRequest) -> None:
+        """Serve an upgrade request, as a WebSocket if it is a valid one; the connection ends
+        after it either way."""
+        mount = self.router.mount_for(request.path)
+        if mount is None:
+            await self._send_response(HttpResponse(404, b"Not Found"), close=True)
+            return
         headers = request.headers
         # The request must have no body (so it is complete: the WebSocket's bytes follow).
         if self._has_body or self.parser.in_body or request.method != "GET":
