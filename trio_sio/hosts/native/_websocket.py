@@ -189,12 +189,14 @@ class NativeWebSocket:
         self._turn_bytes = 0
         await trio.lowlevel.checkpoint()
 
-    async def _recv(self) -> tuple[bytes, bool]:
-        """Bytes from the peer (``b""`` at EOF or on error), and whether other tasks ran
-        meanwhile (this waited, or the turn was used up).
+    async def _read(self) -> bool:
+        """Read once into the decoder; raises :class:`WebSocketClosed` at EOF (or on error).
+        Returns whether other tasks ran meanwhile (this waited, or the turn was used up).
 
         Only one task reads at a time: normally the session's reader, but while a session
         ends, its cancelled reader and the closing handshake may overlap for a moment."""
+        if self._eof:
+            raise WebSocketClosed(CloseCode.ABNORMAL)
         waited = False
         if self._head_unsent:  # the peer waits for the 101 before it sends anything
             await self._write(b"")
@@ -212,23 +214,14 @@ class NativeWebSocket:
                 waited = True
         finally:
             lock.release()
+        if not data:
+            self._eof = True
+            raise WebSocketClosed(CloseCode.ABNORMAL)
         if waited:
             self._unyielded = 0
             self._turn_bytes = len(data)
         else:
             self._turn_bytes += len(data)
-        return data, waited
-
-    async def _read(self) -> bool:
-        """Read once into the decoder; raises :class:`WebSocketClosed` at EOF.
-
-        Returns whether other tasks ran meanwhile."""
-        if self._eof:
-            raise WebSocketClosed(CloseCode.ABNORMAL)
-        data, waited = await self._recv()
-        if not data:
-            self._eof = True
-            raise WebSocketClosed(CloseCode.ABNORMAL)
         self._decoder.receive_data(data)
         return waited
 
@@ -356,10 +349,12 @@ class NativeWebSocket:
             self._unyielded += 1
             if self._unyielded >= _FRAMES_PER_TURN:
                 await self._next_turn()
-        # The peer broke the protocol: no close frame will be found in what follows.
+        # The peer broke the protocol: no close frame will be found in what follows, and the
+        # decoder, failed, drops what it is given.
         while not self._close_received:
-            data, _ = await self._recv()
-            if not data:
+            try:
+                await self._read()
+            except WebSocketClosed:
                 return
 
 
