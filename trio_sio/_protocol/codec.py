@@ -9,7 +9,6 @@ library can be plugged in by passing another object with the same two methods.
 from __future__ import annotations
 
 import json
-import json.decoder
 import json.encoder
 import math
 import re
@@ -76,7 +75,7 @@ class StdlibJson:
         )
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float)
         self._encode_fast = _c_encoder(self._encoder)
-        # Both are in the module's documented source but not in typeshed's stubs.
+        # Every JSONDecoder has its scanner as an attribute; typeshed's stubs omit it.
         self._scan: Callable[[str, int], tuple[Any, int]] = self._decoder.scan_once  # type: ignore[attr-defined]
 
     def dumps(self, value: Any) -> str:
