@@ -61,9 +61,9 @@ class PacketType(enum.IntEnum):
 
 
 _TYPE_BY_DIGIT = {str(t.value): t for t in PacketType}
-#: The digit of each type, indexed by the type (``packet_type.value`` is a Python-level
-#: property, a measurable share of encoding an acknowledgement).
-_DIGIT_OF_TYPE = tuple(str(t.value) for t in sorted(PacketType))
+#: The digit of each type (``packet_type.value`` is a Python-level property, a measurable
+#: share of encoding an acknowledgement).
+_DIGIT_OF_TYPE = {t: str(t.value) for t in PacketType}
 _DIGITS = frozenset("0123456789")
 
 
