@@ -333,7 +333,9 @@ class NativeWebSocket:
             try:
                 event = decoder.next_event()
             except WebSocketError:
-                break
+                # The peer broke the protocol: no close frame will be found in what follows.
+                # The failed decoder keeps raising and drops what it is given: read to EOF.
+                event = None
             if event is None:
                 if decoder.paused:
                     await self._next_turn()
@@ -349,13 +351,6 @@ class NativeWebSocket:
             self._unyielded += 1
             if self._unyielded >= _FRAMES_PER_TURN:
                 await self._next_turn()
-        # The peer broke the protocol: no close frame will be found in what follows, and the
-        # decoder, failed, drops what it is given.
-        while not self._close_received:
-            try:
-                await self._read()
-            except WebSocketClosed:
-                return
 
 
 class DirectWebSocket(NativeWebSocket):
