@@ -96,8 +96,9 @@ def is_async(function: object) -> bool:
         return True
     if not inspect.isfunction(function):
         return False
-    returns = inspect.signature(function).return_annotation
-    return isinstance(returns, str) and returns.startswith("Coroutine[")
+    # A string under ``from __future__ import annotations``, else the typing object itself.
+    returns = str(inspect.signature(function).return_annotation)
+    return returns.startswith(("Coroutine[", "collections.abc.Coroutine[", "typing.Coroutine["))
 
 
 def public_async_functions() -> set[str]:
