@@ -275,6 +275,40 @@ async def test_server_restart(peer: Peer, mode: str) -> None:
     assert client.connections == 2
 
 
+async def test_a_connection_is_counted_in_the_step_that_connects_it(peer: Peer, mode: str) -> None:
+    # ``connected`` and ``connections`` change together: a task that sees the client
+    # connected sees this connection counted (a test waiting for ``connected`` and then
+    # reading ``connections`` relies on it). A watcher looks at both in every scheduler pass
+    # while the transport is dropped and the client reconnects, several times.
+    client = trio_sio.Client(delay=0.01, randomization_factor=0)
+    seen: list[tuple[bool, int]] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append((client.connected, client.connections))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        async with client.connect(peer.url, transports=TRANSPORTS[mode]):
+            for made in range(1, 6):
+                await wait_for_transport(client, mode)
+                await client.emit("drop-transport")
+                with trio.fail_after(BUDGET):
+                    while not (client.connected and client.connections > made):
+                        await trio.sleep(0.005)
+        nursery.cancel_scope.cancel()
+    connected_runs = 0
+    previous = False
+    for connected, connections in seen:
+        if connected and not previous:
+            connected_runs += 1
+        if connected:
+            assert connections == connected_runs
+        previous = connected
+    assert connected_runs == 6
+
+
 async def test_reconnection_gives_up_after_its_attempts(peer: Peer) -> None:
     client = trio_sio.Client(delay=0.01, delay_max=0.02, attempts=2)
     lost: list[trio_sio.Disconnected] = []

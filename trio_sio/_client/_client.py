@@ -362,6 +362,10 @@ class _Link:
                 await self.engine.send(Outgoing.message(*frames))
             namespace._connected(self, sid, pid if isinstance(pid, str) else None)
             if not self.awaiting:
+                if self.refusal is None:
+                    # Counted in the step that connects the last namespace: nobody can see
+                    # the client connected and this connection not counted yet.
+                    self.client.connections += 1
                 self.answered.set()
             # Before on_connect, as socket.io-client emits its buffered events before "connect".
             for owner, replayed in self.replayed:
@@ -792,7 +796,6 @@ class Client(ClientNamespace):
                         await self._write(link, connect)
                     await link.answered.wait()
                     if link.refusal is None:
-                        self.connections += 1
                         on_connected()
                         await link.all_dropped.wait()
                         await engine.close(DisconnectReason.IO_SERVER_DISCONNECT)
