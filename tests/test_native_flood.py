@@ -12,6 +12,14 @@ failures, kept for their figures.
 
 Each case prints (and records as properties) its figures: the worst stall, the bystanders'
 echo count and p99 latency before and during the flood, and what the flood got through.
+
+The bounds hold what the server's loop did, not what the machine did to it. On two shared
+cores the operating system may leave this process off the CPU for 100 ms or more (the flood
+process, other test workers and browsers compete for the same cores), and a wall-clock stall
+of that kind says nothing about the loop. So each interval is also measured in the CPU time of
+this process's main thread, where the loop, the server and the bystanders all run: a task that
+runs without yielding spends its whole stall on the CPU and is caught, while time spent
+descheduled is not counted. Both are printed.
 """
 
 from __future__ import annotations
@@ -47,9 +55,14 @@ FLOOD_SECONDS = 1.5
 #: Each bystander waits this long between echoes, so that the two of them leave the loop
 #: mostly idle before the flood.
 ECHO_PAUSE = 0.005
-#: The bound issue 14 sets on the bystanders' p99 echo latency during a flood. It holds on two
-#: cores with both of them busy with other processes (checked with two CPU hogs running).
+#: The bound issue 14 sets on the loop's worst stall during a flood, in the loop's CPU time
+#: (see above).
 LATENCY_BOUND = 0.050
+#: The bound on the bystanders' p99 echo latency during a flood, in the loop's CPU time:
+#: tighter than issue 14's 50 ms, because CPU time does not carry the machine's noise.
+#: Measured on two cores with three CPU hogs running: under 1 ms on the native host (where
+#: the wall clock read up to 10 ms); 27-65 ms with the reader's frame budget taken away.
+ECHO_P99_BOUND = 0.010
 #: The shortest window the bystanders are measured in from the flood's start. The control
 #: frame rate limit may end a flood within milliseconds (close 1008), too short a time to hold
 #: an echo (each bystander pauses ECHO_PAUSE between them): the window then covers the flood's
@@ -111,8 +124,9 @@ class Bystander:
     """A WebSocket session that echoes one message at a time and times each round trip."""
 
     target: EngineFixture
-    echoes: list[tuple[float, float]] = field(default_factory=list)  # (sent at, round trip)
-    in_flight: float | None = None  # when the unanswered message was sent
+    #: (sent at, round trip, the main thread's CPU time during it)
+    echoes: list[tuple[float, float, float]] = field(default_factory=list)
+    in_flight: tuple[float, float] | None = None  # the unanswered message's send times
     dropped: str | None = None
     sid: str = ""
 
@@ -123,12 +137,12 @@ class Bystander:
             try:
                 for n in itertools.count():
                     message = f"4{n}"
-                    self.in_flight = sent = time.monotonic()
+                    self.in_flight = (time.monotonic(), time.thread_time())
                     await ws.send(message)
                     while (reply := await ws.receive()) != message:
                         assert reply == "2", f"unexpected {reply!r}"
                         await ws.send("3")
-                    self.echoes.append((sent, time.monotonic() - sent))
+                    self.echoes.append(elapsed_since(*self.in_flight))
                     self.in_flight = None
                     await trio.sleep(ECHO_PAUSE)
             except (Closed, trio.BrokenResourceError, LocalProtocolError) as exc:
@@ -138,7 +152,7 @@ class Bystander:
     def finish(self) -> None:
         """Count a message still unanswered as answered now (a lower bound of its time)."""
         if self.in_flight is not None:
-            self.echoes.append((self.in_flight, time.monotonic() - self.in_flight))
+            self.echoes.append(elapsed_since(*self.in_flight))
             self.in_flight = None
 
 
@@ -146,13 +160,21 @@ class Bystander:
 class LagMonitor:
     """Sleeps 1 ms at a time and records how late it wakes."""
 
-    lags: list[tuple[float, float]] = field(default_factory=list)  # (woke up due at, lag)
+    #: (due at, how late it woke, the main thread's CPU time while it slept)
+    lags: list[tuple[float, float, float]] = field(default_factory=list)
 
     async def run(self) -> None:
         while True:
-            due = time.monotonic() + 0.001
+            due, cpu_before = time.monotonic() + 0.001, time.thread_time()
             await trio.sleep(0.001)
-            self.lags.append((due, time.monotonic() - due))
+            self.lags.append(
+                (due, time.monotonic() - due, max(0.0, time.thread_time() - cpu_before - 0.001))
+            )
+
+
+def elapsed_since(wall: float, cpu: float) -> tuple[float, float, float]:
+    """(``wall``, the wall time since, the main thread's CPU time since ``cpu``)."""
+    return wall, time.monotonic() - wall, time.thread_time() - cpu
 
 
 async def flood(kind: str, url: str, seconds: float) -> dict[str, Any]:
@@ -180,9 +202,16 @@ def p99(values: list[float]) -> float:
     return ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)] if ordered else math.inf
 
 
-def overlapping(samples: list[tuple[float, float]], start: float, end: float) -> list[float]:
-    """The durations of the samples (start, duration) that overlap ``start`` to ``end``."""
-    return [value for at, value in samples if at <= end and at + value >= start]
+def overlapping(
+    samples: list[tuple[float, float, float]], start: float, end: float, *, cpu: bool = False
+) -> list[float]:
+    """The durations of the samples (start, wall duration, CPU duration) that overlap
+    ``start`` to ``end``: the CPU durations if ``cpu``, else the wall ones."""
+    return [
+        cpu_time if cpu else wall
+        for at, wall, cpu_time in samples
+        if at <= end and at + wall >= start
+    ]
 
 
 @pytest.mark.parametrize(("host", "kind"), CASES)
@@ -212,15 +241,22 @@ async def test_one_flooding_connection_does_not_starve_the_others(
         nursery.cancel_scope.cancel()
 
     echoes = [echo for bystander in bystanders for echo in bystander.echoes]
-    before = overlapping(echoes, baseline_start, flood_start)
-    during = overlapping(echoes, flood_start, flood_end)
-    stall_before = max(overlapping(monitor.lags, baseline_start, flood_start))
-    stall_during = max(overlapping(monitor.lags, flood_start, flood_end), default=math.inf)
+    before, during = (
+        overlapping(echoes, baseline_start, flood_start, cpu=True),
+        overlapping(echoes, flood_start, flood_end, cpu=True),
+    )
+    stall_before = max(overlapping(monitor.lags, baseline_start, flood_start, cpu=True))
+    stall_during = max(
+        overlapping(monitor.lags, flood_start, flood_end, cpu=True), default=math.inf
+    )
+    wall_stall_during = max(overlapping(monitor.lags, flood_start, flood_end), default=math.inf)
     figures = {
-        "worst_stall_ms": round(stall_during * 1000, 1),
-        "worst_stall_before_ms": round(stall_before * 1000, 1),
-        "echo_p99_ms": round(p99(during) * 1000, 1),
-        "echo_p99_before_ms": round(p99(before) * 1000, 1),
+        "worst_stall_cpu_ms": round(stall_during * 1000, 1),
+        "worst_stall_wall_ms": round(wall_stall_during * 1000, 1),
+        "worst_stall_before_cpu_ms": round(stall_before * 1000, 1),
+        "echo_p99_cpu_ms": round(p99(during) * 1000, 1),
+        "echo_p99_wall_ms": round(p99(overlapping(echoes, flood_start, flood_end)) * 1000, 1),
+        "echo_p99_before_cpu_ms": round(p99(before) * 1000, 1),
         "echoes": len(during),
         "echoes_before": len(before),
         "flood": report,
@@ -231,7 +267,7 @@ async def test_one_flooding_connection_does_not_starve_the_others(
 
     assert dropped == [None, None]
     assert during, "no echo during the flood"
-    assert p99(during) < LATENCY_BOUND
+    assert p99(during) < ECHO_P99_BOUND
     # A worst case is more exposed to the machine than a percentile: the bound allows twice
     # the worst stall seen without the flood.
     assert stall_during < max(LATENCY_BOUND, 2 * stall_before)
