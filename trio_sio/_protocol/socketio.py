@@ -217,7 +217,7 @@ class Decoder:
             raise ProtocolError("unexpected text", "attachments were expected")
         packet, attachment_count = self._decode_text(text)
         if attachment_count == 0:
-            return _with_type_unbinaried(packet)
+            return packet
         self.pending = packet
         self._expected = attachment_count
         return None
@@ -265,6 +265,11 @@ class Decoder:
             attachment_count = int(count)
             if attachment_count > self.max_attachments:
                 raise ProtocolError("too many attachments", f"{attachment_count}")
+            if attachment_count == 0:
+                # A binary packet that declared no attachments is an ordinary EVENT or ACK
+                # (what validate_payload checks is the same for both).
+                is_event = packet_type is PacketType.BINARY_EVENT
+                packet_type = PacketType.EVENT if is_event else PacketType.ACK
             i = dash + 1
         namespace = "/"
         if i < length and text[i] == "/":
@@ -289,15 +294,6 @@ class Decoder:
         ):
             raise ProtocolError("invalid ack id", "an ACK needs an id")
         return SocketPacket(packet_type, namespace, data, ack_id), attachment_count
-
-
-def _with_type_unbinaried(packet: SocketPacket) -> SocketPacket:
-    # A binary packet that declared zero attachments is an ordinary EVENT/ACK.
-    if packet.type is PacketType.BINARY_EVENT:
-        return SocketPacket(PacketType.EVENT, packet.namespace, packet.data, packet.id)
-    if packet.type is PacketType.BINARY_ACK:
-        return SocketPacket(PacketType.ACK, packet.namespace, packet.data, packet.id)
-    return packet
 
 
 def validate_payload(packet_type: PacketType, data: Any, present: bool) -> None:
