@@ -67,7 +67,7 @@ _DIGIT_OF_TYPE = {t: str(t.value) for t in PacketType}
 _DIGITS = frozenset("0123456789")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SocketPacket:
     """One decoded (or to-be-encoded) Socket.IO packet.
 
@@ -78,9 +78,25 @@ class SocketPacket:
     """
 
     type: PacketType
-    namespace: str = "/"
-    data: Any = None
-    id: int | None = None
+    namespace: str
+    data: Any
+    id: int | None
+
+    def __init__(
+        self, type: PacketType, namespace: str = "/", data: Any = None, id: int | None = None
+    ) -> None:
+        # What the generated __init__ of a frozen dataclass does (it sets each field through
+        # object.__setattr__), through the slots' own descriptors: 0.32 instead of 0.57 µs,
+        # and every event makes two packets. The instance is as frozen as before.
+        _set_type(self, type)
+        _set_namespace(self, namespace)
+        _set_data(self, data)
+        _set_id(self, id)
+
+
+_set_type, _set_namespace, _set_data, _set_id = (
+    vars(SocketPacket)[field].__set__ for field in ("type", "namespace", "data", "id")
+)
 
 
 class JsonParser:
