@@ -33,12 +33,14 @@ class Consumer(enum.Enum):
     ==============  ===========================================================================
     ``NONE``        nobody: a long-polling session between GETs, or no transport yet.
     ``POLL``        a long-poll GET waits; the first packet releases it, and it takes.
-    ``IDLE``        the WebSocket writer task is parked, nothing is queued, and the connection
-                    holds nothing unsent: the task that sends a packet may write it itself
-                    (where the host can write without waiting).
-    ``FLUSH_DUE``   the writer is parked; broadcasts queued packets without waking it, and the
-                    flusher will write them (with all that joins them meanwhile) in one write,
-                    or wake the writer to take them in one batch where the host cannot.
+    ``IDLE``        the WebSocket writer task is parked (or not started yet: it starts when
+                    first needed), nothing is queued, and the connection holds nothing
+                    unsent: the task that sends a packet may write it itself (where the host
+                    can write without waiting).
+    ``FLUSH_DUE``   the writer is parked (or not started yet); broadcasts queued packets
+                    without waking it, and the flusher will write them (with all that joins
+                    them meanwhile) in one write, or wake the writer to take them in one batch
+                    where the host cannot.
     ``BUSY``        the writer task is awake: it takes everything queued before it parks.
     ==============  ===========================================================================
     """

@@ -1,12 +1,13 @@
 """WebSocket: a session's transport from its handshake, or from an upgrade of long-polling.
 
-The reader is a task of the session's nursery; the writer is the host's own task for the
-connection (which would otherwise only wait), one task less per connection. A session that
-starts on WebSocket also runs in that task (it holds the session's nursery), one task less
-again. Whichever of reader and writer ends first closes the session, which cancels the
-other. The fast paths (writing into an idle connection from the sending task, or from the
-flusher) belong to the session's :class:`~trio_sio._engine.delivery.Delivery`, which this
-transport hands the connection to.
+The reader is the host's own task for the connection (which would otherwise only wait), one
+task less per connection. A session that starts on WebSocket also runs in that task (it holds
+the session's nursery), one task less again. The writer is a task of the session's nursery,
+started the first time a packet cannot leave without it: the fast paths (writing into an idle
+connection from the sending task, or from the flusher) belong to the session's
+:class:`~trio_sio._engine.delivery.Delivery`, which this transport hands the connection to, and
+while the kernel takes those writes at once no writer task is needed. Whichever of reader and
+writer ends first closes the session, which cancels the other.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ class WebSocketTransport:
     def __init__(self, session: Session, ws: WebSocketConnection) -> None:
         self._session = session
         self._ws = ws
-        # Cancelled when the session ends, for a write stuck on a client that stopped reading.
-        self._writer_scope: trio.CancelScope | None = None
+        # Cancelled when the session ends, for the reader of an upgraded session (a session
+        # that started on this WebSocket cancels it with its nursery).
+        self._reader_scope: trio.CancelScope | None = None
         self._close_code = 1000
 
     @property
@@ -57,12 +59,12 @@ class WebSocketTransport:
         return self._ws
 
     def detach(self, reason: DisconnectReason | None) -> None:
-        """The session closed: the writer stops, and the connection closes with a code that
+        """The session closed: the reader stops, and the connection closes with a code that
         says why."""
         if reason is not None and self._close_code == 1000:
             self._close_code = _CLOSE_CODES.get(reason, 1000)
-        if self._writer_scope is not None:
-            self._writer_scope.cancel()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
 
     async def run(self) -> None:
         """Serve the session over the WebSocket until either ends, then close the WebSocket.
@@ -72,21 +74,15 @@ class WebSocketTransport:
         session = self._session
         try:
             if session.state is not SessionState.CLOSED:
-                session.delivery.attach_writer(self._ws)
-                nursery = session.nursery
-                nursery.start_soon(self._read, name="trio_sio.ws_reader")
-                try:
-                    if nursery.parent_task is trio.lowlevel.current_task():
-                        # The session runs in this task: its end cancels this write with the
-                        # nursery.
-                        await self._write()
-                    else:
-                        self._writer_scope = trio.CancelScope()
-                        with self._writer_scope:
-                            await self._write()
-                except Exception as exc:
-                    if not session.survive_failure(exc):
-                        raise
+                session.delivery.attach_writer(self._ws, self._start_writer)
+                if session.nursery.parent_task is trio.lowlevel.current_task():
+                    # The session runs in this task: its end cancels this read with the
+                    # nursery.
+                    await self._read()
+                else:
+                    self._reader_scope = trio.CancelScope()
+                    with self._reader_scope:
+                        await self._read()
         except BaseException:
             if session.state is not SessionState.CLOSED:
                 # The host cancelled its task: it is stopping. Hosts close the sessions
@@ -108,6 +104,9 @@ class WebSocketTransport:
         with trio.CancelScope(shield=True):
             await self._ws.close(self._close_code)
 
+    def _start_writer(self) -> None:
+        self._session.nursery.start_soon(self._write, name="trio_sio.ws_writer")
+
     async def _write(self) -> None:
         session = self._session
         take = session.delivery.take
@@ -120,6 +119,9 @@ class WebSocketTransport:
             session.close(session.close_reason or DisconnectReason.FORCED_CLOSE)
         except WebSocketClosed:
             session.close(DisconnectReason.TRANSPORT_CLOSE)
+        except Exception as exc:
+            if not session.survive_failure(exc):
+                raise
 
     async def _read(self) -> None:
         session = self._session
@@ -153,6 +155,9 @@ class WebSocketTransport:
             )
         except ProtocolError as exc:
             session.refuse(exc)
+        except Exception as exc:
+            if not session.survive_failure(exc):
+                raise
 
 
 async def upgrade(session: Session, ws: WebSocketConnection) -> None:
