@@ -519,3 +519,19 @@ async def test_the_writer_task_starts_when_a_write_cannot_go_at_once() -> None:
         with trio.fail_after(CLOSE_TIMEOUT + SLACK):
             while trio_tasks() > base_tasks - TASKS_PER_SESSION["native"]:
                 await trio.sleep(0.01)
+
+
+async def test_the_heartbeat_starts_no_writer_task() -> None:
+    """An idle native session's pings are written by the server's timer task straight into
+    the connection: after several of them the session still has its two tasks."""
+    # The next ping comes ping_timeout after one is answered: two take about 1.1 s.
+    sio = trio_sio.Server(ping_interval=0.1, ping_timeout=1.0)
+    async with serve("native", sio) as url:
+        await trio.sleep(0.1)
+        base_tasks = trio_tasks()
+        async with socketio_websocket(url) as ws:
+            with trio.fail_after(1.1 + SLACK):
+                for _ in range(2):
+                    assert await ws.receive() == "2"
+                    await ws.send("3")
+            assert trio_tasks() - base_tasks == TASKS_PER_SESSION["native"]
