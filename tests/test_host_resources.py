@@ -27,7 +27,7 @@ import trio.lowlevel
 from wsproto.extensions import PerMessageDeflate
 
 import trio_sio
-from support.resources import open_fds, trio_tasks
+from support.resources import open_fds, trio_task_names, trio_tasks
 from support.websocket import Closed, WebSocket, open_websocket
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +143,8 @@ async def test_flooding_clients_that_stop_reading_leave_nothing_behind(
         rounds: list[int] = []
         await nursery.start(echo_forever, url, rounds)
         await trio.sleep(0.2)
-        base_fds, base_tasks = open_fds(), trio_tasks()
+        base_fds, base_names = open_fds(), trio_task_names()
+        base_tasks = base_names.total()
         async with AsyncExitStack() as stack:
             clients = [
                 await stack.enter_async_context(socketio_websocket(url)) for _ in range(attackers)
@@ -167,13 +168,14 @@ async def test_flooding_clients_that_stop_reading_leave_nothing_behind(
                 ) > base_tasks:
                     await trio.sleep(0.05)
             released_after = trio.current_time() - start
-            fds, tasks = open_fds(), trio_tasks()
+            fds, names = open_fds(), trio_task_names()
+            tasks = names.total()
             print(
                 f"\n{host}, {after}: baseline {base_fds} fds, {base_tasks} tasks; with "
                 f"{attackers} attackers {peak_fds} fds, {peak_tasks} tasks; "
                 f"{released_after:.1f} s after their last message (bound {bound:.1f} s) "
                 f"{fds - base_fds - attackers:+d} fds on the server's side, "
-                f"{tasks - base_tasks:+d} tasks"
+                f"{tasks - base_tasks:+d} tasks {dict(names - base_names)}"
             )
             assert fds <= base_fds + attackers
             assert tasks <= base_tasks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import trio
 
@@ -14,11 +15,18 @@ def open_fds() -> int:
 
 def trio_tasks() -> int:
     """Every task of this Trio run, found from the root task's nurseries."""
-    count = 0
-    pending = [trio.lowlevel.current_root_task()]
+    return sum(trio_task_names().values())
+
+
+def trio_task_names() -> Counter[str]:
+    """How many tasks of this Trio run have each name."""
+    names: Counter[str] = Counter()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    pending = [root]
     while pending:
         task = pending.pop()
-        count += 1
+        names[task.name] += 1
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
-    return count
+    return names
