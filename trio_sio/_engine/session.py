@@ -2,9 +2,10 @@
 
 Each session runs in a task that opens a nursery of its own: the host's task for the
 WebSocket a session starts on, else a task in the server's nursery. That nursery owns
-everything the session starts: the WebSocket reader, the layers above (the Socket.IO sockets
-and their handlers). The heartbeat is actions on the server's timer, no task. Closing a
-session cancels them and that nursery, so nothing it started outlives it.
+everything the session starts: the WebSocket writer (once one is needed), the layers above
+(the Socket.IO sockets and their handlers). The heartbeat is actions on the server's timer, no
+task. Closing a session cancels them and that nursery (and the reader of a WebSocket it was
+upgraded to, which is that connection's task), so nothing it started outlives it.
 
 The session keeps the lifecycle (state, heartbeat, close) and its outbound
 :class:`~trio_sio._engine.delivery.Delivery`; its current transport
