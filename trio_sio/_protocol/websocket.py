@@ -260,28 +260,28 @@ class WebSocketDecoder:
         frames = 0
         try:
             if not self._in_frame and self._message_opcode is None:
-                data = self._data
-                pos = self._pos
-                available = len(data) - pos
-                if available < 2:
-                    return None
+                data, pos = self._data, self._pos
+                if pos == len(data):
+                    return None  # all of it taken: the reader's call after every message
                 # The common frame in one step: a whole text or binary message of up to 125
-                # bytes, masked, with FIN and no reserved bit, all of it here. Every check of
-                # _parse_header passes for it, or is the size limit's, tested here (no message
-                # is under way: nothing counted yet); _finish does the UTF-8 check.
-                first = data[pos]
-                length = data[pos + 1] ^ 0x80  # a clear mask bit makes it 128 or more
-                if (
-                    (first == 0x81 or first == 0x82)
-                    and length <= 125
-                    and available >= 6 + length
-                    and length <= self.max_message_size
-                ):
+                # bytes, masked, with FIN and no reserved bit, all of it here (6 bytes of
+                # header and mask). Every check of _parse_header passes for it, or is the size
+                # limit's, tested here (no message is under way: nothing counted yet);
+                # _finish does the UTF-8 check.
+                if len(data) - pos >= 6:
+                    first = data[pos]
+                    length = data[pos + 1] ^ 0x80  # a clear mask bit makes it 128 or more
                     end = pos + 6 + length
-                    self._pos = end
-                    return self._finish(
-                        first & 0x0F, _unmask(data[pos + 6 : end], data[pos + 2 : pos + 6])
-                    )
+                    if (
+                        (first == 0x81 or first == 0x82)
+                        and length <= 125
+                        and end <= len(data)
+                        and length <= self.max_message_size
+                    ):
+                        self._pos = end
+                        return self._finish(
+                            first & 0x0F, _unmask(data[pos + 6 : end], data[pos + 2 : pos + 6])
+                        )
             while True:
                 if not self._in_frame and not self._parse_header():
                     return None
