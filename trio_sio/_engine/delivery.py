@@ -41,14 +41,14 @@ class Delivery:
     Invariants, each kept by the method named:
 
     * A packet leaves only through :meth:`take`, :meth:`poll_nowait` or a write without
-      waiting (:meth:`put_nowait`, :meth:`flush`), each taking from the front of the queue.
+      waiting (:meth:`put_nowait`, :meth:`put_control`, :meth:`flush`), each from the front.
     * A waiting GET is answered by the sending task (:meth:`put_nowait`) only in ``POLL``
       with the answerer :meth:`wait_poll` was given; answered or released, the GET's wait is
       over in the same step (``NONE``), so one GET takes one batch.
     * A write without waiting happens only from ``IDLE`` or ``FLUSH_DUE``, where the writer is
-      parked holding no batch and the connection has nothing unsent, so nothing queued earlier
-      can be overtaken; bytes the kernel did not take stay with the connection, ahead of
-      everything, and the writer is woken to send them (``BUSY``).
+      parked (or not started) holding no batch and the connection has nothing unsent, so
+      nothing queued earlier can be overtaken; bytes the kernel did not take stay with the
+      connection, ahead of everything, and the writer is woken (or started) to send them.
     * ``FLUSH_DUE`` is entered only from ``IDLE`` with a packet queued and the flusher told;
       :meth:`flush` acts only in ``FLUSH_DUE``, so a flush the writer overtook does nothing.
     * Once :meth:`close` ran, nothing is queued and nothing leaves; :meth:`finish` lets what
