@@ -28,18 +28,12 @@ class Alarm:
     """An action due at a deadline (see :meth:`Alarms.call_at`); :meth:`cancel` it if it is
     no longer wanted."""
 
-    __slots__ = ("_alarms", "action", "deadline", "sequence")
+    __slots__ = ("_alarms", "action", "deadline")
 
-    def __init__(
-        self, alarms: Alarms, deadline: float, sequence: int, action: Callable[[], None]
-    ) -> None:
+    def __init__(self, alarms: Alarms, deadline: float, action: Callable[[], None]) -> None:
         self._alarms = alarms
         self.deadline = deadline
-        self.sequence = sequence  # keeps equal deadlines in order
         self.action: Callable[[], None] | None = action  # None once run or cancelled
-
-    def __lt__(self, other: Alarm) -> bool:
-        return (self.deadline, self.sequence) < (other.deadline, other.sequence)
 
     def cancel(self) -> None:
         """Do not run the action (nothing happens if it ran already)."""
@@ -52,7 +46,10 @@ class Alarms:
     """Runs actions at their deadlines, with one timer task (:meth:`run`)."""
 
     def __init__(self) -> None:
-        self._heap: list[Alarm] = []
+        # (deadline, sequence, alarm): tuples compare in C, where an ``Alarm.__lt__`` would be
+        # a Python call for every comparison of every push and pop. The sequence keeps equal
+        # deadlines in order (and never lets a comparison reach the alarms).
+        self._heap: list[tuple[float, int, Alarm]] = []
         self._sequence = itertools.count()
         self._cancelled = 0
         self._timer: trio.CancelScope | None = None
@@ -64,11 +61,11 @@ class Alarms:
     def call_at(self, deadline: float, action: Callable[[], None]) -> Alarm:
         """Call ``action`` (synchronous, in the timer task) once ``deadline`` has passed on
         Trio's clock. Needs :meth:`run` running."""
-        alarm = Alarm(self, deadline, next(self._sequence), action)
+        alarm = Alarm(self, deadline, action)
         heap = self._heap
-        heapq.heappush(heap, alarm)
+        heapq.heappush(heap, (deadline, next(self._sequence), alarm))
         timer = self._timer
-        if heap[0] is alarm and timer is not None and deadline < timer.deadline:
+        if heap[0][2] is alarm and timer is not None and deadline < timer.deadline:
             timer.deadline = deadline
         return alarm
 
@@ -78,7 +75,7 @@ class Alarms:
         if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(heap):
             # Mostly the alarms of closed sessions: memory stays proportional to what is
             # still due, however fast sessions come and go.
-            heap[:] = [alive for alive in heap if alive.action is not None]
+            heap[:] = [entry for entry in heap if entry[2].action is not None]
             heapq.heapify(heap)
             self._cancelled = 0
 
@@ -90,12 +87,12 @@ class Alarms:
         task_status.started()
         while True:
             with trio.CancelScope() as timer:
-                timer.deadline = heap[0].deadline if heap else math.inf
+                timer.deadline = heap[0][0] if heap else math.inf
                 self._timer = timer
                 await trio.sleep_forever()
             now = trio.current_time()
-            while heap and heap[0].deadline <= now:
-                alarm = heapq.heappop(heap)
+            while heap and heap[0][0] <= now:
+                alarm = heapq.heappop(heap)[2]
                 action, alarm.action = alarm.action, None
                 if action is None:
                     self._cancelled -= 1
