@@ -28,11 +28,10 @@ class Alarm:
     """An action due at a deadline (see :meth:`Alarms.call_at`); :meth:`cancel` it if it is
     no longer wanted."""
 
-    __slots__ = ("_alarms", "action", "deadline")
+    __slots__ = ("_alarms", "action")
 
-    def __init__(self, alarms: Alarms, deadline: float, action: Callable[[], None]) -> None:
+    def __init__(self, alarms: Alarms, action: Callable[[], None]) -> None:
         self._alarms = alarms
-        self.deadline = deadline
         self.action: Callable[[], None] | None = action  # None once run or cancelled
 
     def cancel(self) -> None:
@@ -61,7 +60,7 @@ class Alarms:
     def call_at(self, deadline: float, action: Callable[[], None]) -> Alarm:
         """Call ``action`` (synchronous, in the timer task) once ``deadline`` has passed on
         Trio's clock. Needs :meth:`run` running."""
-        alarm = Alarm(self, deadline, action)
+        alarm = Alarm(self, action)
         heap = self._heap
         heapq.heappush(heap, (deadline, next(self._sequence), alarm))
         timer = self._timer
