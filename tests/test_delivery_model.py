@@ -19,8 +19,12 @@ the end it lets everything drain and checks that every packet queued while the s
 open arrived.
 
 The stand-ins are :class:`ModelSocket`, a WebSocket whose "kernel" takes a number of frames
-the rules decide (partial writes included), as a socket buffer would, and :class:`ModelGet`,
-a long-poll's connection as the host shows it to the session; there is no protocol peer.
+the rules decide, as a socket buffer would, and :class:`ModelGet`, a long-poll's connection as
+the host shows it to the session; there is no protocol peer. Each run draws which host it
+models: the native host's, whose WebSocket can also be written without waiting
+(:class:`DirectModelSocket`, partial writes included) and whose long-polls the sending task
+may answer, so the writer task starts only when a write must wait; or hypercorn's, where every
+write goes through a task, so the first packet starts the writer.
 """
 
 from __future__ import annotations
@@ -118,8 +122,10 @@ class TrioThread:
 
 
 class ModelSocket:
-    """A WebSocket that can also be written without waiting. Its kernel buffer takes up to
-    ``capacity`` frames; what the client has read from it is ``read``."""
+    """A WebSocket as a host whose writes always go through the scheduler shows it (hypercorn,
+    over ASGI): every write is a ``send``, so the session's first packet starts its writer
+    task. Its kernel buffer takes up to ``capacity`` frames; what the client has read from it
+    leaves ``kernel``."""
 
     def __init__(self, log: list[str]) -> None:
         self.log = log  # every frame that reached the kernel, for the model
@@ -167,23 +173,6 @@ class ModelSocket:
         if self.closed_code is None:
             self.closed_code = code
 
-    # --- WritesWithoutWaiting ------------------------------------------------------------
-
-    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
-        if self._writing or self.tail or self.closed_code is not None:
-            return False
-        frames = _frames(items)
-        self.writes_without_waiting += 1
-        while frames and len(self.kernel) < self.capacity:
-            self._to_kernel(frames.pop(0))
-        self.tail = frames  # the part the kernel did not take
-        self.partial_writes += bool(frames)
-        return True
-
-    @property
-    def unsent(self) -> bool:
-        return bool(self.tail)
-
     async def write_pong(self) -> None:
         """The reader answers a WebSocket ping: the connection is busy writing for a moment,
         so a write without waiting is refused meanwhile."""
@@ -208,6 +197,27 @@ class ModelSocket:
 
     def client_sends(self, frame: str | None) -> None:
         self._incoming_send.send_nowait(frame)
+
+
+class DirectModelSocket(ModelSocket):
+    """A WebSocket that can also be written without waiting, as the native host's: packets
+    skip the writer task while the kernel takes them at once, and a partial write or a write
+    under way starts it."""
+
+    def write_nowait(self, items: Sequence[Outgoing]) -> bool:
+        if self._writing or self.tail or self.closed_code is not None:
+            return False
+        frames = _frames(items)
+        self.writes_without_waiting += 1
+        while frames and len(self.kernel) < self.capacity:
+            self._to_kernel(frames.pop(0))
+        self.tail = frames  # the part the kernel did not take
+        self.partial_writes += bool(frames)
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self.tail)
 
 
 def _frames(items: Sequence[Outgoing]) -> list[str]:
@@ -305,19 +315,22 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.get: ModelGet | None = None  # the GET waiting for its answer
         self.answered_gets: list[ModelGet] = []  # answered without waiting, task still asleep
         self.get_writable = True  # whether the GET's host can write an answer without waiting
+        # Whether the host writes without waiting (native) or only through its tasks (ASGI).
+        self.direct = True
         self.closed_before_end = False
 
     # --- set-up --------------------------------------------------------------------------
 
-    @initialize(websocket=st.booleans())
-    def start(self, websocket: bool) -> None:
+    @initialize(websocket=st.booleans(), direct=st.booleans())
+    def start(self, websocket: bool, direct: bool = True) -> None:
         registry = self.registry
+        self.direct = direct
         request = HttpRequest("GET", "/engine.io/", "EIO=4", {})
 
         async def open_session() -> Session:
             session = Session(registry, "model", request)
             if websocket:
-                self.ws = ModelSocket(self.ws_log)
+                self.ws = self._new_socket()
                 session.attach(WebSocketTransport(session, self.ws))
             else:
                 session.attach(PollingTransport(session))
@@ -359,6 +372,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.next_id += 1
         frame = f"4{self.next_id}"
         return frame, Outgoing.message(frame[1:])
+
+    def _new_socket(self) -> ModelSocket:
+        return DirectModelSocket(self.ws_log) if self.direct else ModelSocket(self.ws_log)
 
     def _broadcast(self, *, volatile: bool) -> None:
         frame, item = self._new_item()
@@ -442,7 +458,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         async def get() -> None:
             try:
                 payload = await transport.get(
-                    connection.wait_disconnected, answer_nowait if answerable else None
+                    connection.wait_disconnected,
+                    answer_nowait if answerable and self.direct else None,
                 )
             except (ClientGone, AnsweredEarly):
                 return
@@ -472,7 +489,7 @@ class DeliveryMachine(RuleBasedStateMachine):
     def websocket_arrives(self) -> None:
         if self.candidate is not None or self.ws is not None:
             return
-        ws = self.candidate = ModelSocket(self.ws_log)
+        ws = self.candidate = self._new_socket()
 
         async def run_upgrade() -> None:
             await upgrade(self.session, ws)
@@ -553,6 +570,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             events.append(f"partial writes: {min(ws.partial_writes, 3)}+")
         if self.answered_gets:
             events.append("a GET answered without waiting")
+        if isinstance(session.current_transport, WebSocketTransport):
+            started = session.delivery._start_writer is None  # white box: the lazy start
+            events.append(f"direct: {self.direct}, writer task started: {started}")
         return events
 
     @invariant()
