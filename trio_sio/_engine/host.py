@@ -68,7 +68,7 @@ class WebSocketClosed(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpRequest:
     """A request as the host received it.
 
