@@ -527,6 +527,53 @@ async def test_slow_consumer_is_disconnected_and_its_memory_bounded(host: str) -
         await bystanders_ok(e)
 
 
+@pytest.mark.parametrize("host", HOSTS)
+async def test_a_session_keeps_its_handshake_request_without_the_hosts_callables(
+    host: str,
+) -> None:
+    # Kept for Socket.handshake as long as the session lives, the request must not keep the
+    # host's read_body, wait_disconnected or answer_nowait (bound to its connection) alive.
+    async with serve_engine(host=host) as e:
+        polling_sid = await e.handshake()
+        polling = e.engine.get_session(polling_sid)
+        async with e.websocket() as ws:
+            websocket = e.engine.get_session(await e.open_websocket_session(ws))
+            for session in (polling, websocket):
+                assert session is not None
+                request = session.request
+                assert (request.method, request.path) == ("GET", "/engine.io/")
+                assert "transport=" in request.query_string
+                assert "host" in request.headers
+                assert request.read_body is None
+                assert request.answer_nowait is None
+                assert request.wait_disconnected is trio.sleep_forever
+        assert (await e.post(polling_sid, "1")).text == "ok"  # the client closes
+        await settled(e)
+
+
+def test_a_request_without_host_callables_is_kept_as_it_is() -> None:
+    async def read_body(limit: int) -> bytes:
+        return b""
+
+    plain = HttpRequest("GET", "/engine.io/", "EIO=4", {"host": "x"}, client=("127.0.0.1", 1))
+    assert plain.without_host_callables() is plain
+    for callables in (
+        {"read_body": read_body},
+        {"wait_disconnected": trio.sleep_forever, "answer_nowait": lambda response: True},
+    ):
+        request = HttpRequest("POST", "/engine.io/", "EIO=4", {"host": "x"}, **callables)
+        kept = request.without_host_callables()
+        assert kept is not request
+        assert (kept.read_body, kept.answer_nowait) == (None, None)
+        assert kept.wait_disconnected is trio.sleep_forever
+        assert (kept.method, kept.query_string, kept.headers, kept.time) == (
+            request.method,
+            request.query_string,
+            request.headers,
+            request.time,
+        )
+
+
 async def test_sessions_end_with_the_server_and_leave_no_tasks() -> None:
     async with serve_engine() as e:
         async with e.websocket() as ws:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn, Protocol, runtime_checkable
 
 import trio
@@ -108,6 +108,20 @@ class HttpRequest:
     wait_disconnected: Callable[[], Awaitable[NoReturn]] = trio.sleep_forever
     answer_nowait: Callable[[HttpResponse], bool] | None = None
     time: float = field(default_factory=time.time)
+
+    def without_host_callables(self) -> HttpRequest:
+        """This request without ``read_body``, ``wait_disconnected`` and ``answer_nowait``, for
+        keeping beyond the request: itself if it has none (a WebSocket's), else a copy (2.5 µs
+        and 120 bytes more)."""
+        if (
+            self.read_body is None
+            and self.answer_nowait is None
+            and self.wait_disconnected is trio.sleep_forever
+        ):
+            return self
+        return replace(
+            self, read_body=None, wait_disconnected=trio.sleep_forever, answer_nowait=None
+        )
 
     @property
     def url(self) -> str:

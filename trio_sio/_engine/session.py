@@ -16,7 +16,6 @@ through the small :class:`SessionHost` interface.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -116,9 +115,7 @@ class Session:
         self.sid = sid
         # Without the host's callables for reading, watching and answering that request: they
         # would keep its connection's objects alive for as long as the session.
-        self.request = dataclasses.replace(
-            request, read_body=None, wait_disconnected=trio.sleep_forever, answer_nowait=None
-        )
+        self.request = request.without_host_callables()
         self.state = SessionState.OPEN
         self.close_reason: DisconnectReason | None = None
         self.app_state: Any = None
