@@ -480,6 +480,20 @@ def _checked(parser: object) -> Parser:
 class _Client:
     """The Socket.IO state of one Engine.IO session: its decoder and its sockets."""
 
+    __slots__ = (
+        "_connect_slot",
+        "connect_deadline",
+        "connecting",
+        "decoder",
+        "dropped_events",
+        "inbound",
+        "query",
+        "server",
+        "session",
+        "sockets",
+        "unknown_acks",
+    )
+
     def __init__(self, server: Server, session: Session) -> None:
         self.server = server
         self.session = session
