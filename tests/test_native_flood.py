@@ -196,7 +196,7 @@ class CollectionRecorder:
             self.collections.append(elapsed_since(*self._started))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def collections() -> Iterator[CollectionRecorder]:
     """The case's collections, with the heap inherited from earlier tests frozen (see the
     module's docstring)."""
