@@ -342,6 +342,12 @@ async def test_a_restarted_primary(kind: str) -> None:
                 victim_port = await owner_of(cluster, name)
             victim = next(server for server in cluster.servers if server.port == victim_port)
             victim.stop()
+            # Down for longer than the adapters' first reconnection delays: their attempts
+            # to reach it fail, as in a real outage.
+            with trio.fail_after(30):
+                while max(adapter_of(sio).statistics().outages for sio in (one, two)) < 1:
+                    await trio.sleep(0.05)
+            await trio.sleep(1)
             await victim.astart()
             with trio.fail_after(30):  # the cluster agrees it is whole again, then the adapters
                 while (await cli(victim_port, "CLUSTER", "INFO")).find("cluster_state:ok") < 0:

@@ -26,9 +26,10 @@ try:
     import coredis
     from anyio import BrokenResourceError, ClosedResourceError
     from coredis import RedisCluster
-    from coredis.connection import TCPLocation
+    from coredis.connection import ClusterConnection, TCPLocation
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.patterns.pubsub import ClusterPubSub, PubSub
+    from coredis.pool import ClusterConnectionPool
     from coredis.retry import NoRetryPolicy
     from coredis.typing import Node
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -428,7 +429,7 @@ class RedisAdapterBase(ClusterAdapter):
         location = self._location
         with trio.fail_after(self.options.connect_timeout):
             if location.kind != "server":
-                stream = await _open_any(location.addresses)
+                stream, _ = await _open_any(location.addresses)
             else:
                 parts = urlsplit(self.url)
                 if parts.scheme in ("redis", "rediss"):
@@ -450,14 +451,24 @@ class RedisAdapterBase(ClusterAdapter):
         stream_timeout = self.options.command_timeout + blocking
         # No retries inside coredis: _keep_connected reconnects, and logs the outage once.
         if location.kind == "cluster":
+            # coredis learns the cluster's layout from the startup nodes in order, and each
+            # failed connection attempt inside it leaks (see _probe): start with a node that
+            # accepts, and do not ask every node for its full-coverage setting (which would
+            # reach the primaries that are down).
+            with trio.fail_after(connect_timeout):
+                probe, reachable = await _open_any(location.addresses)
+            await probe.aclose()
+            addresses = [reachable, *(a for a in location.addresses if a != reachable)]
             cluster = coredis.RedisCluster(
-                startup_nodes=[Node(host=host, port=port) for host, port in location.addresses],
+                startup_nodes=[Node(host=host, port=port) for host, port in addresses],
                 username=location.username,
                 password=location.password,
                 decode_responses=False,
                 retry_policy=NoRetryPolicy(),
                 connect_timeout=connect_timeout,
                 stream_timeout=stream_timeout,
+                skip_full_coverage_check=True,
+                connection_pool_cls=_ClusterPool,
             )
             try:
                 async with cluster:
@@ -478,8 +489,7 @@ class RedisAdapterBase(ClusterAdapter):
                 # connection attempt inside coredis leaks (see _probe): try its address first.
                 host, port = await sentinels.discover_primary(location.service)
                 with trio.fail_after(connect_timeout):
-                    probe = await trio.open_tcp_stream(host, port)
-                await probe.aclose()
+                    await _check_accepts(host, port)
                 primary = sentinels.primary_for(
                     location.service,
                     db=location.db,
@@ -499,10 +509,15 @@ class RedisAdapterBase(ClusterAdapter):
             async with client:
                 yield client
 
-    def _node_client(self, host: str, port: int) -> coredis.Redis[bytes]:
-        """A client of one node of the cluster (not yet entered), with its credentials."""
+    @asynccontextmanager
+    async def _node_client(self, host: str, port: int) -> AsyncIterator[coredis.Redis[bytes]]:
+        """A client of one node of the cluster, with its credentials, entered. The cluster
+        names a primary that is down until it fails over, and a failed connection attempt
+        inside coredis leaks (see _probe): the node's address is tried first."""
         location = self._location
-        return coredis.Redis(
+        with trio.fail_after(self.options.connect_timeout):
+            await _check_accepts(host, port)
+        async with coredis.Redis(
             host,
             port,
             username=location.username,
@@ -511,7 +526,8 @@ class RedisAdapterBase(ClusterAdapter):
             retry_policy=NoRetryPolicy(),
             connect_timeout=self.options.connect_timeout,
             stream_timeout=self.options.command_timeout,
-        )
+        ) as client:
+            yield client
 
     @asynccontextmanager
     async def _open_redis(self) -> AsyncIterator[Any]:
@@ -596,12 +612,54 @@ def _close_layout_errors(cluster: coredis.RedisCluster[bytes]) -> None:
         stream.close()
 
 
-async def _open_any(addresses: tuple[tuple[str, int], ...]) -> trio.SocketStream:
-    """A connection to the first of ``addresses`` that accepts one."""
+class _ClusterConnection(ClusterConnection):
+    """coredis 6.9 opens six memory streams with each connection and closes them only
+    once connected. :meth:`_probe` cannot keep a cluster's attempts from failing: it
+    reaches one node, while a command may go to a primary that is down, and each failed
+    attempt leaves six streams that warn (``ResourceWarning``) when collected. This
+    connection closes them when it ends. Looked up defensively, as private attributes."""
+
+    async def run(self, **kwargs: Any) -> None:
+        try:
+            await super().run(**kwargs)
+        finally:
+            for name in _CONNECTION_STREAMS:
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
+
+
+_CONNECTION_STREAMS = (
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+    "_write_buffer_in",
+    "_write_buffer_out",
+)
+
+
+class _ClusterPool(ClusterConnectionPool):
+    """A cluster's connection pool, making :class:`_ClusterConnection` connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, connection_class=_ClusterConnection, **kwargs)
+
+
+async def _check_accepts(host: str, port: int) -> None:
+    """Raise unless ``host:port`` accepts a connection."""
+    stream = await trio.open_tcp_stream(host, port)
+    await stream.aclose()
+
+
+async def _open_any(
+    addresses: tuple[tuple[str, int], ...],
+) -> tuple[trio.SocketStream, tuple[str, int]]:
+    """A connection to the first of ``addresses`` that accepts one, and its address."""
     error: OSError | None = None
     for host, port in addresses:
         try:
-            return await trio.open_tcp_stream(host, port)
+            return await trio.open_tcp_stream(host, port), (host, port)
         except OSError as exc:
             error = exc
     assert error is not None  # parse_redis_url gives at least one address
