@@ -102,7 +102,12 @@ async function startNodeServer() {
       const channel = dynamic && !local.rooms.has(room) ? local.dynamicChannel(room) : null;
       const before = channel && (await shardSubscribers(pub, channel));
       socket.join(room);
-      for (let i = 0; channel && i < 500 && (await shardSubscribers(pub, channel)) <= before; i++) {
+      const deadline = Date.now() + 5000;
+      while (channel && (await shardSubscribers(pub, channel)) <= before) {
+        if (Date.now() > deadline) {
+          ack({ error: `no subscriber came to ${channel} within 5 s` });
+          return;
+        }
         await sleep(20);
       }
       ack(room);
@@ -151,6 +156,11 @@ async function client(node, name) {
 }
 
 const call = (socket, event, ...args) => socket.timeout(8000).emitWithAck(event, ...args);
+
+/** `socket` joins `room` on its node, which replies with the room once it has joined. */
+async function join(socket, room) {
+  checkEqual(await call(socket, "join", room), room, `the reply to joining ${room}`);
+}
 
 /** Wait until `predicate()` holds (polling), or fail with `what`. */
 async function until(predicate, what, ms = 5000) {
@@ -221,10 +231,10 @@ const scenarios = {
     for (const node of nodes) {
       members[node.name] = await client(node, `member-${node.name}`);
       senders[node.name] = await client(node, `sender-${node.name}`);
-      await call(members[node.name], "join", "r1");
+      await join(members[node.name], "r1");
     }
     const quiet = nodes[1].name;
-    await call(members[quiet], "join", "quiet");
+    await join(members[quiet], "quiet");
     step("broadcast from every node");
     const binary = Buffer.from([1, 2, 3, 250]);
     for (const node of nodes) {
@@ -273,7 +283,7 @@ const scenarios = {
     const ca = await client(a, "fetch-a");
     const cb = await client(b, "fetch-b");
     const cn = await client(n, "fetch-n");
-    for (const c of [ca, cb, cn]) await call(c, "join", "f1");
+    for (const c of [ca, cb, cn]) await join(c, "f1");
 
     step("Node fetchSockets");
     const all = await io.fetchSockets();
@@ -399,7 +409,7 @@ const scenarios = {
     for (const node of nodes) {
       const m = await client(node, `q-${node.name}`);
       m.on("question", (payload, ack) => ack(`answer-${node.name}`));
-      await call(m, "join", "q");
+      await join(m, "q");
       members.push(m);
     }
     const trigger = await client(nodes[0], "q-trigger");
@@ -429,7 +439,7 @@ const scenarios = {
     const members = [];
     for (const node of targets) {
       const m = await client(node, `e-${node.name}`);
-      await call(m, "join", "e1");
+      await join(m, "e1");
       members.push(m);
     }
     const outsider = await client(targets[0], "e-outsider");
@@ -477,7 +487,7 @@ const scenarios = {
         m.floodCount += 1;
         if (m.floodCount === count) m.doneAt = performance.now();
       });
-      await call(m, "join", "flood");
+      await join(m, "flood");
       members.push(m);
     }
     // RATE_LOCAL=1 emits on the receivers' own node: the same fan-out without Redis.
