@@ -96,3 +96,68 @@ async def test_a_late_timer_does_not_take_the_clients_time_to_answer(
         assert trio.current_time() - pong == pytest.approx(INTERVAL)
         assert engine.get_session(sid) is not None
         nursery.cancel_scope.cancel()
+
+
+async def _open_session(engine: EngineServer, nursery: trio.Nursery) -> tuple[MemoryWebSocket, str]:
+    ws = MemoryWebSocket()
+    request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
+    nursery.start_soon(engine.handle_websocket, request, ws)
+    opening = await ws.from_server.receive()
+    assert isinstance(opening, str)
+    return ws, json.loads(opening[1:])["sid"]
+
+
+# A text message (the reader's fast path), a binary one, and a noop (Session.receive's path).
+OTHER_PACKETS = ["4busy", b"\x01\x02", "6"]
+
+
+@pytest.mark.parametrize("packet", OTHER_PACKETS, ids=["text", "binary", "noop"])
+async def test_a_packet_while_the_pong_is_awaited_gives_the_client_ping_timeout_from_it(
+    autojump_clock: trio.testing.MockClock, packet: str | bytes
+) -> None:
+    # As engine.io 6.6 does: a client busy sending may answer late, and what it sends shows it
+    # is there. Here the pong comes 25 s after the ping, past ping_timeout (20 s), but 20 s
+    # after the message; the session lives (without the refresh it closed at 20 s).
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        ws, sid = await _open_session(engine, nursery)
+        assert await ws.from_server.receive() == "2"
+        await trio.sleep(5)
+        await ws.to_server.send(packet)
+        await trio.sleep(TIMEOUT - 0.5)
+        await ws.to_server.send("3")
+        pong = trio.current_time()
+        while await ws.from_server.receive() != "2":  # the echo, if any
+            pass
+        assert trio.current_time() - pong == pytest.approx(INTERVAL)
+        assert engine.get_session(sid) is not None
+        nursery.cancel_scope.cancel()
+
+
+async def test_only_the_first_packet_after_a_ping_moves_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Once per ping, as in engine.io: a client that keeps sending but never answers is closed
+    # ping_timeout after the first packet that followed the ping, not kept alive by the rest.
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        ws, sid = await _open_session(engine, nursery)
+        assert await ws.from_server.receive() == "2"
+        await trio.sleep(5)
+        await ws.to_server.send("6")
+        first = trio.current_time()
+
+        async def keep_sending() -> None:
+            while True:
+                await trio.sleep(1)
+                await ws.to_server.send("6")
+
+        nursery.start_soon(keep_sending)
+        with trio.fail_after(3 * TIMEOUT):  # virtual time: a session kept alive fails here
+            assert await handler.wait_closed(sid) is DisconnectReason.PING_TIMEOUT
+        assert trio.current_time() - first == pytest.approx(TIMEOUT)
+        nursery.cancel_scope.cancel()

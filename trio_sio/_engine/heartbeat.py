@@ -8,7 +8,9 @@ Each ping is due ``ping_interval`` after the last pong (as in engine.io), and it
 due ``ping_timeout`` after the ping was queued, as engine.io's timer counts it: a timer that
 ran late (a busy machine) must not take the client's time to answer. A pong needs no action of
 its own: the reader notes when it came (:meth:`Heartbeat.pong`), and the check at the end of
-the timeout looks, then schedules the next ping.
+the timeout looks, then schedules the next ping. Any other packet that comes while the pong
+is awaited gives the client ``ping_timeout`` from then, once per ping, as engine.io 6.6 does:
+a client busy sending may answer late, and what it sends shows that it is there.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class _Beating(Protocol):
 class Heartbeat:
     """One session's ping and pong deadlines, then (see :meth:`then`) a graceful close's."""
 
-    __slots__ = ("_alarm", "_alarms", "_ping_queued", "_pong_at", "_session")
+    __slots__ = ("_alarm", "_alarms", "_ping_queued", "_pong_at", "_session", "refreshable")
 
     def __init__(self, session: _Beating, alarms: Alarms) -> None:
         self._session = session
@@ -53,6 +55,8 @@ class Heartbeat:
         self._alarm: Alarm | None = None  # the next action
         self._ping_queued = 0.0  # when the ping being answered was queued
         self._pong_at = -math.inf  # when the last ping was answered
+        #: A pong is awaited and no other packet has moved its deadline yet: see refresh.
+        self.refreshable = False
 
     def start(self) -> None:
         """The first ping is due ``ping_interval`` from now."""
@@ -61,6 +65,12 @@ class Heartbeat:
     def pong(self) -> None:
         """The client answered a ping."""
         self._pong_at = trio.current_time()
+        self.refreshable = False
+
+    def refresh(self) -> None:
+        """A packet other than a pong came while :attr:`refreshable`: the pong is due
+        ``ping_timeout`` from now (the readers check the attribute, to spare a call)."""
+        self._set(trio.current_time() + self._session.options.ping_timeout, self._check_pong)
 
     def then(self, deadline: float, reason: DisconnectReason | None) -> None:
         """No more pings: close the session (``reason``, or the reason it has by then) at
@@ -70,6 +80,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         """The session closed: nothing more to do."""
+        self.refreshable = False
         if self._alarm is not None:
             self._alarm.cancel()
             self._alarm = None
@@ -83,6 +94,7 @@ class Heartbeat:
         session = self._session
         session.delivery.put_control(_PING)
         self._set(queued + session.options.ping_timeout, self._check_pong)
+        self.refreshable = True
 
     def _check_pong(self) -> None:
         session = self._session

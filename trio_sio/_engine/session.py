@@ -106,6 +106,7 @@ class Session:
         state: see :class:`SessionState`.
         close_reason: why it closed, once it has.
         delivery: its outbound packets and every way they leave.
+        heartbeat: its pings' and pongs' deadlines (the WebSocket reader notes packets there).
         upgrade: see :class:`UpgradeState`.
         app_state: slot for the layer above (the Socket.IO client state).
     """
@@ -130,7 +131,7 @@ class Session:
         self._transport: SessionTransport | None = None
         self._nursery: trio.Nursery | None = None
         self._waiter: trio.lowlevel.Task | None = None  # run's task, parked while open
-        self._heartbeat = Heartbeat(self, host.alarms)
+        self.heartbeat = Heartbeat(self, host.alarms)
         self._closed: trio.Event | None = None  # made by wait_closed, rarely needed
 
     def __repr__(self) -> str:
@@ -232,10 +233,12 @@ class Session:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         packet_type = packet.type
+        if self.heartbeat.refreshable and packet_type is not EnginePacketType.PONG:
+            self.heartbeat.refresh()
         if packet_type is EnginePacketType.MESSAGE:
             await self._host.handler.on_message(self, packet.data)
         elif packet_type is EnginePacketType.PONG:
-            self._heartbeat.pong()
+            self.heartbeat.pong()
         elif packet_type is EnginePacketType.CLOSE:
             self.close(DisconnectReason.TRANSPORT_CLOSE)
         elif packet_type is not EnginePacketType.NOOP:
@@ -261,7 +264,7 @@ class Session:
             self.close_reason = reason
             self.delivery.finish(_CLOSE if self.transport is Transport.POLLING else None)
             # From the heartbeat to the draining, which may take ping_timeout at most.
-            self._heartbeat.then(trio.current_time() + self.options.ping_timeout, None)
+            self.heartbeat.then(trio.current_time() + self.options.ping_timeout, None)
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None
@@ -269,7 +272,7 @@ class Session:
             return
         self.state = SessionState.CLOSED
         self.close_reason = self.close_reason or reason
-        self._heartbeat.stop()
+        self.heartbeat.stop()
         self.delivery.close()
         self._host.session_closed(self)
         try:
@@ -327,7 +330,7 @@ class Session:
                     started()
                     del started  # (see run)
                 if self._open():
-                    self._heartbeat.start()
+                    self.heartbeat.start()
                 host.handler.on_open(self)
                 await body()
                 self.close(self.close_reason or DisconnectReason.FORCED_CLOSE)

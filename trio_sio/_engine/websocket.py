@@ -32,6 +32,7 @@ __all__ = ["WebSocketTransport", "upgrade"]
 
 _PROBE_ANSWER = Outgoing.control(EnginePacketType.PONG, "probe")
 _MESSAGE = EnginePacketType.MESSAGE.value
+_PONG = EnginePacketType.PONG.value
 
 #: WebSocket close codes for the reasons a session ends with (1000 for the others).
 _CLOSE_CODES = {
@@ -128,6 +129,7 @@ class WebSocketTransport:
         ws = self._ws
         max_payload = session.options.max_payload
         on_message = session.handler.on_message
+        heartbeat = session.heartbeat
         try:
             while True:
                 frame = await ws.receive()
@@ -135,6 +137,8 @@ class WebSocketTransport:
                     self._close_code = 1009
                     session.close(DisconnectReason.TRANSPORT_ERROR)
                     return
+                if heartbeat.refreshable and frame != _PONG:
+                    heartbeat.refresh()
                 if frame.__class__ is str and frame.startswith(_MESSAGE):
                     # A text message, the hot path: no packet made for it (decode_packet
                     # would make EnginePacket(MESSAGE, frame[1:])), nor Session.receive's call.
