@@ -664,7 +664,7 @@ const scenarios = {
     await Promise.all(sockets.map(connected));
     // 30 long-polling clients on the contract's 200 ms ping timeout: a starved machine can
     // cost one its session, and a member that reconnects has left the room. That says nothing
-    // about fan-out, so the run is inconclusive (run once more) rather than failed.
+    // about fan-out, so the run is inconclusive (run again) rather than failed.
     const lostSession = new Promise((_, reject) => {
       sockets.forEach((socket, i) =>
         socket.once("disconnect", (why) =>

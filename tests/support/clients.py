@@ -56,12 +56,19 @@ async def run_scenario(
     ``extra`` arguments follow the scenario name; the script stops itself after
     ``budget_s``, and the process is killed 20 s later as a backstop. A run that could not
     be judged (exit :data:`INCONCLUSIVE`: a client lost its session to a starved machine's
-    heartbeat, see tests/js/lib/harness.mjs) runs once more; twice is a failure."""
-    try:
-        return await _run_scenario_once(command, url, mode, scenario, extra, budget_s)
-    except _Inconclusive as first:
-        print(f"inconclusive, running it once more: {first}")
-        return await _run_scenario_once(command, url, mode, scenario, extra, budget_s)
+    heartbeat, see tests/js/lib/harness.mjs) runs again, up to :data:`RUNS` runs in all: the
+    hypercorn host's long-polling fan-out, 30 clients on the contract's 200 ms ping timeout,
+    was inconclusive twice in a row on one CI run, and 3 times in 8 with a CPU hog here."""
+    for run in range(1, RUNS):
+        try:
+            return await _run_scenario_once(command, url, mode, scenario, extra, budget_s)
+        except _Inconclusive as inconclusive:
+            print(f"inconclusive (run {run} of {RUNS}), running it again: {inconclusive}")
+    return await _run_scenario_once(command, url, mode, scenario, extra, budget_s)
+
+
+#: How many times a scenario runs before inconclusive counts as failed.
+RUNS = 3
 
 
 #: The exit code of a scenario that could not be judged (tests/js/lib/harness.mjs).
