@@ -6,6 +6,8 @@ end leaves no action behind."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -20,21 +22,34 @@ from trio_sio.hosts._memory import MemoryWebSocket
 INTERVAL, TIMEOUT = 25.0, 20.0
 
 
+@asynccontextmanager
+async def running_engine() -> AsyncIterator[tuple[EchoHandler, EngineServer, trio.Nursery]]:
+    """An engine with the INTERVAL and TIMEOUT heartbeat, running until the block ends."""
+    handler = EchoHandler()
+    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        yield handler, engine, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def open_session(engine: EngineServer, nursery: trio.Nursery) -> tuple[MemoryWebSocket, str]:
+    """A WebSocket session from the start, and its sid."""
+    ws = MemoryWebSocket()
+    request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
+    nursery.start_soon(engine.handle_websocket, request, ws)
+    opening = await ws.from_server.receive()
+    assert isinstance(opening, str)
+    return ws, json.loads(opening[1:])["sid"]
+
+
 @pytest.mark.parametrize("graceful", [False, True])
 async def test_ping_deadlines_are_exact_and_nothing_outlives_the_session(
     autojump_clock: trio.testing.MockClock, graceful: bool
 ) -> None:
-    handler = EchoHandler()
-    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
-    alarms = engine._sessions.alarms
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        ws = MemoryWebSocket()
-        request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
-        nursery.start_soon(engine.handle_websocket, request, ws)
-        opening = await ws.from_server.receive()
-        assert isinstance(opening, str)
-        sid = json.loads(opening[1:])["sid"]
+    async with running_engine() as (handler, engine, nursery):
+        alarms = engine._sessions.alarms
+        ws, sid = await open_session(engine, nursery)
         opened = trio.current_time()
 
         assert await ws.from_server.receive() == "2"
@@ -66,7 +81,6 @@ async def test_ping_deadlines_are_exact_and_nothing_outlives_the_session(
         assert len(alarms) == 0
         with trio.fail_after(5):
             await ws.closed.wait()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_late_timer_does_not_take_the_clients_time_to_answer(
@@ -75,14 +89,8 @@ async def test_a_late_timer_does_not_take_the_clients_time_to_answer(
     # On a busy machine the timer may queue a ping late. The client still has ping_timeout
     # from then to answer, as engine.io's timer gives it; counting from when the ping was due
     # instead would leave it 5 s here, and close a session that answered in 10.
-    handler = EchoHandler()
-    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        ws = MemoryWebSocket()
-        request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
-        nursery.start_soon(engine.handle_websocket, request, ws)
-        sid = json.loads((await ws.from_server.receive())[1:])["sid"]
+    async with running_engine() as (_, engine, nursery):
+        ws, sid = await open_session(engine, nursery)
         opened = trio.current_time()
         await trio.sleep(INTERVAL - 1)
         autojump_clock.jump(16)  # time passes without the timer running: it is 15 s late
@@ -95,16 +103,6 @@ async def test_a_late_timer_does_not_take_the_clients_time_to_answer(
         assert await ws.from_server.receive() == "2"  # the next ping: the session lived
         assert trio.current_time() - pong == pytest.approx(INTERVAL)
         assert engine.get_session(sid) is not None
-        nursery.cancel_scope.cancel()
-
-
-async def _open_session(engine: EngineServer, nursery: trio.Nursery) -> tuple[MemoryWebSocket, str]:
-    ws = MemoryWebSocket()
-    request = HttpRequest("GET", "/engine.io/", "EIO=4&transport=websocket", {})
-    nursery.start_soon(engine.handle_websocket, request, ws)
-    opening = await ws.from_server.receive()
-    assert isinstance(opening, str)
-    return ws, json.loads(opening[1:])["sid"]
 
 
 # A text message (the reader's fast path), a binary one, and a noop (Session.receive's path).
@@ -118,11 +116,8 @@ async def test_a_packet_while_the_pong_is_awaited_gives_the_client_ping_timeout_
     # As engine.io 6.6 does: a client busy sending may answer late, and what it sends shows it
     # is there. Here the pong comes 25 s after the ping, past ping_timeout (20 s), but 20 s
     # after the message; the session lives (without the refresh it closed at 20 s).
-    handler = EchoHandler()
-    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        ws, sid = await _open_session(engine, nursery)
+    async with running_engine() as (_, engine, nursery):
+        ws, sid = await open_session(engine, nursery)
         assert await ws.from_server.receive() == "2"
         await trio.sleep(5)
         await ws.to_server.send(packet)
@@ -133,7 +128,6 @@ async def test_a_packet_while_the_pong_is_awaited_gives_the_client_ping_timeout_
             pass
         assert trio.current_time() - pong == pytest.approx(INTERVAL)
         assert engine.get_session(sid) is not None
-        nursery.cancel_scope.cancel()
 
 
 async def test_only_the_first_packet_after_a_ping_moves_its_deadline(
@@ -141,11 +135,8 @@ async def test_only_the_first_packet_after_a_ping_moves_its_deadline(
 ) -> None:
     # Once per ping, as in engine.io: a client that keeps sending but never answers is closed
     # ping_timeout after the first packet that followed the ping, not kept alive by the rest.
-    handler = EchoHandler()
-    engine = EngineServer(handler, EngineOptions(ping_interval=INTERVAL, ping_timeout=TIMEOUT))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        ws, sid = await _open_session(engine, nursery)
+    async with running_engine() as (handler, engine, nursery):
+        ws, sid = await open_session(engine, nursery)
         assert await ws.from_server.receive() == "2"
         await trio.sleep(5)
         await ws.to_server.send("6")
@@ -160,4 +151,3 @@ async def test_only_the_first_packet_after_a_ping_moves_its_deadline(
         with trio.fail_after(3 * TIMEOUT):  # virtual time: a session kept alive fails here
             assert await handler.wait_closed(sid) is DisconnectReason.PING_TIMEOUT
         assert trio.current_time() - first == pytest.approx(TIMEOUT)
-        nursery.cancel_scope.cancel()
