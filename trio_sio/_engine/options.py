@@ -30,7 +30,10 @@ class EngineOptions:
         ping_interval: how often the server pings each client.
         ping_timeout: how long a client has to answer a ping before the session closes. A
             dead client is therefore noticed within ``ping_interval + ping_timeout``; so is a
-            client that stops reading, since its pings are never delivered.
+            client that stops reading, since its pings are never delivered. Another packet
+            that comes while the answer is awaited gives the client ``ping_timeout`` from
+            then, once per ping, as engine.io does: a client that still sends is noticed
+            within ``ping_interval + 2 * ping_timeout``.
         upgrade_timeout: how long a polling client has to finish an upgrade to WebSocket.
         max_payload: largest polling POST body and largest WebSocket message accepted (also
             announced to clients as ``maxPayload``).
