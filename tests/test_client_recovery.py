@@ -144,7 +144,10 @@ async def cut_and_recover(
                 await custom.emit("message", "fresh")
                 await until(lambda: custom_echoed == [("fresh",)])
                 await member.emit("drop-transport")  # the server cuts the transport
-                # Back with the same session, on its own.
+                # Back with the same session, on its own. Until the client has read the cut,
+                # both namespaces still look connected; and Node's server may answer
+                # "/custom"'s CONNECT after the broadcasts that "/" recovers.
+                await cut.wait()
                 await until(lambda: member.connected and custom.connected)
             await until(lambda: TOTAL - 1 in received)
             # The last broadcast came last: a duplicate would have come before it.
