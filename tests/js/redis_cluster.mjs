@@ -102,15 +102,15 @@ async function startNodeServer() {
       const channel = dynamic && !local.rooms.has(room) ? local.dynamicChannel(room) : null;
       const before = channel && (await shardSubscribers(pub, channel));
       socket.join(room);
-      const deadline = Date.now() + 5000;
-      while (channel && (await shardSubscribers(pub, channel)) <= before) {
-        if (Date.now() > deadline) {
-          ack({ error: `no subscriber came to ${channel} within 5 s` });
-          return;
+      try {
+        if (channel) {
+          const more = async () => (await shardSubscribers(pub, channel)) > before;
+          await until(more, `a subscriber to ${channel}`);
         }
-        await sleep(20);
+        ack(room);
+      } catch (error) {
+        ack({ error: error.message });
       }
-      ack(room);
     });
     socket.on("room-broadcast", (room, payload, exceptRooms, ack) => {
       if (typeof exceptRooms === "function") [ack, exceptRooms] = [exceptRooms, []];
