@@ -420,13 +420,15 @@ class RedisAdapterBase(ClusterAdapter):
             delay = min(delay * 2, max_delay)
 
     async def _probe(self) -> None:
-        """Raise unless Redis's address (for a cluster or Sentinel: one of its addresses)
-        accepts connections.
+        """Raise unless Redis's address (for Sentinel: one of its addresses) accepts
+        connections. A cluster's is tried by :meth:`_connect`, which starts from it.
 
         A failed connection attempt inside coredis leaves its connection's stream objects
         unclosed (they warn when collected), so while Redis is down the retries stop here.
         """
         location = self._location
+        if location.kind == "cluster":
+            return
         with trio.fail_after(self.options.connect_timeout):
             if location.kind != "server":
                 stream, _ = await _open_any(location.addresses)
