@@ -655,25 +655,44 @@ const scenarios = {
     return { reason, waited_ms: waited };
   },
 
-  /** 30 clients in one room; one broadcast reaches the other 29, not the sender. */
+  /**
+   * Clients in one room (30, or 10 over long-polling only); one broadcast reaches all the
+   * others, not the sender.
+   */
   async fanout(ctx) {
-    const count = 30;
+    // Node's client opens a TCP connection for each long-polling request: 30 such clients
+    // make about 300 connections in a run, which took 0.6 s of CPU in the client and 0.5 s
+    // in the server (hypercorn) on this 2-core machine. With one core busy elsewhere that
+    // is more than the other can give: sessions died of the 200 ms ping timeout, and the
+    // test failed 1 time in 6 even with 4 runs each. With 10 clients, 8 tests of 8 passed
+    // at the first run there, and 6 of 6 with both cores busy; the WebSocket modes keep 30.
+    const count = ctx.mode === "polling" ? 10 : 30;
     ctx.step(`connect ${count} clients`);
     const sockets = Array.from({ length: count }, () => newSocket(ctx));
     const received = sockets.map((socket) => collect(socket, "room-message"));
-    await Promise.all(sockets.map(connected));
     // 30 long-polling clients on the contract's 200 ms ping timeout: a starved machine can
     // cost one its session, and a member that reconnects has left the room. That says nothing
-    // about fan-out, so the run is inconclusive (run again) rather than failed.
+    // about fan-out, so the run is inconclusive (run again) rather than failed. Watched from
+    // the start, on each manager: a session can end before its socket connects (the CONNECT
+    // then fails with "xhr poll error (400)"), or while the others still connect, when a
+    // "disconnect" listener added after the connect step would never hear of it.
+    let lost = null;
     const lostSession = new Promise((_, reject) => {
       sockets.forEach((socket, i) =>
-        socket.once("disconnect", (why) =>
-          reject(new Inconclusive(`client ${i} lost its session: ${why}`)),
-        ),
+        socket.io.once("close", (why) => {
+          lost ??= new Inconclusive(`client ${i} lost its session: ${why}`);
+          reject(lost);
+        }),
       );
     });
-    lostSession.catch(() => {}); // the cleanup's disconnects come after the result
-    const unlessLost = (promise) => Promise.race([promise, lostSession]);
+    lostSession.catch(() => {}); // the cleanup's closes come after the result
+    // The manager's "close" comes in the same turn as the connect_error it causes, so a
+    // step that fails on that error is inconclusive too.
+    const unlessLost = (promise) =>
+      Promise.race([promise, lostSession]).catch((err) => {
+        throw lost ?? err;
+      });
+    await unlessLost(Promise.all(sockets.map(connected)));
     const room = randomRoom("fanout");
     ctx.step("everyone joins");
     const joins = await unlessLost(
@@ -681,7 +700,7 @@ const scenarios = {
     );
     joins.forEach((answer) => checkEqual(answer, [room], "join ack"));
 
-    ctx.step("one broadcast, 29 deliveries");
+    ctx.step(`one broadcast, ${count - 1} deliveries`);
     const others = sockets.slice(1);
     const deliveries = Promise.all(others.map((socket) => nextEvent(socket, "room-message")));
     const ack = await unlessLost(emitAck(sockets[0], "room-broadcast", room, { n: 1 }));
