@@ -25,7 +25,7 @@ export class ScenarioFailure extends Error {}
 /**
  * The scenario cannot be judged: a client lost its session to its surroundings (a heartbeat
  * missed on a starved machine: the contract's ping timeout is 200 ms), not to the behaviour
- * under test. Exits with INCONCLUSIVE, which tests/support/clients.py runs again (3 runs in all).
+ * under test. Exits with INCONCLUSIVE, which tests/support/clients.py runs again (4 runs in all).
  */
 export class Inconclusive extends ScenarioFailure {}
 export const INCONCLUSIVE = 3;
