@@ -208,6 +208,30 @@ async function roundTrip(socket, tag) {
   checkEqual(answer, [tag], `round trip on ${socket.nsp}`);
 }
 
+/**
+ * Watch the sessions of `managers` from now on. A session lost on a starved machine (the
+ * contract's ping timeout is 200 ms) says nothing about the behaviour under test, so the
+ * returned `unlessLost(promise)` settles as `promise` does unless a session was lost first,
+ * or in the same turn (a manager's "close" comes right after the connect_error it causes),
+ * and then rejects with Inconclusive: the run is repeated.
+ */
+function watchSessions(managers) {
+  let lost = null;
+  const lostSession = new Promise((_, reject) => {
+    managers.forEach((manager, i) =>
+      manager.once("close", (why) => {
+        lost ??= new Inconclusive(`client ${i} lost its session: ${why}`);
+        reject(lost);
+      }),
+    );
+  });
+  lostSession.catch(() => {}); // the cleanup's closes come after the result
+  return (promise) =>
+    Promise.race([promise, lostSession]).catch((err) => {
+      throw lost ?? err;
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // payloads
 
@@ -621,13 +645,8 @@ const scenarios = {
       });
     });
     const disconnects = collect(socket, "disconnect");
-    // A session lost on a starved machine (the contract's 200 ms ping timeout) says nothing
-    // about the server's pings: inconclusive, run again.
-    const lost = nextEvent(manager, "close").then(([why]) => {
-      throw new Inconclusive(`the session was lost: ${why}`);
-    });
-    lost.catch(() => {}); // the cleanup's close comes after the result
-    await connected(socket);
+    const unlessLost = watchSessions([manager]);
+    await unlessLost(connected(socket));
     const { handshake } = engineState.get(engine);
     check(handshake, "no Engine.IO handshake seen");
     const upgrades = ctx.mode === "websocket" ? [] : ["websocket"];
@@ -642,14 +661,14 @@ const scenarios = {
     // once, on a two-worker cluster), so the scenario waits for them, within its budget, and
     // checks what the server decides: the time between them.
     ctx.step("stay idle for two pings");
-    await Promise.race([twoPings, lost]);
+    await unlessLost(twoPings);
     const between = pingTimes[1] - pingTimes[0];
     // The server pings pingInterval after the pong, which the client sends once it has read
     // the first ping: however late either was, at least 300 ms (less 1 ms per clock read).
     check(between >= 298, `the second ping came ${between} ms after the first, pingInterval 300`);
     checkEqual(disconnects, [], "no disconnect while idle");
     check(engine === manager.engine && engine.readyState === "open", "engine should stay open");
-    await Promise.race([roundTrip(socket, "after-idle"), lost]);
+    await unlessLost(roundTrip(socket, "after-idle"));
     return { pings: pingTimes.length, handshake };
   },
 
@@ -685,28 +704,11 @@ const scenarios = {
     ctx.step(`connect ${count} clients`);
     const sockets = Array.from({ length: count }, () => newSocket(ctx));
     const received = sockets.map((socket) => collect(socket, "room-message"));
-    // 30 long-polling clients on the contract's 200 ms ping timeout: a starved machine can
-    // cost one its session, and a member that reconnects has left the room. That says nothing
-    // about fan-out, so the run is inconclusive (run again) rather than failed. Watched from
-    // the start, on each manager: a session can end before its socket connects (the CONNECT
-    // then fails with "xhr poll error (400)"), or while the others still connect, when a
-    // "disconnect" listener added after the connect step would never hear of it.
-    let lost = null;
-    const lostSession = new Promise((_, reject) => {
-      sockets.forEach((socket, i) =>
-        socket.io.once("close", (why) => {
-          lost ??= new Inconclusive(`client ${i} lost its session: ${why}`);
-          reject(lost);
-        }),
-      );
-    });
-    lostSession.catch(() => {}); // the cleanup's closes come after the result
-    // The manager's "close" comes in the same turn as the connect_error it causes, so a
-    // step that fails on that error is inconclusive too.
-    const unlessLost = (promise) =>
-      Promise.race([promise, lostSession]).catch((err) => {
-        throw lost ?? err;
-      });
+    // Every session is watched from the start: one can end before its socket connects (the
+    // CONNECT then fails with "xhr poll error (400)"), or while the others still connect,
+    // when a "disconnect" listener added after the connect step never hears of it and the
+    // joins wait until the budget runs out (the hang of one CI run).
+    const unlessLost = watchSessions(sockets.map((socket) => socket.io));
     await unlessLost(Promise.all(sockets.map(connected)));
     const room = randomRoom("fanout");
     ctx.step("everyone joins");
