@@ -40,7 +40,8 @@ function onFinalTransport(ctx, socket) {
   });
 }
 
-/** Records every way a socket can be lost, to fail with it rather than time out. */
+/** Records every way a socket can be lost, to fail with it rather than time out. Watched
+ * from its creation: a socket lost while the others still connect is lost too. */
 function watchDisconnect(socket, index, lost) {
   socket.on("disconnect", (reason) => lost.push(`client ${index}: ${reason}`));
 }
@@ -57,8 +58,8 @@ const scenarios = {
     const lost = [];
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    await Promise.all(sockets.map(connected));
     sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
+    await Promise.all(sockets.map(connected));
     // Per receiver, per sender: the next tick expected.
     const next = sockets.map(() => new Array(clients).fill(0));
     const allTicks = clients * rounds;
@@ -118,8 +119,8 @@ const scenarios = {
     const lost = [];
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    await Promise.all(sockets.map(connected));
     sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
+    await Promise.all(sockets.map(connected));
     await Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket)));
     ctx.step("everyone joins");
     await joinRoom(sockets);
