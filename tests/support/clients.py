@@ -57,10 +57,10 @@ async def run_scenario(
     ``budget_s``, and the process is killed 20 s later as a backstop. A run that could not
     be judged (exit :data:`INCONCLUSIVE`: a client lost its session to a starved machine's
     heartbeat, see tests/js/lib/harness.mjs) runs again after a pause, up to :data:`RUNS`
-    runs in all. The hypercorn host's long-polling fan-out (30 clients on the contract's
-    200 ms ping timeout, the server busy more than half the time on an idle machine) was
-    inconclusive three times in a row on one CI run, the runs about a second apart; the pauses
-    double so that the later runs fall outside a burst of the other test worker's load."""
+    runs in all. The hypercorn host's long-polling fan-out, then with 30 clients on the
+    contract's 200 ms ping timeout (10 since), was inconclusive three times in a row on one CI
+    run, the runs about a second apart; the pauses double so that the later runs can fall
+    outside a burst of the other test worker's load."""
     for run in range(1, RUNS):
         try:
             return await _run_scenario_once(command, url, mode, scenario, extra, budget_s)
@@ -75,7 +75,7 @@ async def run_scenario(
 RUNS = 4
 
 #: The pause before the first rerun of an inconclusive scenario; each later one doubles it
-#: (1 + 2 + 4 s in all, long enough for a burst of load from another test to pass).
+#: (1 + 2 + 4 s in all), so that a burst of load from another test can pass.
 RERUN_PAUSE_S = 1.0
 
 
