@@ -40,10 +40,25 @@ function onFinalTransport(ctx, socket) {
   });
 }
 
-/** Records every way a socket can be lost, to fail with it rather than time out. Watched
- * from its creation: a socket lost while the others still connect is lost too. */
-function watchDisconnect(socket, index, lost) {
-  socket.on("disconnect", (reason) => lost.push(`client ${index}: ${reason}`));
+/**
+ * Watches every socket from its creation (one lost while the others still connect counts too).
+ * `unlessLost(promise)` settles as `promise` does, or fails with the losses as soon as a socket
+ * is lost: a lost socket's emits would wait for ever, reconnection being off.
+ */
+function watchLosses(sockets) {
+  const lost = [];
+  let onLoss;
+  const anyLoss = new Promise((_, reject) => {
+    onLoss = reject;
+  });
+  anyLoss.catch(() => {}); // the cleanup's disconnects come after the result
+  sockets.forEach((socket, index) =>
+    socket.on("disconnect", (reason) => {
+      lost.push(`client ${index}: ${reason}`);
+      onLoss(new Error(`lost: ${lost.join(", ")}`));
+    }),
+  );
+  return { lost, unlessLost: (promise) => Promise.race([promise, anyLoss]) };
 }
 
 async function joinRoom(sockets) {
@@ -55,11 +70,10 @@ const scenarios = {
   async "bcast-ack"(ctx) {
     const clients = options.clients ?? 5;
     const rounds = options.rounds ?? 200;
-    const lost = [];
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
-    await Promise.all(sockets.map(connected));
+    const { lost, unlessLost } = watchLosses(sockets);
+    await unlessLost(Promise.all(sockets.map(connected)));
     // Per receiver, per sender: the next tick expected.
     const next = sockets.map(() => new Array(clients).fill(0));
     const allTicks = clients * rounds;
@@ -80,34 +94,22 @@ const scenarios = {
       });
     });
     ctx.step("everyone joins");
-    await joinRoom(sockets);
+    await unlessLost(joinRoom(sockets));
     ctx.step(`${clients} x ${rounds} broadcast-and-ack calls`);
     if (ctx.mode === "upgrade") {
       // Half of the calls go out while the upgrade may still be under way; the rest after.
-      await Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket)));
+      await unlessLost(Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket))));
     }
     await Promise.all(
       sockets.map(async (socket, sender) => {
         for (let i = 0; i < rounds; i += 1) {
-          check(lost.length === 0, `lost: ${lost.join(", ")}`);
-          const answer = await socket.emitWithAck("bcast_ack", sender, i);
+          const answer = await unlessLost(socket.emitWithAck("bcast_ack", sender, i));
           checkEqual(answer, i, `client ${sender}: ack of call ${i}`);
         }
       }),
     );
     ctx.step("every tick arrives");
-    await Promise.race([
-      done,
-      new Promise((_, reject) => {
-        const timer = setInterval(() => {
-          if (lost.length) {
-            clearInterval(timer);
-            reject(new Error(`lost: ${lost.join(", ")}`));
-          }
-        }, 20);
-        done.then(() => clearInterval(timer));
-      }),
-    ]);
+    await unlessLost(done);
     check(lost.length === 0, `lost: ${lost.join(", ")}`);
     state.transport = sockets[0].io.engine.transport.name;
     return { clients, rounds, ticks_received: receivedTotal };
@@ -116,14 +118,13 @@ const scenarios = {
   async "bcast-loop"(ctx) {
     const clients = options.clients ?? 3;
     const count = options.count ?? 10000;
-    const lost = [];
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    sockets.forEach((socket, index) => watchDisconnect(socket, index, lost));
-    await Promise.all(sockets.map(connected));
-    await Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket)));
+    const { lost, unlessLost } = watchLosses(sockets);
+    await unlessLost(Promise.all(sockets.map(connected)));
+    await unlessLost(Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket))));
     ctx.step("everyone joins");
-    await joinRoom(sockets);
+    await unlessLost(joinRoom(sockets));
     const received = sockets.map(() => 0);
     const finished = sockets.map(
       (socket, receiver) =>
@@ -136,10 +137,10 @@ const scenarios = {
         }),
     );
     ctx.step(`a loop of ${count} broadcasts`);
-    const answer = await sockets[0].emitWithAck("bcast_loop", count);
+    const answer = await unlessLost(sockets[0].emitWithAck("bcast_loop", count));
     checkEqual(answer, count, "bcast_loop ack");
     ctx.step("every broadcast arrives");
-    await Promise.all(finished);
+    await unlessLost(Promise.all(finished));
     check(lost.length === 0, `lost: ${lost.join(", ")}`);
     state.transport = sockets[0].io.engine.transport.name;
     return { clients, count, received };
