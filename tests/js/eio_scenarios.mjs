@@ -10,6 +10,7 @@ import {
   check,
   checkBinaryEqual,
   checkEqual,
+  Inconclusive,
   packageVersion,
   runScenarioMain,
   ScenarioFailure,
@@ -61,9 +62,11 @@ function messagesReceived(socket, state, count) {
     };
     const onClose = (reason) => {
       socket.off("message", onMessage);
-      reject(
-        new ScenarioFailure(`closed (${reason}) after ${state.messages.length}/${count} messages`),
-      );
+      // "ping timeout" is the client's own heartbeat: no ping within the contract's 300 +
+      // 200 ms. A starved machine can cause it (one CI run, native-websocket-large, while
+      // the server took in and echoed 500 kB), which says nothing about the echo: run again.
+      const Failure = reason === "ping timeout" ? Inconclusive : ScenarioFailure;
+      reject(new Failure(`closed (${reason}) after ${state.messages.length}/${count} messages`));
     };
     socket.on("message", onMessage);
     socket.once("close", onClose);
