@@ -14,7 +14,7 @@
 //               all of them, in order.
 //
 // Prints one JSON line (see lib/harness.mjs).
-import { check, checkEqual } from "./lib/harness.mjs";
+import { check, checkEqual, watchLosses } from "./lib/harness.mjs";
 import { manager, runScenarios, state } from "./lib/sio_client.mjs";
 
 const options = JSON.parse(process.argv[5] ?? "{}");
@@ -40,25 +40,11 @@ function onFinalTransport(ctx, socket) {
   });
 }
 
-/**
- * Watches every socket from its creation (one lost while the others still connect counts too).
- * `unlessLost(promise)` settles as `promise` does, or fails with the losses as soon as a socket
- * is lost: a lost socket's emits would wait for ever, reconnection being off.
- */
-function watchLosses(sockets) {
-  const lost = [];
-  let onLoss;
-  const anyLoss = new Promise((_, reject) => {
-    onLoss = reject;
-  });
-  anyLoss.catch(() => {}); // the cleanup's disconnects come after the result
-  sockets.forEach((socket, index) =>
-    socket.on("disconnect", (reason) => {
-      lost.push(`client ${index}: ${reason}`);
-      onLoss(new Error(`lost: ${lost.join(", ")}`));
-    }),
-  );
-  return { lost, unlessLost: (promise) => Promise.race([promise, anyLoss]) };
+/** Every socket's loss, watched from its creation (one lost while the others still
+ * connect counts too); a lost socket's emits would wait for ever, reconnection being off. */
+function watchSockets(sockets) {
+  const lostError = (_index, _reason, lost) => new Error(`lost: ${lost.join(", ")}`);
+  return watchLosses(sockets, "disconnect", lostError);
 }
 
 async function joinRoom(sockets) {
@@ -72,7 +58,7 @@ const scenarios = {
     const rounds = options.rounds ?? 200;
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    const { lost, unlessLost } = watchLosses(sockets);
+    const { lost, unlessLost } = watchSockets(sockets);
     await unlessLost(Promise.all(sockets.map(connected)));
     // Per receiver, per sender: the next tick expected.
     const next = sockets.map(() => new Array(clients).fill(0));
@@ -120,7 +106,7 @@ const scenarios = {
     const count = options.count ?? 10000;
     ctx.step(`connect ${clients} clients`);
     const sockets = Array.from({ length: clients }, () => newSocket(ctx));
-    const { lost, unlessLost } = watchLosses(sockets);
+    const { lost, unlessLost } = watchSockets(sockets);
     await unlessLost(Promise.all(sockets.map(connected)));
     await unlessLost(Promise.all(sockets.map((socket) => onFinalTransport(ctx, socket))));
     ctx.step("everyone joins");

@@ -20,6 +20,7 @@ import {
   runScenarioMain,
   ScenarioFailure,
   sleep,
+  watchLosses,
 } from "./lib/harness.mjs";
 
 // ---------------------------------------------------------------------------------------------
@@ -211,25 +212,11 @@ async function roundTrip(socket, tag) {
 /**
  * Watch the sessions of `managers` from now on. A session lost on a starved machine (the
  * contract's ping timeout is 200 ms) says nothing about the behaviour under test, so the
- * returned `unlessLost(promise)` settles as `promise` does unless a session was lost first,
- * or in the same turn (a manager's "close" comes right after the connect_error it causes),
- * and then rejects with Inconclusive: the run is repeated.
+ * returned `unlessLost(promise)` rejects with Inconclusive once one is: the run is repeated.
  */
 function watchSessions(managers) {
-  let lost = null;
-  const lostSession = new Promise((_, reject) => {
-    managers.forEach((manager, i) =>
-      manager.once("close", (why) => {
-        lost ??= new Inconclusive(`client ${i} lost its session: ${why}`);
-        reject(lost);
-      }),
-    );
-  });
-  lostSession.catch(() => {}); // the cleanup's closes come after the result
-  return (promise) =>
-    Promise.race([promise, lostSession]).catch((err) => {
-      throw lost ?? err;
-    });
+  const inconclusive = (i, why) => new Inconclusive(`client ${i} lost its session: ${why}`);
+  return watchLosses(managers, "close", inconclusive).unlessLost;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,6 +30,34 @@ export class ScenarioFailure extends Error {}
 export class Inconclusive extends ScenarioFailure {}
 export const INCONCLUSIVE = 3;
 
+/**
+ * Watch `emitters` for `event` (how each one's session ends) from now on. The returned
+ * `unlessLost(promise)` settles as `promise` does, unless a session ended before, or in the
+ * same turn (a manager's "close" comes right after the connect_error it causes): it then
+ * rejects with `lostError(index, reason)` for the first one lost. `lost` lists every loss.
+ */
+export function watchLosses(emitters, event, lostError) {
+  const lost = [];
+  let first = null;
+  let reject;
+  const anyLoss = new Promise((_, r) => {
+    reject = r;
+  });
+  anyLoss.catch(() => {}); // the cleanup's closes come after the result
+  emitters.forEach((emitter, index) =>
+    emitter.on(event, (reason) => {
+      lost.push(`client ${index}: ${reason}`);
+      first ??= lostError(index, reason, lost);
+      reject(first);
+    }),
+  );
+  const unlessLost = (promise) =>
+    Promise.race([promise, anyLoss]).catch((err) => {
+      throw first ?? err;
+    });
+  return { lost, unlessLost };
+}
+
 export function fail(message) {
   throw new ScenarioFailure(message);
 }
