@@ -542,7 +542,7 @@ class _Client:
             # Waits while the client's events fill the budget, which stops reading from it.
             if not self.inbound.acquire_nowait():
                 await self.inbound.acquire()
-            if not socket._events.put_nowait(packet):
+            if not socket._queue_event(packet):
                 self.dropped_events += 1
         elif packet_type is PacketType.ACK:
             socket = self.sockets.get(packet.namespace)

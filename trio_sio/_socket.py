@@ -1,11 +1,13 @@
 """A Socket: one client's connection to one namespace.
 
-Every socket is a task in its Engine.IO session's nursery, with a nursery of its own
-(:attr:`Socket.nursery`). That task runs the socket's handlers, one event at a time by default,
-so events are handled in the order they arrived. When the socket disconnects its nursery is
-cancelled: running handlers and background tasks end, and pending acknowledgements fail with
-:class:`~trio_sio.Disconnected` at once. The disconnecting and disconnect handlers run after
-that, shielded, within ``disconnect_handler_timeout``.
+A socket runs as a task in its Engine.IO session's nursery, with a nursery of its own
+(:attr:`Socket.nursery`). That task runs ``on_connect``, then the socket's handlers, one event
+at a time by default, so events are handled in the order they arrived. A socket left with
+nothing to do once connected lets its task end (it *parks*: see ``Socket._park``) and its
+first event starts another, so an idle connection holds no task of its socket. When the socket
+disconnects its nursery is cancelled: running handlers and background tasks end, and pending
+acknowledgements fail with :class:`~trio_sio.Disconnected` at once. The disconnecting and
+disconnect handlers run after that, shielded, within ``disconnect_handler_timeout``.
 """
 
 from __future__ import annotations
@@ -339,8 +341,11 @@ class Socket:
         )
         self.connected = False
         self.disconnect_reason: DisconnectReason | None = None
+        # The socket's task and its nursery, while it has them (see _park).
         self._nursery: trio.Nursery | None = None
         self._task: trio.lowlevel.Task | None = None
+        self._parked = False  # connected, with no task (see _park)
+        self._nursery_lent = False  # the nursery property was read: the task must stay
         # While on_connect runs (the client has no CONNECT yet): what the socket sends, to
         # follow the CONNECT packet. None before and after.
         self._held: deque[Outgoing] | None = None
@@ -361,10 +366,26 @@ class Socket:
 
     @property
     def nursery(self) -> trio.Nursery:
-        """A nursery for tasks that must end when this socket disconnects."""
-        if self._nursery is None:
+        """A nursery for tasks that must end when this socket disconnects.
+
+        It is there while the socket's task runs: in ``on_connect``, in the socket's event
+        handlers and in the tasks started in it. A socket that connected and has had no
+        event since holds no task (an idle connection costs less memory that way), so
+        reading this property from elsewhere raises :class:`RuntimeError` for it: to run a
+        task elsewhere for as long as a socket stays, end it with
+        :meth:`wait_disconnected`.
+        """
+        nursery = self._nursery
+        if nursery is None:
+            if self._parked:
+                raise RuntimeError(
+                    f"{self!r} has no task to own a nursery now: it connected and has had no "
+                    "event since. sock.nursery is there in the socket's handlers and the tasks "
+                    "they start; elsewhere, end your task with sock.wait_disconnected()"
+                )
             raise RuntimeError("the socket is not running")
-        return self._nursery
+        self._nursery_lent = True
+        return nursery
 
     @property
     def rooms(self) -> frozenset[str]:
@@ -754,6 +775,14 @@ class Socket:
             waiter.settle(None)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+        elif self._parked:
+            # No task of the socket's to run the disconnect handlers: one of their own, in
+            # the session's nursery (still open: a session closes its sockets before it
+            # cancels that nursery).
+            self._parked = False
+            self.session.nursery.start_soon(
+                self._run_disconnect_handlers, name="trio_sio.socket_disconnect"
+            )
         if self._gone is not None:
             self._gone.set()
         if was_connected:
@@ -761,27 +790,31 @@ class Socket:
 
     # --- the socket task -----------------------------------------------------------------
 
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(self, resumed: bool = False) -> None:
+        """The socket's task: on_connect, then the events, in order. With ``resumed``, the
+        task again after the socket parked (see :meth:`_park`), started by its first event."""
         namespace = self.namespace
-        accepted = False
+        accepted = resumed
+        parked = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._task = trio.lowlevel.current_task()
-                if not self.recovered:  # a recovered socket is registered already
-                    self._register()
-                task_status.started()
-                # The status holds the starter's nursery and task: not for this task's lifetime.
-                del task_status
-                accepted = await self._connect()
-                if not accepted:
-                    return
+                if not resumed:
+                    if not self.recovered:  # a recovered socket is registered already
+                        self._register()
+                    accepted = await self._connect()
+                    if not accepted:
+                        return
+                    parked = self._park(nursery)
+                    if parked:
+                        return
                 limiter = namespace.server.max_concurrent_handlers
                 if limiter > 1:
                     await self._process_events_concurrently(limiter)
                 else:
                     # In order, one at a time, the default: inline rather than in a coroutine
-                    # of its own, which every idle socket would keep.
+                    # of its own, which every socket with a task would keep.
                     events = self._events
                     while (packet := await events.get()) is not None:
                         try:
@@ -789,11 +822,42 @@ class Socket:
                         finally:
                             events.done()
         finally:
-            self._close(self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN)
-            if self._refusal is not None:
-                await self._client.refuse(namespace.name, self._refusal, RefusalCause.ON_CONNECT)
-            elif accepted:
-                await self._run_disconnect_handlers()
+            # A parked task leaves the socket as it is: connected, and its own no longer.
+            if not parked:
+                self._nursery = self._task = None
+                self._close(
+                    self._client.session.close_reason or DisconnectReason.SERVER_SHUTTING_DOWN
+                )
+                if self._refusal is not None:
+                    await self._client.refuse(
+                        namespace.name, self._refusal, RefusalCause.ON_CONNECT
+                    )
+                elif accepted:
+                    await self._run_disconnect_handlers()
+
+    def _park(self, nursery: trio.Nursery) -> bool:
+        """Just connected: if nothing is left for the socket's task to do (no event waiting,
+        no task in its nursery, and the nursery never handed out, so no task can be started
+        in it later), let the task end, and say so. A connection that stays idle then holds
+        no task of the socket (about 3 KB less). Its first event starts one again (see
+        :meth:`_queue_event`), which then stays: one task start for each socket, not one for
+        each burst of events. Its close runs the disconnect handlers in a task of their own
+        (see :meth:`_close`)."""
+        if self._events or nursery.child_tasks or self._nursery_lent:
+            return False
+        self._parked = True
+        self._nursery = self._task = None
+        return True
+
+    def _queue_event(self, packet: SocketPacket) -> bool:
+        """From the session's reader: queue an event for the socket's task, starting that task
+        if the socket parked. ``False`` if the socket no longer takes events."""
+        if not self._events.put_nowait(packet):
+            return False
+        if self._parked:
+            self._parked = False
+            self.session.nursery.start_soon(self._run, True, name="trio_sio.socket")
+        return True
 
     def _register(self) -> None:
         """Broadcasts reach this socket from now on, held until it has connected. A
