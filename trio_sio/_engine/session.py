@@ -332,7 +332,14 @@ class Session:
                 if self._open():
                     self.heartbeat.start()
                 host.handler.on_open(self)
-                await body()
+                try:
+                    await body()
+                except BaseException as exc:
+                    # Closed here, while the nursery is open, not after it: the layer above
+                    # starts tasks in it as the session closes (the disconnect handlers of a
+                    # socket that has no task of its own).
+                    self.close(_end_reason(exc, nursery))
+                    raise
                 self.close(self.close_reason or DisconnectReason.FORCED_CLOSE)
         except Exception as exc:
             # (Not a context manager: one would stay allocated for the session's lifetime.)
@@ -368,3 +375,14 @@ class Session:
     def _open(self) -> bool:
         # A method rather than a comparison inline: the state changes while the caller awaits.
         return self.state is SessionState.OPEN
+
+
+def _end_reason(exc: BaseException, nursery: trio.Nursery) -> DisconnectReason:
+    """Why a session whose body raised ``exc`` ends (when nothing closed it before): its host
+    stopping, if a scope outside its nursery cancelled it; else one of its tasks failed (which
+    cancels the nursery itself), or the body did."""
+    if isinstance(exc, trio.Cancelled) and not nursery.cancel_scope.cancel_called:
+        return DisconnectReason.SERVER_SHUTTING_DOWN
+    if not isinstance(exc, Exception | trio.Cancelled):
+        return DisconnectReason.SERVER_SHUTTING_DOWN  # KeyboardInterrupt and the like
+    return DisconnectReason.TRANSPORT_ERROR
