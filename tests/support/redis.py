@@ -339,7 +339,9 @@ class RedisSentinelServers(_StartedInBlock):
                 replica.port, "replication", "master_link_status", "up", deadline, failure
             )
         self.sentinel.start()
-        # The Sentinel answers PING before it has looked at the primary: wait until it has.
+        # The Sentinel answers PING before it has looked at the primary: wait until it has,
+        # with a budget of its own (a busy machine's replica sync may have used the other).
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
         failure = "the Sentinel does not watch the primary"
         _wait_for_field(self.sentinel.port, "sentinel", "sentinel_masters", "1", deadline, failure)
 

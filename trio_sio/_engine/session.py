@@ -22,13 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from .._errors import Disconnected, DisconnectReason
-from .._protocol import (
-    EnginePacket,
-    EnginePacketType,
-    Outgoing,
-    ProtocolError,
-    Transport,
-)
+from .._protocol import EnginePacket, EnginePacketType, Outgoing, ProtocolError, Transport
 from .alarms import Alarms
 from .delivery import Delivery, DeliveryClosed
 from .fanout import FanOut
@@ -38,11 +32,7 @@ from .lifecycle import EngineLifecycle
 from .options import EngineOptions
 from .states import SessionState, SessionTransport, UpgradeState
 
-__all__ = [
-    "EngineHandler",
-    "Session",
-    "SessionHost",
-]
+__all__ = ["EngineHandler", "Session", "SessionHost"]
 
 _CLOSE = Outgoing.control(EnginePacketType.CLOSE)
 
@@ -335,10 +325,13 @@ class Session:
                 try:
                     await body()
                 except BaseException as exc:
-                    # Closed here, while the nursery is open, not after it: the layer above
-                    # starts tasks in it as the session closes (the disconnect handlers of a
-                    # socket that has no task of its own).
-                    self.close(_end_reason(exc, nursery))
+                    # Closed here, while the nursery still takes tasks (a socket with no task
+                    # starts its disconnect handlers in it), not after. A cancel from outside
+                    # is the host stopping; the nursery cancels itself when a task fails.
+                    reason = DisconnectReason.SERVER_SHUTTING_DOWN
+                    if isinstance(exc, Exception) or nursery.cancel_scope.cancel_called:
+                        reason = DisconnectReason.TRANSPORT_ERROR
+                    self.close(reason)
                     raise
                 self.close(self.close_reason or DisconnectReason.FORCED_CLOSE)
         except Exception as exc:
@@ -375,14 +368,3 @@ class Session:
     def _open(self) -> bool:
         # A method rather than a comparison inline: the state changes while the caller awaits.
         return self.state is SessionState.OPEN
-
-
-def _end_reason(exc: BaseException, nursery: trio.Nursery) -> DisconnectReason:
-    """Why a session whose body raised ``exc`` ends (when nothing closed it before): its host
-    stopping, if a scope outside its nursery cancelled it; else one of its tasks failed (which
-    cancels the nursery itself), or the body did."""
-    if isinstance(exc, trio.Cancelled) and not nursery.cancel_scope.cancel_called:
-        return DisconnectReason.SERVER_SHUTTING_DOWN
-    if not isinstance(exc, Exception | trio.Cancelled):
-        return DisconnectReason.SERVER_SHUTTING_DOWN  # KeyboardInterrupt and the like
-    return DisconnectReason.TRANSPORT_ERROR
