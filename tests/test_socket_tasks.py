@@ -338,6 +338,54 @@ async def test_idle_clients_then_a_burst_then_a_disconnect_over_real_sockets(
     )
 
 
+@pytest.mark.parametrize("mode", list(TRANSPORTS))
+@pytest.mark.parametrize(
+    # Under hypercorn the ASGI lifespan runs the server: a caller cannot run it as well.
+    ("host", "runs_it"),
+    [("hypercorn", "host"), ("native", "host"), ("native", "caller")],
+)
+async def test_idle_sockets_run_their_disconnect_handlers_when_the_server_is_cancelled(
+    host: str, mode: str, runs_it: str
+) -> None:
+    """The server stopped the Trio way, by cancelling the scope it runs in, while its
+    sockets are parked: each one's disconnect handlers still run (in a task of their own, in
+    its session's nursery, which must still take one), with "server shutting down". The host
+    runs the server, and closes its sessions as it stops; or the caller runs it
+    (``nursery.start(sio.run)``, then the host), and the cancellation reaches the sessions
+    first."""
+    sio, journal = journal_server()
+    server_scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[str]) -> None:
+        with server_scope:
+            async with trio.open_nursery() as nursery:
+                if runs_it == "caller":
+                    await nursery.start(sio.run)
+                async with serve_server(host, sio) as url:
+                    task_status.started(url)
+                    await trio.sleep_forever()
+
+    with trio.fail_after(BUDGET):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve)
+            clients = [trio_sio.Client(reconnection=False) for _ in range(2)]
+
+            async def run(client: trio_sio.Client, task_status: trio.TaskStatus[None]) -> None:
+                with suppress(trio_sio.Disconnected):  # the server goes: "transport close"
+                    await client.run(url, transports=TRANSPORTS[mode], task_status=task_status)
+
+            for client in clients:
+                await nursery.start(run, client)
+            sids = [str(client.sid) for client in clients]
+            while socket_tasks():
+                await trio.sleep(0.01)
+            server_scope.cancel()
+            while len(journal.disconnected) < len(clients):
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert journal.disconnected == {sid: ["server shutting down"] for sid in sids}
+
+
 # --- a model: every path of a socket's task, interleaved -----------------------------------
 
 
@@ -541,50 +589,3 @@ SocketTaskMachine.TestCase.settings = settings(
 )
 test_socket_task_model = SocketTaskMachine.TestCase
 
-
-@pytest.mark.parametrize("mode", list(TRANSPORTS))
-@pytest.mark.parametrize(
-    # Under hypercorn the ASGI lifespan runs the server: a caller cannot run it as well.
-    ("host", "runs_it"),
-    [("hypercorn", "host"), ("native", "host"), ("native", "caller")],
-)
-async def test_idle_sockets_run_their_disconnect_handlers_when_the_server_is_cancelled(
-    host: str, mode: str, runs_it: str
-) -> None:
-    """The server stopped the Trio way, by cancelling the scope it runs in, while its
-    sockets are parked: each one's disconnect handlers still run (in a task of their own, in
-    its session's nursery, which must still take one), with "server shutting down". The host
-    runs the server, and closes its sessions as it stops; or the caller runs it
-    (``nursery.start(sio.run)``, then the host), and the cancellation reaches the sessions
-    first."""
-    sio, journal = journal_server()
-    server_scope = trio.CancelScope()
-
-    async def serve(task_status: trio.TaskStatus[str]) -> None:
-        with server_scope:
-            async with trio.open_nursery() as nursery:
-                if runs_it == "caller":
-                    await nursery.start(sio.run)
-                async with serve_server(host, sio) as url:
-                    task_status.started(url)
-                    await trio.sleep_forever()
-
-    with trio.fail_after(BUDGET):
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve)
-            clients = [trio_sio.Client(reconnection=False) for _ in range(2)]
-
-            async def run(client: trio_sio.Client, task_status: trio.TaskStatus[None]) -> None:
-                with suppress(trio_sio.Disconnected):  # the server goes: "transport close"
-                    await client.run(url, transports=TRANSPORTS[mode], task_status=task_status)
-
-            for client in clients:
-                await nursery.start(run, client)
-            sids = [str(client.sid) for client in clients]
-            while socket_tasks():
-                await trio.sleep(0.01)
-            server_scope.cancel()
-            while len(journal.disconnected) < len(clients):
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-    assert journal.disconnected == {sid: ["server shutting down"] for sid in sids}
