@@ -401,6 +401,12 @@ class ModelClient:
         self.background = kind == "task"  # a task of the socket's nursery, to be cancelled
         self.reason: str | None = None  # why it went, once gone
 
+    def next_event(self) -> int:
+        """The number of the next "ev" event, counted as sent."""
+        self.evented = True
+        self.sent += 1
+        return self.sent - 1
+
     @property
     def holds_task(self) -> bool:
         """Whether the socket should have a task now: one that had an event keeps it, and so
@@ -474,9 +480,7 @@ class SocketTaskMachine(RuleBasedStateMachine):
 
         async def burst() -> None:
             for _ in range(count):
-                await model.client.emit("ev", model.sent)
-                model.sent += 1
-                model.evented = True
+                await model.client.emit("ev", model.next_event())
 
         self._run(burst)
 
@@ -486,9 +490,8 @@ class SocketTaskMachine(RuleBasedStateMachine):
         model = self._pick(index)
 
         async def call() -> None:
-            model.sent += 1
-            model.evented = True
-            assert await model.client.call("ev", model.sent - 1) == model.sent - 1
+            seq = model.next_event()
+            assert await model.client.call("ev", seq) == seq
 
         self._run(call)
 
@@ -588,4 +591,3 @@ SocketTaskMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=20, deadline=None
 )
 test_socket_task_model = SocketTaskMachine.TestCase
-
