@@ -1,5 +1,6 @@
 """A socket's task: it runs ``on_connect`` and then the socket's events; a socket that
-connects and has nothing to do lets it end (it *parks*), and its first event starts one again.
+connects and has nothing to do lets it end (it *parks*), as does one idle for a heartbeat
+interval, and its next event starts one again.
 
 An idle connection is the common case (a dashboard that only listens, a chat member who
 reads), and the task with its nursery is about 3 KB of it. These tests hold what a user must
@@ -40,6 +41,8 @@ from support.peers import TRANSPORTS
 from support.servers import HOSTS, serve_server
 from trio_sio import DisconnectReason
 from trio_sio._engine import HttpRequest
+from trio_sio._protocol import PacketType, SocketPacket
+from trio_sio._socket import InboundBudget, _EventQueue
 from trio_sio.hosts import MemoryWebSocket
 from trio_sio.testing import TestClient, open_client, running
 
@@ -132,6 +135,58 @@ async def test_an_idle_socket_holds_no_task_until_its_first_event(
         assert await clients[0].call("ev", 2) == 2
         assert len(socket_tasks()) == 1
         assert journal.handled == {clients[0].sid: [1, 2]}
+
+
+async def test_a_socket_idle_for_a_heartbeat_interval_gives_its_task_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A socket that talked keeps its task while events come at least once an interval
+    (checked each ``ping_interval``), and lets it go after a whole interval without one."""
+    sio, journal = journal_server()
+    interval = sio.engine_options.ping_interval
+    async with running(sio), open_client(sio) as client:
+        for seq in range(5):  # an event every half interval: the task stays throughout
+            assert await client.call("ev", seq) == seq
+            await trio.sleep(interval / 2)
+            assert len(socket_tasks()) == 1
+        await trio.sleep(interval * 2)
+        assert socket_tasks() == []
+        assert await client.call("ev", 5) == 5
+        assert journal.handled == {client.sid: list(range(6))}
+        assert len(socket_tasks()) == 1
+        alarms = sio.engine._sessions.alarms
+        assert len(alarms) == 2  # the session's next ping, the socket's idleness check
+        await client.disconnect()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(alarms) == 1  # the session's alone: nothing of the socket waits on it
+
+
+@pytest.mark.parametrize("event_first", [False, True])
+async def test_the_event_queue_lets_a_waiting_consumer_go_once(event_first: bool) -> None:
+    """``_EventQueue.let_go`` ends one wait with no packet. An event queued before the woken
+    consumer runs is what that ``get`` returns instead: not lost, and not followed by a
+    spurious ``None``. Either way the next ``get`` waits again."""
+    budget = InboundBudget(10)
+    queue = _EventQueue(budget)
+    packet = SocketPacket(PacketType.EVENT, "/", ["ev", 0])
+    got: list[SocketPacket | None] = []
+
+    async def consume() -> None:
+        got.append(await queue.get())
+        got.append(await queue.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.let_go()
+        assert not queue.let_go()  # nobody waits now
+        if event_first:
+            assert budget.acquire_nowait()
+            assert queue.put_nowait(packet)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [packet if event_first else None]  # and the second get waits
+        queue.close()
+    assert got[1] is None
 
 
 @pytest.mark.parametrize("handlers", [1, 3])
@@ -397,8 +452,9 @@ class ModelClient:
         self.leave = leave  # set: the client's connection closes (``transport close``)
         self.kind = kind
         self.sent = 0  # "ev" events sent, numbered from 0
-        self.evented = False  # whether it sent any event
+        self.evented = False  # whether it sent an event since it was last idle for a while
         self.background = kind == "task"  # a task of the socket's nursery, to be cancelled
+        self.lent = kind == "borrow"  # its nursery was handed out: the task stays
         self.reason: str | None = None  # why it went, once gone
 
     def next_event(self) -> int:
@@ -409,19 +465,20 @@ class ModelClient:
 
     @property
     def holds_task(self) -> bool:
-        """Whether the socket should have a task now: one that had an event keeps it, and so
-        does one whose on_connect used its nursery."""
-        return self.reason is None and (self.evented or self.kind != "plain")
+        """Whether the socket should have a task now: one that had an event since it was last
+        idle for a while keeps it, and so does one with a task in its nursery, or whose
+        nursery was handed out."""
+        return self.reason is None and (self.evented or self.background or self.lent)
 
 
 class SocketTaskMachine(RuleBasedStateMachine):
     """Clients connect (with an on_connect that does nothing, starts a task, or keeps the
     nursery), send events alone or in bursts, start tasks in their socket's nursery from a
-    handler or through the kept nursery from outside, read ``sock.nursery`` from outside, and
-    go every way a socket goes. After every step, once every task waits: each socket's events
-    were handled exactly once (in order, one handler at a time), its task is there exactly
-    when it should be, and a gone socket ran its disconnect handlers once, with its reason and
-    rooms, its tasks cancelled."""
+    handler or through the kept nursery from outside, read ``sock.nursery`` from outside, stay
+    idle for two heartbeat intervals, and go every way a socket goes. After every step, once
+    every task waits: each socket's events were handled exactly once (in order, one handler at
+    a time), its task is there exactly when it should be, and a gone socket ran its disconnect
+    handlers once, with its reason and rooms, its tasks cancelled."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -530,11 +587,27 @@ class SocketTaskMachine(RuleBasedStateMachine):
             sock = self.sio.of("/").sockets[model.client.sid]
             if model.holds_task:
                 assert isinstance(sock.nursery, trio.Nursery)
+                model.lent = True
             else:
                 with pytest.raises(RuntimeError, match="no task to own a nursery now"):
                     sock.nursery  # noqa: B018
 
         self._run(read)
+
+    @precondition(lambda self: self._open())
+    @rule()
+    def idle_for_two_intervals(self) -> None:
+        """No events for two heartbeat intervals: every socket that may gives its task back
+        (the check comes once an interval, so the second one finds it idle)."""
+
+        async def idle() -> None:
+            for _ in range(2):
+                self.trio.clock.jump(self.sio.engine_options.ping_interval + 0.1)
+                await trio.testing.wait_all_tasks_blocked()
+
+        self._run(idle)
+        for model in self._open():
+            model.evented = False
 
     @precondition(lambda self: self._open())
     @rule(

@@ -3,8 +3,9 @@
 A socket runs as a task in its Engine.IO session's nursery, with a nursery of its own
 (:attr:`Socket.nursery`). That task runs ``on_connect``, then the socket's handlers, one event
 at a time by default, so events are handled in the order they arrived. A socket left with
-nothing to do once connected lets its task end (it *parks*: see ``Socket._park``) and its
-first event starts another, so an idle connection holds no task of its socket. When the socket
+nothing to do once connected, or idle for a heartbeat interval, lets its task end (it
+*parks*: see ``Socket._park``) and its next event starts another, so an idle connection holds
+no task of its socket. When the socket
 disconnects its nursery is cancelled: running handlers and background tasks end, and pending
 acknowledgements fail with :class:`~trio_sio.Disconnected` at once. The disconnecting and
 disconnect handlers run after that, shielded, within ``disconnect_handler_timeout``.
@@ -24,7 +25,7 @@ import trio
 
 from ._acks import ack_arguments, ack_value
 from ._adapter import BroadcastOptions
-from ._engine import Session, random_id
+from ._engine import Alarm, Session, random_id
 from ._errors import ConnectionRefused, Disconnected, DisconnectReason, RefusalCause
 from ._protocol import Outgoing, PacketType, SocketPacket
 from ._recovery import PersistedSession, RestoredSession
@@ -185,7 +186,7 @@ class _EventQueue:
     a list and one task slot.
     """
 
-    __slots__ = ("_budget", "_closed", "_consumer", "_in_hand", "_items")
+    __slots__ = ("_budget", "_closed", "_consumer", "_in_hand", "_items", "_letting_go")
 
     def __init__(self, budget: InboundBudget) -> None:
         self._items: list[SocketPacket] = []
@@ -193,9 +194,15 @@ class _EventQueue:
         self._closed = False
         self._in_hand = 0  # taken with get(), not done() yet
         self._consumer: trio.lowlevel.Task | None = None
+        self._letting_go = False  # see let_go
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the queue takes no more packets."""
+        return self._closed
 
     def put_nowait(self, packet: SocketPacket) -> bool:
         """Queue ``packet`` (which holds a place of the budget); ``False``, and its place
@@ -210,18 +217,34 @@ class _EventQueue:
         return True
 
     async def get(self) -> SocketPacket | None:
-        """The next packet, waiting for one; ``None`` once closed and drained. The caller
-        gives its place back (:meth:`done`) once it is handled."""
+        """The next packet, waiting for one; ``None`` once closed and drained, or when
+        :meth:`let_go` woke the wait. The caller gives its place back (:meth:`done`) once it
+        is handled."""
         if self._items:
             await trio.lowlevel.checkpoint()
         while not self._items:
             if self._closed:
                 await trio.lowlevel.checkpoint()
                 return None
+            if self._letting_go:  # the wait below was the checkpoint
+                self._letting_go = False
+                return None
             self._consumer = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_get)
+        self._letting_go = False  # an event came first: no longer idle
         self._in_hand += 1
         return self._items.pop(0)
+
+    def let_go(self) -> bool:
+        """End the consumer's wait with no packet (:meth:`get` returns ``None``), if it waits
+        with nothing queued and nothing in hand; say whether it did."""
+        task = self._consumer
+        if task is None or self._items or self._in_hand:
+            return False
+        self._consumer = None
+        self._letting_go = True
+        trio.lowlevel.reschedule(task)
+        return True
 
     def done(self) -> None:
         """One event taken with :meth:`get` has been handled."""
@@ -346,6 +369,8 @@ class Socket:
         self._task: trio.lowlevel.Task | None = None
         self._parked = False  # connected, with no task (see _park)
         self._nursery_lent = False  # the nursery property was read: the task must stay
+        self._active = False  # had an event since the last idleness check (see _check_idle)
+        self._idle_check: Alarm | None = None
         # While on_connect runs (the client has no CONNECT yet): what the socket sends, to
         # follow the CONNECT packet. None before and after.
         self._held: deque[Outgoing] | None = None
@@ -369,19 +394,20 @@ class Socket:
         """A nursery for tasks that must end when this socket disconnects.
 
         It is there while the socket's task runs: in ``on_connect``, in the socket's event
-        handlers and in the tasks started in it. A socket that connected and has had no
-        event since holds no task (an idle connection costs less memory that way), so
-        reading this property from elsewhere raises :class:`RuntimeError` for it: to run a
-        task elsewhere for as long as a socket stays, end it with
-        :meth:`wait_disconnected`.
+        handlers and in the tasks started in it. A socket idle since it connected, or for a
+        heartbeat interval (``ping_interval``), holds no task (an idle connection costs less
+        memory that way), so reading this property from elsewhere raises
+        :class:`RuntimeError` for it: to run a task elsewhere for as long as a socket stays,
+        end it with :meth:`wait_disconnected`. Once read, the nursery stays until the socket
+        disconnects.
         """
         nursery = self._nursery
         if nursery is None:
             if self._parked:
                 raise RuntimeError(
-                    f"{self!r} has no task to own a nursery now: it connected and has had no "
-                    "event since. sock.nursery is there in the socket's handlers and the tasks "
-                    "they start; elsewhere, end your task with sock.wait_disconnected()"
+                    f"{self!r} has no task to own a nursery now: it has been idle. "
+                    "sock.nursery is there in the socket's handlers and the tasks they start; "
+                    "elsewhere, end your task with sock.wait_disconnected()"
                 )
             raise RuntimeError("the socket is not running")
         self._nursery_lent = True
@@ -773,6 +799,9 @@ class Socket:
         self._pending_acks.clear()
         for waiter in pending:
             waiter.settle(None)
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         elif self._parked:
@@ -792,7 +821,7 @@ class Socket:
 
     async def _run(self, resumed: bool = False) -> None:
         """The socket's task: on_connect, then the events, in order. With ``resumed``, the
-        task again after the socket parked (see :meth:`_park`), started by its first event."""
+        task again after the socket parked (see :meth:`_park`), started by its next event."""
         namespace = self.namespace
         accepted = resumed
         parked = False
@@ -810,17 +839,25 @@ class Socket:
                     if parked:
                         return
                 limiter = namespace.server.max_concurrent_handlers
-                if limiter > 1:
-                    await self._process_events_concurrently(limiter)
-                else:
-                    # In order, one at a time, the default: inline rather than in a coroutine
-                    # of its own, which every socket with a task would keep.
-                    events = self._events
-                    while (packet := await events.get()) is not None:
-                        try:
-                            await self._handle_event(packet)
-                        finally:
-                            events.done()
+                events = self._events
+                while True:
+                    self._watch_idleness()
+                    if limiter > 1:
+                        await self._process_events_concurrently(limiter)
+                    else:
+                        # In order, one at a time, the default: inline rather than in a
+                        # coroutine of its own, which every socket with a task would keep.
+                        while (packet := await events.get()) is not None:
+                            try:
+                                await self._handle_event(packet)
+                            finally:
+                                events.done()
+                    # The socket is going, or its task was let go idle (see _check_idle).
+                    if events.closed:
+                        return
+                    parked = self._park(nursery)
+                    if parked:
+                        return
         finally:
             # A parked task leaves the socket as it is: connected, and its own no longer.
             if not parked:
@@ -836,24 +873,47 @@ class Socket:
                     await self._run_disconnect_handlers()
 
     def _park(self, nursery: trio.Nursery) -> bool:
-        """Just connected: if nothing is left for the socket's task to do (no event waiting,
-        no task in its nursery, and the nursery never handed out, so no task can be started
-        in it later), let the task end, and say so. A connection that stays idle then holds
-        no task of the socket (about 3 KB less). Its first event starts one again (see
-        :meth:`_queue_event`), which then stays: one task start for each socket, not one for
-        each burst of events. Its close runs the disconnect handlers in a task of their own
-        (see :meth:`_close`)."""
-        if self._events or nursery.child_tasks or self._nursery_lent:
+        """Just connected, or idle for a while (see :meth:`_check_idle`): if nothing is left
+        for the socket's task to do (no event waiting, no task in its nursery, and the
+        nursery never handed out, so no task can be started in it later), let the task end,
+        and say so. An idle connection then holds no task of the socket (about 3 KB less).
+        Its next event starts one again (see :meth:`_queue_event`). Its close runs the
+        disconnect handlers in a task of their own (see :meth:`_close`)."""
+        if not self._may_park(nursery):
             return False
         self._parked = True
         self._nursery = self._task = None
         return True
+
+    def _may_park(self, nursery: trio.Nursery) -> bool:
+        return not (self._events or nursery.child_tasks or self._nursery_lent)
+
+    def _watch_idleness(self) -> None:
+        """Check in a heartbeat interval whether the socket's task has been idle since."""
+        if self._idle_check is None and not self._nursery_lent:
+            server = self.namespace.server
+            deadline = trio.current_time() + server.engine_options.ping_interval
+            self._idle_check = server.engine.call_at(deadline, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """On the server's timer: a socket with no event for a whole heartbeat interval lets
+        its task go (it parks), if the task waits for an event and may park. So a task start
+        costs a socket at most one per interval, however its events come."""
+        self._idle_check = None
+        nursery = self._nursery
+        if self._finished or nursery is None or self._nursery_lent:
+            return  # gone, parked, or its nursery handed out: nothing to watch
+        if not self._active and self._may_park(nursery) and self._events.let_go():
+            return
+        self._active = False
+        self._watch_idleness()
 
     def _queue_event(self, packet: SocketPacket) -> bool:
         """From the session's reader: queue an event for the socket's task, starting that task
         if the socket parked. ``False`` if the socket no longer takes events."""
         if not self._events.put_nowait(packet):
             return False
+        self._active = True
         if self._parked:
             self._parked = False
             self.session.nursery.start_soon(self._run, True, name="trio_sio.socket")
