@@ -167,6 +167,10 @@ HOSTILE = [
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+    # Trailers folded, or ended by a bare line feed (h11 takes them, llhttp does not).
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX:\n t\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX: a\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + b"GET / HTTP/1.1\r\nHost: x\r\n" + b"Y: y\r\n" * 900,
 ]
 
@@ -216,6 +220,11 @@ MUTATIONS = st.sampled_from(
     st.lists(st.integers(0, 10_000), max_size=3),
 )
 @example(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", [(0, b"\r\n")], [])
+@example(  # found by this test: a folded trailer, which h11 took and llhttp refused
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: t\r\n\r\n",
+    [(69, b"\n")],
+    [],
+)
 def test_mutated_requests_give_the_same_events_or_both_fail(
     data: bytes, mutations: list[tuple[int, bytes]], cuts: list[int]
 ) -> None:

@@ -339,32 +339,52 @@ class H11Parser(_FramedParser):
 
 
 class _H11Chunked:
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_fed", "_recent", "_window")
 
     def __init__(self, max_line: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_line)
         self._conn.receive_data(_CHUNKED_HEAD)
         self._conn.next_event()
+        self._fed = 0  # bytes of the body fed so far
+        # The body's last bytes, enough for its end: the last-chunk line and the trailers.
+        self._recent = b""
+        self._window = max_line + 8
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         conn = self._conn
         conn.receive_data(data)
+        self._fed += len(data)
+        self._recent = (self._recent + data[-self._window :])[-self._window :]
         pieces: list[bytes] = []
         try:
             while True:
+                # (h11's buffer: what it has not parsed yet. Its public view copies it.)
+                start = self._fed - len(conn._receive_buffer)
                 event = conn.next_event()
                 if isinstance(event, h11.Data):
                     pieces.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage):
-                    # Trailers are dropped, but checked as llhttp checks them.
-                    if _CONTROL.search(b"".join([v for _, v in event.headers.raw_items()])):
-                        raise HttpParseError(400, "control character in a trailer")
+                    self._check_end(start, event)
                     # All of this message's earlier bytes were consumed by earlier feeds.
                     return pieces, len(data) - len(conn.trailing_data[0])
                 else:
                     return pieces, -1
         except h11.RemoteProtocolError as exc:
             raise HttpParseError(400, str(exc)) from None
+
+    def _check_end(self, start: int, event: h11.EndOfMessage) -> None:
+        """The body's end, which h11 parsed in one step from ``start`` (the last chunk's
+        CRLF, the last-chunk line, the trailers and the blank line; no chunk data), checked
+        as llhttp checks it: trailers are dropped, but what llhttp refuses is refused."""
+        if _CONTROL.search(b"".join([v for _, v in event.headers.raw_items()])):
+            raise HttpParseError(400, "control character in a trailer")
+        end = self._fed - len(self._conn._receive_buffer)
+        recent_start = self._fed - len(self._recent)
+        if start < recent_start:  # pragma: no cover - h11 bounds the trailers to the window
+            raise HttpParseError(400, "trailers too long")
+        raw = self._recent[start - recent_start : end - recent_start].removeprefix(b"\r\n")
+        if raw.count(b"\n") != raw.count(b"\r\n") or b"\n " in raw or b"\n\t" in raw:
+            raise HttpParseError(400, "bare line feed or folded trailer line")
 
 
 # --- httptools (llhttp) -----------------------------------------------------------------------
