@@ -5,10 +5,10 @@ A socket runs as a task in its Engine.IO session's nursery, with a nursery of it
 at a time by default, so events are handled in the order they arrived. A socket left with
 nothing to do once connected, or idle for a heartbeat interval, lets its task end (it
 *parks*: see ``Socket._park``) and its next event starts another, so an idle connection holds
-no task of its socket. When the socket
-disconnects its nursery is cancelled: running handlers and background tasks end, and pending
-acknowledgements fail with :class:`~trio_sio.Disconnected` at once. The disconnecting and
-disconnect handlers run after that, shielded, within ``disconnect_handler_timeout``.
+no task of its socket. When the socket disconnects its nursery is cancelled: running handlers
+and background tasks end, and pending acknowledgements fail with
+:class:`~trio_sio.Disconnected` at once. The disconnecting and disconnect handlers run after
+that, shielded, within ``disconnect_handler_timeout``.
 """
 
 from __future__ import annotations
