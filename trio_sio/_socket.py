@@ -835,12 +835,12 @@ class Socket:
                     accepted = await self._connect()
                     if not accepted:
                         return
-                    parked = self._park(nursery)
-                    if parked:
-                        return
                 limiter = namespace.server.max_concurrent_handlers
                 events = self._events
-                while True:
+                # Each time round (just connected or resumed, or let go idle: see
+                # _check_idle) the task ends if the socket is going, parks if nothing is left
+                # for it, or else handles events until one of those.
+                while not events.closed and not (parked := self._park(nursery)):
                     self._watch_idleness()
                     if limiter > 1:
                         await self._process_events_concurrently(limiter)
@@ -852,12 +852,6 @@ class Socket:
                                 await self._handle_event(packet)
                             finally:
                                 events.done()
-                    # The socket is going, or its task was let go idle (see _check_idle).
-                    if events.closed:
-                        return
-                    parked = self._park(nursery)
-                    if parked:
-                        return
         finally:
             # A parked task leaves the socket as it is: connected, and its own no longer.
             if not parked:
@@ -886,6 +880,7 @@ class Socket:
         return True
 
     def _may_park(self, nursery: trio.Nursery) -> bool:
+        """Whether nothing is left for the socket's task (see :meth:`_park`)."""
         return not (self._events or nursery.child_tasks or self._nursery_lent)
 
     def _watch_idleness(self) -> None:
