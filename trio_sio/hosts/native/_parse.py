@@ -300,16 +300,20 @@ _CHUNKED_HEAD = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r
 _LENGTH_LINE = re.compile(rb"\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 
 
+def _bare_line_feed_or_fold(raw: bytes) -> bool:
+    """What h11 accepts in header and trailer lines and llhttp does not (llhttp refuses all
+    of it as it parses): a line feed without its carriage return, a line that starts with
+    white space (a folded value). RFC 9112 allows refusing both."""
+    return raw.count(b"\n") != raw.count(b"\r\n") or b"\n " in raw or b"\n\t" in raw
+
+
 class H11Parser(_FramedParser):
     """The parser of the pure-Python ``h11``."""
 
     __slots__ = ()
 
     def _parse_head(self, raw: bytes) -> RequestHead:
-        # What h11 accepts and llhttp does not (llhttp refuses all of it as it parses): a
-        # line feed without its carriage return, a line that starts with white space (a folded
-        # header value). RFC 9112 allows refusing both.
-        if raw.count(b"\n") != raw.count(b"\r\n") or b"\n " in raw or b"\n\t" in raw:
+        if _bare_line_feed_or_fold(raw):
             raise HttpParseError(400, "bare line feed or folded header line")
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head + 4)
         conn.receive_data(raw)
@@ -383,7 +387,7 @@ class _H11Chunked:
         if start < recent_start:  # pragma: no cover - h11 bounds the trailers to the window
             raise HttpParseError(400, "trailers too long")
         raw = self._recent[start - recent_start : end - recent_start].removeprefix(b"\r\n")
-        if raw.count(b"\n") != raw.count(b"\r\n") or b"\n " in raw or b"\n\t" in raw:
+        if _bare_line_feed_or_fold(raw):
             raise HttpParseError(400, "bare line feed or folded trailer line")
 
 
