@@ -63,6 +63,12 @@ def socket_tasks() -> list[trio.lowlevel.Task]:
     return found
 
 
+async def wait_for_no_socket_task() -> None:
+    """Until no socket of the server (in this process, on this loop) has a task."""
+    while socket_tasks():
+        await trio.sleep(0.01)
+
+
 class Journal:
     """What a server's handlers saw, for the tests to compare with what was sent."""
 
@@ -373,8 +379,7 @@ async def test_idle_clients_then_a_burst_then_a_disconnect_over_real_sockets(
                 await stack.enter_async_context(client.connect(url, transports=TRANSPORTS[mode]))
             sids = [str(client.sid) for client in clients]
             if idle:
-                while socket_tasks():  # the server is in this process, on this loop
-                    await trio.sleep(0.01)
+                await wait_for_no_socket_task()
             burst, _, leaving = clients
             for seq in range(20):
                 await burst.emit("ev", seq)
@@ -391,6 +396,33 @@ async def test_idle_clients_then_a_burst_then_a_disconnect_over_real_sockets(
         journal.disconnecting[sid] == [(journal.disconnected[sid][0], frozenset({sid, "r"}))]
         for sid in sids
     )
+
+
+@pytest.mark.parametrize("mode", list(TRANSPORTS))
+@pytest.mark.parametrize("host", HOSTS)
+async def test_a_socket_that_talked_gives_its_task_back_when_idle_over_real_sockets(
+    host: str, mode: str
+) -> None:
+    """The hand-back after a heartbeat interval without events (0.2 s here), between bursts
+    of events: each burst is handled whole and in order by a task started again, and the
+    disconnect handlers run once at the end."""
+    sio, journal = journal_server(ping_interval=0.2)
+    client = trio_sio.Client(reconnection=False)
+    with trio.fail_after(BUDGET):
+        async with serve_server(host, sio) as url:
+            async with client.connect(url, transports=TRANSPORTS[mode]):
+                sid = str(client.sid)
+                for burst in range(3):
+                    first = burst * 10
+                    for seq in range(first, first + 9):
+                        await client.emit("ev", seq)
+                    assert await client.call("ev", first + 9) == first + 9
+                    await wait_for_no_socket_task()  # let go after an idle interval
+                assert journal.handled == {sid: list(range(30))}
+            while sid not in journal.disconnected:
+                await trio.sleep(0.01)
+    assert journal.disconnected == {sid: ["io client disconnect"]}
+    assert journal.disconnecting == {sid: [("io client disconnect", frozenset({sid, "r"}))]}
 
 
 @pytest.mark.parametrize("mode", list(TRANSPORTS))
