@@ -17,7 +17,7 @@ Hypothesis state machine interleaves them at random.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -536,7 +536,7 @@ class SocketTaskMachine(RuleBasedStateMachine):
         open_clients = self._open()
         return open_clients[index % len(open_clients)]
 
-    def _run(self, fn: Any) -> None:
+    def _run(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` in the loop, then let every task settle."""
 
         async def step() -> None:
