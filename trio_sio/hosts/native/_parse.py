@@ -343,7 +343,7 @@ class H11Parser(_FramedParser):
 
 
 class _H11Chunked:
-    __slots__ = ("_conn", "_fed", "_recent", "_window")
+    __slots__ = ("_conn", "_fed", "_recent", "_recent_size")
 
     def __init__(self, max_line: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_line)
@@ -352,13 +352,13 @@ class _H11Chunked:
         self._fed = 0  # bytes of the body fed so far
         # The body's last bytes, enough for its end: the last-chunk line and the trailers.
         self._recent = b""
-        self._window = max_line + 8
+        self._recent_size = max_line + 8
 
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         conn = self._conn
         conn.receive_data(data)
         self._fed += len(data)
-        self._recent = (self._recent + data[-self._window :])[-self._window :]
+        self._recent = (self._recent + data[-self._recent_size :])[-self._recent_size :]
         pieces: list[bytes] = []
         try:
             while True:
